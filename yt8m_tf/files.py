@@ -1,0 +1,50 @@
+"""Atomic file output through tf.io.gfile (local paths and gs:// alike).
+
+A file appears under its final name only once it is complete: writers write to a temporary sibling
+and rename it, so an interrupted run never leaves a half-written file that a later stage would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from typing import Iterator
+
+import tensorflow as tf
+
+
+def temporary_sibling(path: str) -> str:
+  head, tail = os.path.split(path)
+  return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path to write; renames it to `path` on success, deletes it on error."""
+  parent = os.path.dirname(path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
+  tmp = temporary_sibling(path)
+  try:
+    yield tmp
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+  """`open`-like context manager whose file appears at `path` only after a clean close."""
+  with atomic_path(path) as tmp:
+    with tf.io.gfile.GFile(tmp, mode) as handle:
+      yield handle
+
+
+@contextlib.contextmanager
+def atomic_tfrecord_writer(path: str, compression: str = ""):
+  """A tf.io.TFRecordWriter whose file appears at `path` only after it closed cleanly."""
+  with atomic_path(path) as tmp:
+    with tf.io.TFRecordWriter(tmp, options=compression or None) as writer:
+      yield writer
