@@ -69,7 +69,7 @@ def _file_sizes(files: Sequence[str]) -> List[int]:
 def _named_records(files: Sequence[str], shuffle: bool, seed: Optional[int], num_epochs: Optional[int],
                    on_bad_record: str, counter: Optional[BadRecordCounter],
                    cycle_length: int) -> tf.data.Dataset:
-  """Blocks `(names [n], records [n])` from all files, interleaved, with a per-file integrity check."""
+  """Blocks `(paths [n], indices [n], records [n])` from all files, interleaved, with a per-file integrity check."""
   sizes = _file_sizes(files)
   files_ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(sizes, tf.int64)))
   if shuffle:
@@ -89,30 +89,39 @@ def _named_records(files: Sequence[str], shuffle: bool, seed: Optional[int], num
       num = tf.shape(records, out_type=tf.int64)[0]
       is_end = tf.equal(num, 0)
       damaged = is_end & tf.not_equal(consumed, size)
-      message = tf.strings.join([
+      message = lambda: tf.strings.join([
           path, ": truncated or corrupt TFRecord file after record ", tf.strings.as_string(count - 1),
           " (read ", tf.strings.as_string(consumed), " of ", tf.strings.as_string(size), " bytes)"])
       check = _report(damaged, message, on_bad_record,
                       counter._add_file(tf.cast(damaged, tf.int64)) if counter else None)
       with tf.control_dependencies(check):
-        names = tf.strings.join([path, ":", tf.strings.as_string(count + tf.range(num))])
+        indices = count + tf.range(num)
       payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
       new_state = (count + num, consumed + payload + _RECORD_OVERHEAD * num)
-      return new_state, (names, records)
+      return new_state, (tf.fill([num], path), indices, records)
 
     scanned = blocks.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
-    return scanned.filter(lambda names, records: tf.size(records) > 0)
+    return scanned.filter(lambda paths, indices, records: tf.size(records) > 0)
 
   return files_ds.interleave(read_file, cycle_length=min(cycle_length, len(files)),
                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed))
 
 
-def _report(is_bad, message, on_bad_record: str, count_op=None) -> list:
-  """Ops that raise (mode raise) or log (mode skip) `message` when the scalar `is_bad` holds."""
-  if on_bad_record == _RAISE:
-    return [tf.debugging.Assert(tf.logical_not(is_bad), [message], summarize=1)]
-  log = tf.cond(is_bad, lambda: _print_skip(message), lambda: tf.constant(False))
-  return [log] + ([count_op] if count_op is not None else [])
+def _report(is_bad, message_fn, on_bad_record: str, count_op=None) -> list:
+  """Ops that raise (mode raise) or log (mode skip) `message_fn()` when the scalar `is_bad` holds.
+
+  The message is only built in the failing branch: formatting it for every batch costs more than
+  parsing.
+  """
+  def fail():
+    message = message_fn()
+    if on_bad_record == _RAISE:
+      with tf.control_dependencies([tf.debugging.Assert(False, [message], summarize=1)]):
+        return tf.constant(True)
+    return _print_skip(message)
+
+  flagged = tf.cond(is_bad, fail, lambda: tf.constant(False))
+  return [flagged] + ([count_op] if count_op is not None else [])
 
 
 def _print_skip(message):
@@ -122,33 +131,38 @@ def _print_skip(message):
 
 def _batched(records: tf.data.Dataset, batch_size: int, shuffle: bool, shuffle_buffer: int,
              seed: Optional[int]) -> tf.data.Dataset:
-  """Named-record blocks -> shuffled (optionally) batches of `(names [B], records [B])`."""
+  """Record blocks -> shuffled (optionally) batches of `(paths [B], indices [B], records [B])`."""
   if shuffle:
     return records.unbatch().shuffle(shuffle_buffer, seed=seed).batch(batch_size)
   return records.rebatch(batch_size)
 
 
 class _Checks:
-  """Collects per-record validity conditions with the message to show for the first failure."""
+  """Per-record validity conditions, each with the message to show for its first failing record."""
 
-  def __init__(self, names: tf.Tensor):
-    self.names = names
-    self.valid = tf.ones_like(names, tf.bool)
-    self._messages = []
+  def __init__(self, paths: tf.Tensor, indices: tf.Tensor):
+    self.paths = paths
+    self.indices = indices
+    self.valid = tf.ones_like(indices, tf.bool)
+    self._checks = []
 
-  def require(self, ok: tf.Tensor, field: str, problem: str, detail: tf.Tensor):
-    """`ok` [B] bool; `detail` [B] string shown for the first record that fails."""
+  def require(self, ok: tf.Tensor, field: str, problem: str, detail_fn=None):
+    """`ok` [B] bool; `detail_fn(row)` -> scalar string describing the failing row (built lazily)."""
     self.valid &= ok
-    first = tf.argmin(tf.cast(ok, tf.int32))
-    message = tf.strings.join([self.names[first], ": field ", field, " ", problem, detail[first]])
-    self._messages.append((tf.logical_not(tf.reduce_all(ok)), message))
+    self._checks.append((ok, field, problem, detail_fn))
+
+  def _message(self, ok, field, problem, detail_fn):
+    row = tf.argmin(tf.cast(ok, tf.int32))
+    detail = detail_fn(row) if detail_fn is not None else ""
+    return tf.strings.join([self.paths[row], ":", tf.strings.as_string(self.indices[row]),
+                            ": field ", field, " ", problem, detail])
 
   def enforce(self, on_bad_record: str, counter: Optional[BadRecordCounter]) -> list:
-    if on_bad_record == _RAISE:
-      return [tf.debugging.Assert(tf.logical_not(bad), [msg], summarize=1) for bad, msg in self._messages]
-    ops = [tf.cond(bad, lambda m=msg: _print_skip(m), lambda: tf.constant(False))
-           for bad, msg in self._messages]
-    if counter is not None:
+    ops = []
+    for ok, field, problem, detail_fn in self._checks:
+      message = lambda ok=ok, f=field, p=problem, d=detail_fn: self._message(ok, f, p, d)
+      ops += _report(tf.logical_not(tf.reduce_all(ok)), message, on_bad_record)
+    if on_bad_record == _SKIP and counter is not None:
       ops.append(counter._add_records(tf.reduce_sum(tf.cast(~self.valid, tf.int64))))
     return ops
 
@@ -161,13 +175,13 @@ def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.Ragge
                          schema: Schema):
   num_ids = ids.row_lengths()
   checks.require(tf.equal(num_ids, 1), schema.id_key, "must hold exactly one id, found ",
-                 _as_string(num_ids))
+                 lambda row: _as_string(num_ids[row]))
   low = tf.reduce_min(labels, axis=1, keepdims=False)
   high = tf.reduce_max(labels, axis=1, keepdims=False)
   has = labels.row_lengths() > 0
   in_range = ~has | ((low >= 0) & (high < schema.num_classes))
   checks.require(in_range, schema.labels_key, f"has a class id outside [0, {schema.num_classes}): ",
-                 tf.strings.reduce_join(_as_string(labels), axis=1, separator=" "))
+                 lambda row: tf.strings.reduce_join(_as_string(labels[row]), separator=" "))
 
 
 def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
@@ -177,33 +191,38 @@ def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
   return tf.tensor_scatter_nd_update(tf.zeros([rows, num_classes], tf.float32), indices, updates)
 
 
-def _parse_video_batch(names, serialized, schema: Schema, on_bad_record: str,
+def _parse_video_batch(paths, indices, serialized, schema: Schema, on_bad_record: str,
                        counter: Optional[BadRecordCounter], fold_filter):
   spec = {schema.id_key: tf.io.RaggedFeature(tf.string),
           schema.labels_key: tf.io.RaggedFeature(tf.int64)}
   for name in schema.video_feature_names:
     spec[name] = tf.io.RaggedFeature(tf.float32)
-  parsed = tf.io.parse_example(serialized, spec, example_names=names)
-  checks = _Checks(names)
+  parsed = tf.io.parse_example(serialized, spec)
+  checks = _Checks(paths, indices)
   _check_id_and_labels(checks, parsed[schema.id_key], parsed[schema.labels_key], schema)
   for name, size in zip(schema.video_feature_names, schema.feature_sizes):
     length = parsed[name].row_lengths()
     checks.require(tf.equal(length, size), name, f"must have {size} float values, found ",
-                   _as_string(length))
+                   lambda row, length=length: _as_string(length[row]))
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
-    keep = tf.identity(checks.valid)
-  ids = tf.ragged.boolean_mask(parsed[schema.id_key], keep)
-  ids = tf.reshape(ids.flat_values, [-1])
-  if fold_filter is not None:
-    in_folds = fold_filter(ids)
-    keep = tf.tensor_scatter_nd_update(keep, tf.where(keep), in_folds)
-    ids = tf.boolean_mask(ids, in_folds)
+    valid = tf.identity(checks.valid)
+  all_valid = tf.reduce_all(valid)
+  ids = tf.reshape(_valid_rows(parsed[schema.id_key], valid, all_valid).flat_values, [-1])
   features = {"id": ids}
   for name, size in zip(schema.video_feature_names, schema.feature_sizes):
-    values = tf.ragged.boolean_mask(parsed[name], keep).flat_values
+    values = _valid_rows(parsed[name], valid, all_valid).flat_values
     features[name] = tf.reshape(values, [-1, size])
-  labels = _multi_hot(tf.ragged.boolean_mask(parsed[schema.labels_key], keep), schema.num_classes)
+  labels = _multi_hot(_valid_rows(parsed[schema.labels_key], valid, all_valid), schema.num_classes)
+  if fold_filter is not None:
+    in_folds = fold_filter(ids)
+    features = {k: tf.boolean_mask(v, in_folds) for k, v in features.items()}
+    labels = tf.boolean_mask(labels, in_folds)
   return features, labels
+
+
+def _valid_rows(ragged: tf.RaggedTensor, valid, all_valid) -> tf.RaggedTensor:
+  # ragged.boolean_mask costs ~5x the parse itself, so it only runs for batches with a bad record.
+  return tf.cond(all_valid, lambda: ragged, lambda: tf.ragged.boolean_mask(ragged, valid))
 
 
 def _fold_filter(num_folds: int, folds, exclude_folds):
@@ -249,7 +268,8 @@ def video_dataset(file_pattern: str, batch_size: int, *, schema: Schema = Schema
                            bad_record_counter, cycle_length)
   batches = _batched(records, batch_size, shuffle, shuffle_buffer, seed)
   dataset = batches.map(
-      lambda names, serialized: _parse_video_batch(names, serialized, schema, on_bad_record,
+      lambda paths, indices, serialized: _parse_video_batch(paths, indices, serialized, schema,
+                                                            on_bad_record,
                                                    bad_record_counter, fold_filter),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed))
   # Filtering makes batches smaller than asked; rebatch restores the size without an element-wise copy.
@@ -268,7 +288,7 @@ def _as_ragged_row(values):
   return tf.RaggedTensor.from_row_lengths(values, tf.reshape(tf.size(values, out_type=tf.int64), [1]))
 
 
-def _parse_frame_record(name, serialized, schema: Schema, on_bad_record: str,
+def _parse_frame_record(path, index, serialized, schema: Schema, on_bad_record: str,
                         counter: Optional[BadRecordCounter]):
   """One SequenceExample -> (valid, id [1], labels [n], {feature: frame byte strings [frames]})."""
   context_spec = {schema.id_key: tf.io.RaggedFeature(tf.string),
@@ -276,8 +296,8 @@ def _parse_frame_record(name, serialized, schema: Schema, on_bad_record: str,
   sequence_spec = {feature: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
                    for feature in schema.feature_names}
   context, sequences = tf.io.parse_single_sequence_example(
-      serialized, context_spec, sequence_spec, example_name=name)
-  checks = _Checks(tf.reshape(name, [1]))
+      serialized, context_spec, sequence_spec)
+  checks = _Checks(tf.reshape(path, [1]), tf.reshape(index, [1]))
   _check_id_and_labels(checks, _as_ragged_row(context[schema.id_key]),
                        _as_ragged_row(context[schema.labels_key]), schema)
   first_count = None
@@ -285,16 +305,17 @@ def _parse_frame_record(name, serialized, schema: Schema, on_bad_record: str,
     frames = sequences[feature]
     count = tf.size(frames, out_type=tf.int64)
     lengths = tf.strings.length(frames)
-    checks.require(tf.reshape(count > 0, [1]), feature, "has no frames", tf.constant([""]))
+    checks.require(tf.reshape(count > 0, [1]), feature, "has no frames")
     checks.require(tf.reshape(tf.reduce_all(tf.equal(lengths, size)), [1]), feature,
                    f"must have {size} bytes per frame, found ",
-                   tf.reshape(tf.strings.as_string(_first_wrong_length(lengths, size)), [1]))
+                   lambda row, lengths=lengths, size=size: tf.strings.as_string(
+                       _first_wrong_length(lengths, size)))
     if first_count is None:
       first_count = count
     else:
       checks.require(tf.reshape(tf.equal(count, first_count), [1]), feature,
-                     f"must have as many frames as '{schema.feature_names[0]}', found ",
-                     tf.reshape(tf.strings.as_string(count), [1]))
+                     f"must have as many frames as {schema.feature_names[0]}, found ",
+                     lambda row, count=count: tf.strings.as_string(count))
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid[0])
   return valid, context[schema.id_key], context[schema.labels_key], sequences
@@ -336,7 +357,8 @@ def frame_dataset(file_pattern: str, batch_size: int, *, schema: Schema = Schema
   if shuffle:
     records = records.shuffle(shuffle_buffer, seed=seed)
   parsed = records.map(
-      lambda name, serialized: _parse_frame_record(name, serialized, schema, on_bad_record,
+      lambda path, index, serialized: _parse_frame_record(path, index, serialized, schema,
+                                                          on_bad_record,
                                                    bad_record_counter),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed))
   if on_bad_record == _SKIP:

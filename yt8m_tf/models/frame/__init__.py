@@ -1,0 +1,1 @@
+"""Frame-level models (inputs rgb, audio, num_frames). Importing registers them."""
