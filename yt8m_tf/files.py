@@ -14,18 +14,23 @@ from typing import Iterator
 import tensorflow as tf
 
 
-def temporary_sibling(path: str) -> str:
+def temporary_sibling(path: str, suffix: str = "") -> str:
+  """A hidden name next to `path`. It ends in `.tmp-<random><suffix>`, so a crashed writer's
+  leftover never matches a data glob such as `train-*.tfrecord`."""
   head, tail = os.path.split(path)
-  return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}")
+  return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-  """Yields a temporary path to write; renames it to `path` on success, deletes it on error."""
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+  """Yields a temporary path to write; renames it to `path` on success, deletes it on error.
+
+  `suffix` is appended to the temporary name for writers that insist on an extension (Keras `.keras`).
+  """
   parent = os.path.dirname(path)
   if parent:
     tf.io.gfile.makedirs(parent)
-  tmp = temporary_sibling(path)
+  tmp = temporary_sibling(path, suffix)
   try:
     yield tmp
     tf.io.gfile.rename(tmp, path, overwrite=True)

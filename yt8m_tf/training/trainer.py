@@ -1,0 +1,108 @@
+"""Training around Keras `fit`: best model by validation GAP, LR on plateau, TensorBoard, resume.
+
+A `train_dir` holds everything a run made:
+  best.keras        the model with the best validation GAP so far (written atomically)
+  last.keras        the model after the last finished epoch
+  backup/           BackupAndRestore state: a killed run started again continues where it stopped
+  tensorboard/      loss, GAP and learning rate per epoch
+  history.json      per-epoch logs, rewritten (atomically) after every epoch
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from yt8m_tf import metrics
+from yt8m_tf.files import atomic_open, atomic_path
+
+BEST_MODEL = "best.keras"
+LAST_MODEL = "last.keras"
+
+
+def save_model_atomically(model: keras.Model, path: str) -> None:
+  with atomic_path(path, suffix=".keras") as tmp:
+    model.save(tmp)
+
+
+class _SaveHistory(keras.callbacks.Callback):
+  """Keeps history.json and last.keras current after each epoch (both written atomically)."""
+
+  def __init__(self, train_dir: str):
+    super().__init__()
+    self.train_dir = train_dir
+    self.path = os.path.join(train_dir, "history.json")
+    self.epochs: List[Dict[str, float]] = []
+    if tf.io.gfile.exists(self.path):  # a resumed run appends to what the first part logged
+      with tf.io.gfile.GFile(self.path) as f:
+        self.epochs = json.load(f)
+
+  def on_epoch_end(self, epoch, logs=None):
+    record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+    self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1] + [record]
+    with atomic_open(self.path) as f:
+      json.dump(self.epochs, f, indent=1)
+    save_model_atomically(self.model, os.path.join(self.train_dir, LAST_MODEL))
+
+
+class _BestModelCheckpoint(keras.callbacks.Callback):
+  """Saves best.keras when the monitored metric improves; the best value survives a resume."""
+
+  def __init__(self, train_dir: str, monitor: str, history: _SaveHistory):
+    super().__init__()
+    self.path = os.path.join(train_dir, BEST_MODEL)
+    self.monitor = monitor
+    previous = [e[monitor] for e in history.epochs if monitor in e]
+    self.best = max(previous) if previous else float("-inf")
+
+  def on_epoch_end(self, epoch, logs=None):
+    value = (logs or {}).get(self.monitor)
+    if value is None or value <= self.best:
+      return
+    self.best = float(value)
+    save_model_atomically(self.model, self.path)
+
+
+def compile_model(model: keras.Model, learning_rate: float, loss=None, clip_norm: Optional[float] = 10.0,
+                  k: int = 20, max_val_videos: int = 200_000, jit_compile="auto") -> keras.Model:
+  """Adam + BCE-with-logits (mean) + GAP@k, the seed's default L1 set-up (global-norm clip 10)."""
+  optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm)
+  model.compile(optimizer=optimizer,
+                loss=loss or keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[metrics.GapMetric(k=k, max_videos=max_val_videos)],
+                jit_compile=jit_compile)
+  return model
+
+
+def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.data.Dataset, *,
+        train_dir: str, epochs: int, steps_per_epoch: Optional[int] = None,
+        validation_steps: Optional[int] = None, lr_factor: float = 0.5, lr_patience: int = 0,
+        early_stopping_patience: Optional[int] = None, extra_callbacks=(), verbose: int = 1
+        ) -> List[Dict[str, float]]:
+  """Trains a compiled model, keeping the best one by validation GAP. Returns per-epoch logs.
+
+  With `steps_per_epoch`, an epoch is that many batches of a repeating dataset (the seed's
+  pseudo-epochs); the validation GAP is computed on the whole validation data each epoch.
+  """
+  tf.io.gfile.makedirs(train_dir)
+  monitor = "val_gap"
+  history = _SaveHistory(train_dir)
+  callbacks = [
+      keras.callbacks.BackupAndRestore(os.path.join(train_dir, "backup")),
+      keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=lr_factor,
+                                        patience=lr_patience, min_lr=1e-7, verbose=verbose),
+      keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
+      _BestModelCheckpoint(train_dir, monitor, history),
+      history,  # last: it records the learning rate ReduceLROnPlateau set for the next epoch
+  ]
+  if early_stopping_patience is not None:
+    callbacks.insert(1, keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                                      patience=early_stopping_patience))
+  model.fit(train_data, validation_data=validation_data, epochs=epochs,
+            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+            callbacks=callbacks + list(extra_callbacks), verbose=verbose)
+  return history.epochs
