@@ -17,8 +17,8 @@ from typing import Dict, List, Optional
 import keras
 import tensorflow as tf
 
-from yt8m_tf import metrics
 from yt8m_tf.files import atomic_open, atomic_path
+from yt8m_tf.training.evaluation import ValidationMetrics
 
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
@@ -68,12 +68,14 @@ class _BestModelCheckpoint(keras.callbacks.Callback):
 
 
 def compile_model(model: keras.Model, learning_rate: float, loss=None, clip_norm: Optional[float] = 10.0,
-                  k: int = 20, max_val_videos: int = 200_000, jit_compile="auto") -> keras.Model:
-  """Adam + BCE-with-logits (mean) + GAP@k, the seed's default L1 set-up (global-norm clip 10)."""
+                  jit_compile="auto") -> keras.Model:
+  """Adam + BCE-with-logits (mean), the seed's default L1 set-up (gradient global-norm clip 10).
+
+  No metrics on training batches: validation GAP comes from `ValidationMetrics` once per epoch.
+  """
   optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm)
   model.compile(optimizer=optimizer,
                 loss=loss or keras.losses.BinaryCrossentropy(from_logits=True),
-                metrics=[metrics.GapMetric(k=k, max_videos=max_val_videos)],
                 jit_compile=jit_compile)
   return model
 
@@ -86,12 +88,14 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.dat
   """Trains a compiled model, keeping the best one by validation GAP. Returns per-epoch logs.
 
   With `steps_per_epoch`, an epoch is that many batches of a repeating dataset (the seed's
-  pseudo-epochs); the validation GAP is computed on the whole validation data each epoch.
+  pseudo-epochs). Validation runs on `validation_data` (first `validation_steps` batches, or all of it)
+  after each epoch; `validation_data` may keep or drop the `id` feature.
   """
   tf.io.gfile.makedirs(train_dir)
   monitor = "val_gap"
   history = _SaveHistory(train_dir)
   callbacks = [
+      ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data),
       keras.callbacks.BackupAndRestore(os.path.join(train_dir, "backup")),
       keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=lr_factor,
                                         patience=lr_patience, min_lr=1e-7, verbose=verbose),
@@ -100,9 +104,8 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.dat
       history,  # last: it records the learning rate ReduceLROnPlateau set for the next epoch
   ]
   if early_stopping_patience is not None:
-    callbacks.insert(1, keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+    callbacks.insert(2, keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                       patience=early_stopping_patience))
-  model.fit(train_data, validation_data=validation_data, epochs=epochs,
-            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+  model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
             callbacks=callbacks + list(extra_callbacks), verbose=verbose)
   return history.epochs
