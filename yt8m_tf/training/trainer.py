@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Dict, List, Optional
 
 import keras
@@ -106,6 +107,11 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.dat
   if early_stopping_patience is not None:
     callbacks.insert(2, keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                       patience=early_stopping_patience))
-  model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks + list(extra_callbacks), verbose=verbose)
+  with warnings.catch_warnings():
+    if steps_per_epoch is None:
+      # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch
+      # without steps_per_epoch is: one pass over finite data.
+      warnings.filterwarnings("ignore", message="Your input ran out of data")
+    model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+              callbacks=callbacks + list(extra_callbacks), verbose=verbose)
   return history.epochs

@@ -1,0 +1,85 @@
+"""train_main: flags and flagfiles, K-fold, config checks, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+
+from yt8m_tf.data import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 30
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("data"))
+  synthetic.generate(synthetic.SyntheticConfig(num_videos=400, num_classes=NUM_CLASSES, min_frames=2,
+                                               max_frames=5, mean_frames=3, num_shards=(2, 1, 1)), out)
+  return out
+
+
+def _env(**extra):
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **extra)
+
+
+def _train_args(data_dir, train_dir, *extra):
+  return [sys.executable, "-m", "binaries.train_main", "--model=Logistic",
+          f"--train_data_pattern={data_dir}/video/train-*.tfrecord", f"--num_classes={NUM_CLASSES}",
+          "--num_folds=3", "--fold=1", "--batch_size=32", "--learning_rate=0.05",
+          f"--train_dir={train_dir}", *extra]
+
+
+def _run(args, **kwargs):
+  result = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300,
+                          **kwargs)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_train_main_kfold_writes_config_history_and_best_model(tiny_data, tmp_path):
+  train_dir = tmp_path / "run"
+  flagfile = tmp_path / "logistic.flags"
+  flagfile.write_text("--epochs=2\n--seed=3\n")
+  result = _run(_train_args(tiny_data, train_dir, f"--flagfile={flagfile}"))
+  assert "best val_gap" in result.stdout
+  config = json.loads((train_dir / "config.json").read_text())
+  assert config["fold"] == 1 and config["seed"] == 3 and config["epochs"] == 2
+  history = json.loads((train_dir / "history.json").read_text())
+  assert [e["epoch"] for e in history] == [1, 2] and history[-1]["val_gap"] > 0
+  model = keras.models.load_model(train_dir / "best.keras")
+  assert model.output_shape == (None, NUM_CLASSES)
+  assert os.listdir(train_dir / "tensorboard")
+
+
+def test_train_main_refuses_a_train_dir_made_with_other_settings(tiny_data, tmp_path):
+  train_dir = tmp_path / "run"
+  _run(_train_args(tiny_data, train_dir, "--epochs=1"))
+  result = subprocess.run(_train_args(tiny_data, train_dir, "--epochs=1", "--learning_rate=0.1"),
+                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+  assert result.returncode != 0 and "learning_rate: 0.05 -> 0.1" in result.stderr
+
+
+def test_train_main_resumes_after_being_killed(tiny_data, tmp_path):
+  train_dir = tmp_path / "run"
+  args = _train_args(tiny_data, train_dir, "--epochs=40", "--steps_per_epoch=40")
+  process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+                             cwd=ROOT)
+  history_file = train_dir / "history.json"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (history_file.exists()
+                                        and len(json.loads(history_file.read_text())) >= 2):
+    time.sleep(0.2)
+  process.send_signal(signal.SIGKILL)  # mid-epoch, no chance to clean up
+  process.wait()
+  done_before = len(json.loads(history_file.read_text()))
+  assert 2 <= done_before < 40
+  _run(_train_args(tiny_data, train_dir, f"--epochs={done_before + 2}", "--steps_per_epoch=40"))
+  epochs = [e["epoch"] for e in json.loads(history_file.read_text())]
+  assert epochs == list(range(1, done_before + 3))  # continued, not restarted
+  assert not [n for n in os.listdir(train_dir) if ".tmp-" in n]

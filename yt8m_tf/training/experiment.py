@@ -1,0 +1,214 @@
+"""One L1 training run from a `TrainConfig`: what `binaries/train_main.py` calls.
+
+K-fold: with `fold=k`, the model trains on the videos of `train_data_pattern` whose fold is not k and
+validates on those whose fold is k (its out-of-fold set); folds come from the video id
+(`yt8m_tf.data.fold_of`), so video- and frame-level runs share them. Without `fold`, it trains on all
+of `train_data_pattern` and validates on `eval_data_pattern`.
+
+The run's `train_dir` holds `config.json` (the settings it ran with; a resumed run must match them)
+next to what `trainer.fit` writes (best.keras, last.keras, backup/, tensorboard/, history.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Callable, Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from yt8m_tf import data, models
+from yt8m_tf.files import atomic_open
+from yt8m_tf.training import trainer
+from yt8m_tf.training.inputs import input_keys
+
+CONFIG_FILE = "config.json"
+STRATEGIES = ("default", "mirrored", "multi_worker")
+# Settings that may change when a run is resumed (how long it runs, not what it trains).
+_RESUMABLE_CHANGES = {"epochs", "verbose"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Every setting of an L1 run; `binaries/train_main.py` exposes each as a flag."""
+
+  model: str
+  train_dir: str
+  train_data_pattern: str
+  eval_data_pattern: Optional[str] = None
+  model_params: Dict[str, object] = dataclasses.field(default_factory=dict)
+  num_classes: int = 3862
+  max_frames: int = 300
+  num_folds: int = 5
+  fold: Optional[int] = None
+  batch_size: int = 512
+  epochs: int = 30
+  steps_per_epoch: Optional[int] = None
+  validation_steps: Optional[int] = None
+  learning_rate: float = 1e-3
+  lr_factor: float = 0.5
+  lr_patience: int = 0
+  early_stopping_patience: Optional[int] = None
+  clip_norm: float = 10.0
+  loss: str = "bce"
+  mixup_alpha: float = 0.0
+  frame_sampler: Optional[str] = None
+  frame_sampler_params: Dict[str, object] = dataclasses.field(default_factory=dict)
+  soft_labels: Optional[str] = None
+  soft_label_weight: float = 1.0
+  distribution_strategy: str = "default"
+  shuffle_buffer: int = 10_000
+  seed: int = 0
+  verbose: int = 2
+
+  def __post_init__(self):
+    if self.distribution_strategy not in STRATEGIES:
+      raise ValueError(f"distribution_strategy must be one of {STRATEGIES}, got "
+                       f"{self.distribution_strategy!r}")
+    if self.fold is not None and not 0 <= self.fold < self.num_folds:
+      raise ValueError(f"fold must be in [0, {self.num_folds}), got {self.fold}")
+    if self.fold is None and not self.eval_data_pattern:
+      raise ValueError("without --fold, --eval_data_pattern is needed for validation")
+    if not 0.0 <= self.soft_label_weight <= 1.0:
+      raise ValueError(f"soft_label_weight must be in [0, 1], got {self.soft_label_weight}")
+    if self.mixup_alpha < 0:
+      raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+    models.get(self.model)  # fails early, naming the known models
+
+  @property
+  def kind(self) -> str:
+    return models.get(self.model).kind
+
+  @property
+  def schema(self) -> data.Schema:
+    return data.Schema(num_classes=self.num_classes, max_frames=self.max_frames)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """`default`: one device; `mirrored`: all local GPUs; `multi_worker`: the cluster in TF_CONFIG."""
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  return tf.distribute.get_strategy()
+
+
+def _check_or_write_config(config: TrainConfig) -> None:
+  path = os.path.join(config.train_dir, CONFIG_FILE)
+  current = config.to_json()
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      previous = json.load(f)
+    changed = sorted(k for k in set(current) | set(previous)
+                     if k not in _RESUMABLE_CHANGES and current.get(k) != previous.get(k))
+    if changed:
+      details = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
+      raise ValueError(f"{config.train_dir} holds a run made with other settings ({details}); "
+                       "use a new --train_dir or delete the old one")
+  tf.io.gfile.makedirs(config.train_dir)
+  with atomic_open(path) as f:
+    json.dump(current, f, indent=1, sort_keys=True)
+
+
+def training_transforms(config: TrainConfig) -> List[Callable]:
+  """Per-batch `(features, labels) -> (features, labels)` maps for the training data, in order:
+  soft-label targets, frame sampling, mixup (mixup last, so it mixes the final targets)."""
+  transforms = []
+  if config.soft_labels:
+    from yt8m_tf.stacking import soft_labels  # the store comes with the stacking stage
+    store = soft_labels.SoftLabelStore.load(config.soft_labels)
+    transforms.append(store.target_transform(config.soft_label_weight))
+  if config.frame_sampler:
+    from yt8m_tf.training import frame_sampling
+    sampler = frame_sampling.get_sampler(config.frame_sampler, **config.frame_sampler_params)
+    transforms.append(lambda features, labels: (sampler(features), labels))
+  if config.mixup_alpha > 0:
+    from yt8m_tf.training import mixup
+    transforms.append(lambda features, labels: mixup.mixup_batch(features, labels, config.mixup_alpha))
+  return transforms
+
+
+def training_dataset(config: TrainConfig) -> tf.data.Dataset:
+  """Shuffled, transformed training batches of the global batch size.
+
+  Under a tf.distribute strategy Keras splits each global batch over the replicas; across workers the
+  batches are sharded (policy DATA: every worker reads every file and keeps its share of batches,
+  which works for any number of files).
+  """
+  reader = data.video_dataset if config.kind == models.VIDEO else data.frame_dataset
+  batch_size = config.batch_size
+  folds = {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
+  # With steps_per_epoch an epoch is that many batches of an endless stream (the seed's
+  # pseudo-epochs); without it, one pass over the data.
+  num_epochs = None if config.steps_per_epoch else 1
+  train = reader(config.train_data_pattern, batch_size, schema=config.schema, shuffle=True,
+                 seed=config.seed, num_epochs=num_epochs, shuffle_buffer=config.shuffle_buffer,
+                 drop_remainder=True, **folds)
+  keep = input_keys(config.kind, config.schema)
+  needs_ids = bool(config.soft_labels)
+  train = train.map(lambda f, l: ({k: f[k] for k in keep + (("id",) if needs_ids else ())}, l))
+  for transform in training_transforms(config):
+    train = train.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+  if needs_ids:
+    train = train.map(lambda f, l: ({k: f[k] for k in keep}, l))
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+  return train.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def validation_dataset(config: TrainConfig) -> tf.data.Dataset:
+  """Hard-labeled validation data: the held-out fold, or `eval_data_pattern` without folds."""
+  reader = data.video_dataset if config.kind == models.VIDEO else data.frame_dataset
+  if config.fold is not None:
+    dataset = reader(config.train_data_pattern, config.batch_size, schema=config.schema,
+                     num_folds=config.num_folds, folds=[config.fold])
+  else:
+    dataset = reader(config.eval_data_pattern, config.batch_size, schema=config.schema)
+  keep = input_keys(config.kind, config.schema)
+  return dataset.map(lambda f, l: ({k: f[k] for k in keep}, l))
+
+
+def build_model(config: TrainConfig) -> keras.Model:
+  params = dict(config.model_params)
+  if config.kind == models.FRAME:
+    params.setdefault("max_frames", config.max_frames)
+  return models.build(config.model, num_classes=config.num_classes, **params)
+
+
+def run_training(config: TrainConfig) -> List[Dict[str, float]]:
+  """Trains (or resumes) one L1 model; returns the per-epoch logs (see trainer.fit)."""
+  strategy = make_strategy(config.distribution_strategy)
+  chief = _is_chief(strategy)
+  if chief:
+    _check_or_write_config(config)
+  keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    model = build_model(config)
+    loss = None
+    if config.loss != "bce":
+      from yt8m_tf.training import losses
+      loss = losses.get_loss(config.loss)
+    trainer.compile_model(model, config.learning_rate, loss=loss, clip_norm=config.clip_norm)
+  train = training_dataset(config)
+  # Non-chief workers write their checkpoints to a scratch directory, as tf.distribute requires.
+  train_dir = config.train_dir if chief else os.path.join(config.train_dir, "workers",
+                                                          str(strategy.cluster_resolver.task_id))
+  return trainer.fit(model, train, validation_dataset(config), train_dir=train_dir,
+                     epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                     validation_steps=config.validation_steps, lr_factor=config.lr_factor,
+                     lr_patience=config.lr_patience,
+                     early_stopping_patience=config.early_stopping_patience, verbose=config.verbose)
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  return resolver.task_type in ("chief", None) or (
+      resolver.task_type == "worker" and resolver.task_id == 0
+      and "chief" not in resolver.cluster_spec().as_dict())
