@@ -1,0 +1,83 @@
+"""Streaming GAP@k over numpy batches, with memory proportional to videos * k (never videos * classes)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from yt8m_tf.metrics.gap import _check_k, _positive, extract_top_k_pairs, gap_from_pairs
+
+
+class GapAccumulator:
+  """Accumulates per-video top-k pairs batch by batch; `result()` is the exact GAP of all of them.
+
+  Keeps only each video's top-k scores (`score_dtype`, float32 by default: 4 bytes) and positive flags
+  (bool: 1 byte), in a list of chunks, plus a running count of positive labels. Adding the rows of a matrix
+  in any split gives exactly `gap_at_k` of the whole matrix (the pairs keep the same order, so even ties
+  rank identically) as long as the scores are exact in `score_dtype`; float64 scores stored as float32 can
+  gain ties.
+  """
+
+  def __init__(self, k: int = 20, score_dtype=np.float32):
+    self.k = _check_k(k)
+    self.score_dtype = np.dtype(score_dtype)
+    self.reset()
+
+  def reset(self) -> None:
+    """Forgets everything added so far."""
+    self._score_chunks = []
+    self._positive_chunks = []
+    self._num_positives = 0
+    self._num_videos = 0
+
+  @property
+  def num_videos(self) -> int:
+    """Videos added since the last reset."""
+    return self._num_videos
+
+  @property
+  def num_positives(self) -> int:
+    """Positive labels of those videos (the GAP denominator)."""
+    return self._num_positives
+
+  def add(self, scores, labels) -> None:
+    """Adds a batch: [batch, num_classes] scores and labels (`> 0` is positive)."""
+    pairs = extract_top_k_pairs(scores, labels, k=self.k)
+    self._append(pairs.scores, pairs.is_positive, pairs.num_positives, pairs.scores.shape[0])
+
+  def add_topk(self, top_scores, top_is_positive, num_positives: int, num_videos: Optional[int] = None):
+    """Adds pairs the caller already selected (top-k lists, stacker candidates, ...).
+
+    Args:
+      top_scores: [batch, kept] scores, or any shape (flattened) when `num_videos` is given.
+      top_is_positive: same shape; `> 0` / True marks a positive pair.
+      num_positives: positive labels of these videos, including those without a pair.
+      num_videos: videos in the batch; defaults to `top_scores.shape[0]` for 2-D input.
+    """
+    top_scores = np.asarray(top_scores)
+    flags = _positive(np.asarray(top_is_positive))
+    if top_scores.shape != flags.shape:
+      raise ValueError(f"top_scores shape {top_scores.shape} != top_is_positive shape {flags.shape}.")
+    if num_videos is None:
+      if top_scores.ndim != 2:
+        raise ValueError("num_videos is required unless top_scores is [batch, kept].")
+      num_videos = top_scores.shape[0]
+    if int(num_positives) < int(np.count_nonzero(flags)):
+      raise ValueError(f"num_positives={num_positives} is smaller than the number of positive pairs.")
+    self._append(top_scores, flags, int(num_positives), int(num_videos))
+
+  def _append(self, scores, flags, num_positives: int, num_videos: int) -> None:
+    self._score_chunks.append(np.asarray(scores, dtype=self.score_dtype).reshape(-1))
+    self._positive_chunks.append(np.asarray(flags, dtype=bool).reshape(-1))
+    self._num_positives += num_positives
+    self._num_videos += num_videos
+
+  def result(self) -> float:
+    """Exact GAP of everything added since the last reset (0.0 without positive labels)."""
+    if not self._score_chunks:
+      return 0.0
+    # Merge once, so that repeated calls do not concatenate again.
+    self._score_chunks = [np.concatenate(self._score_chunks)]
+    self._positive_chunks = [np.concatenate(self._positive_chunks)]
+    return gap_from_pairs(self._score_chunks[0], self._positive_chunks[0], self._num_positives)
