@@ -83,3 +83,13 @@ def test_train_main_resumes_after_being_killed(tiny_data, tmp_path):
   epochs = [e["epoch"] for e in json.loads(history_file.read_text())]
   assert epochs == list(range(1, done_before + 3))  # continued, not restarted
   assert not [n for n in os.listdir(train_dir) if ".tmp-" in n]
+
+
+def test_train_main_with_mixup_and_a_ranking_loss(tiny_data, tmp_path):
+  train_dir = tmp_path / "run"
+  _run(_train_args(tiny_data, train_dir, "--epochs=1", "--mixup_alpha=0.4", "--loss=bce_soft_rank",
+                   "--model=MoE"))
+  config = json.loads((train_dir / "config.json").read_text())
+  assert config["mixup_alpha"] == 0.4 and config["loss"] == "bce_soft_rank" and config["model"] == "MoE"
+  history = json.loads((train_dir / "history.json").read_text())
+  assert history[0]["val_gap"] > 0 and history[0]["loss"] > 0

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from yt8m_tf import data, models
 from yt8m_tf.files import atomic_open
-from yt8m_tf.training import trainer
+from yt8m_tf.training import losses, trainer
 from yt8m_tf.training.inputs import input_keys
 
 CONFIG_FILE = "config.json"
@@ -115,22 +115,24 @@ def _check_or_write_config(config: TrainConfig) -> None:
     json.dump(current, f, indent=1, sort_keys=True)
 
 
-def training_transforms(config: TrainConfig) -> List[Callable]:
-  """Per-batch `(features, labels) -> (features, labels)` maps for the training data, in order:
-  soft-label targets, frame sampling, mixup (mixup last, so it mixes the final targets)."""
-  transforms = []
+def apply_training_transforms(dataset: tf.data.Dataset, config: TrainConfig) -> tf.data.Dataset:
+  """Per-batch training transforms, in order: soft-label targets, frame sampling, mixup (last, so it
+  mixes the final targets). Random draws are seeded from `config.seed`: a run replays exactly."""
   if config.soft_labels:
     from yt8m_tf.stacking import soft_labels  # the store comes with the stacking stage
     store = soft_labels.SoftLabelStore.load(config.soft_labels)
-    transforms.append(store.target_transform(config.soft_label_weight))
+    dataset = dataset.map(store.target_transform(config.soft_label_weight),
+                          num_parallel_calls=tf.data.AUTOTUNE)
   if config.frame_sampler:
     from yt8m_tf.training import frame_sampling
-    sampler = frame_sampling.get_sampler(config.frame_sampler, **config.frame_sampler_params)
-    transforms.append(lambda features, labels: (sampler(features), labels))
+    params = dict(config.frame_sampler_params)
+    params.setdefault("pad_to", config.max_frames)  # frame models take a fixed number of frames
+    sampler = frame_sampling.get_sampler(config.frame_sampler, **params)
+    dataset = sampler.map_dataset(dataset, seed=config.seed)
   if config.mixup_alpha > 0:
     from yt8m_tf.training import mixup
-    transforms.append(lambda features, labels: mixup.mixup_batch(features, labels, config.mixup_alpha))
-  return transforms
+    dataset = mixup.mixup_dataset(dataset, config.mixup_alpha, seed=config.seed + 1)
+  return dataset
 
 
 def training_dataset(config: TrainConfig) -> tf.data.Dataset:
@@ -152,8 +154,7 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
   keep = input_keys(config.kind, config.schema)
   needs_ids = bool(config.soft_labels)
   train = train.map(lambda f, l: ({k: f[k] for k in keep + (("id",) if needs_ids else ())}, l))
-  for transform in training_transforms(config):
-    train = train.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+  train = apply_training_transforms(train, config)
   if needs_ids:
     train = train.map(lambda f, l: ({k: f[k] for k in keep}, l))
   options = tf.data.Options()
@@ -189,11 +190,10 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = build_model(config)
-    loss = None
-    if config.loss != "bce":
-      from yt8m_tf.training import losses
-      loss = losses.get_loss(config.loss)
-    trainer.compile_model(model, config.learning_rate, loss=loss, clip_norm=config.clip_norm)
+    loss = losses.get_loss(config.loss)
+    # Rank losses pad to B*C*30B under XLA; they run without it.
+    trainer.compile_model(model, config.learning_rate, loss=loss, clip_norm=config.clip_norm,
+                          jit_compile="auto" if losses.loss_supports_jit(loss) else False)
   train = training_dataset(config)
   # Non-chief workers write their checkpoints to a scratch directory, as tf.distribute requires.
   train_dir = config.train_dir if chief else os.path.join(config.train_dir, "workers",

@@ -190,21 +190,23 @@ def random_segment_means(features, max_segments: int, seed=None, frame_keys: Seq
   # frame 0 always starts a segment (score 2); other real frames by a random score in [0, 1);
   # padding (-1) and the columns top-k pads with (-2) rank after every real frame.
   scores = tf.where(positions == 0, 2.0, tf.where(positions < n[:, None], u, -1.0))
-  starts = _temporal_order(_top_k_padded(scores, k, -2.0), count)
-  slots = tf.range(k)[None, :]
-  next_start = tf.concat([starts[:, 1:], tf.zeros_like(starts[:, :1])], axis=1)
-  ends = tf.where(slots + 1 < count[:, None], next_start, n[:, None])
-  valid = slots < count[:, None]
-  starts = tf.where(valid, starts, 0)
-  ends = tf.where(valid, ends, 0)
-  size = tf.cast(ends - starts, tf.float32)[:, :, None]
+  starts = _temporal_order(_top_k_padded(scores, k, -2.0), count)  # [B, K], unused slots = int32 max
+  # segment of frame t = number of segment starts <= t, minus 1; padding goes to a dropped extra segment
+  segment = tf.searchsorted(starts, tf.tile(positions, tf.stack([b, 1])), side="right") - 1
+  segment = tf.where(positions < n[:, None], tf.range(b)[:, None] * k + segment, b * k)
+  segment = tf.reshape(segment, [-1])
+  sizes = tf.math.unsorted_segment_sum(tf.ones_like(segment, tf.float32), segment, b * k + 1)[:-1]
+  sizes = tf.reshape(sizes, [-1, k, 1])
+  real = tf.reshape(positions < n[:, None], [-1, 1])
   frames = {}
   for key in keys:
-    x = features[key]
-    xf = _masked(tf.cast(x, tf.float32), n)
-    cumulative = tf.concat([tf.zeros_like(xf[:, :1]), tf.cumsum(xf, axis=1)], axis=1)  # [B, T+1, D]
-    total = tf.gather(cumulative, ends, batch_dims=1) - tf.gather(cumulative, starts, batch_dims=1)
-    frames[key] = tf.cast(tf.math.divide_no_nan(total, size), x.dtype)
+    x = tf.convert_to_tensor(features[key])
+    depth = x.shape[2] if x.shape[2] is not None else tf.shape(x)[2]
+    flat = tf.reshape(tf.cast(x, tf.float32), [-1, depth])
+    flat = tf.where(real, flat, 0.0)  # padding may hold anything (inf, NaN): never summed
+    sums = tf.math.unsorted_segment_sum(flat, segment, b * k + 1)[:-1]
+    sums = tf.reshape(sums, [-1, k, depth])
+    frames[key] = tf.cast(tf.math.divide_no_nan(sums, sizes), x.dtype)
   return _finish(features, keys, frames, count, pad_to)
 
 
@@ -245,9 +247,11 @@ def farthest_point(features, k: int, frame_keys: Sequence[str] = FRAME_KEYS, sim
   xh = _normalized(features[similarity_key], n)
   real = _real_mask(n, t)
 
+  # |cos| between all frame pairs, once: one batched matmul beats k memory-bound passes over the frames.
+  gram = tf.abs(tf.matmul(xh, xh, transpose_b=True))  # [B, T, T]
+
   def similarity(frame):  # |cos| of every frame with frame [B] of its video -> [B, T]
-    anchor = tf.gather(xh, frame, batch_dims=1)
-    return tf.abs(tf.einsum("btd,bd->bt", xh, anchor))
+    return tf.gather(gram, frame, batch_dims=1)
 
   first = tf.zeros([b], tf.int32)
   selected = tf.zeros(tf.stack([b, k]), tf.int32)

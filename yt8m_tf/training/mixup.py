@@ -14,8 +14,8 @@ mixed frames are `lam * x_long + 0` (the longer video faded by its weight), exac
 zero-padded tensors gives. Mixing never re-times a video; models see a mask covering both videos.
 
 Keys that are not floating point (`id` strings, `num_frames` aside from the rule above, integer
-tensors) pass through unmixed. Float16/bfloat16 tensors are mixed in float32 and cast back. Labels of an
-integer or bool dtype become float32 (mixed labels are soft).
+tensors) and sparse/ragged values pass through unmixed. Float16/bfloat16 tensors are mixed in float32
+and cast back. Labels of an integer or bool dtype become float32 (mixed labels are soft).
 
 RNG: stateless (`tf.random.stateless_*`). `seed` is an int, a shape-[2] integer tensor, or None:
 the same seed gives the same lambdas and permutation; None draws a fresh seed with a stateful op (not
@@ -128,7 +128,7 @@ def mixup_batch(features, labels, alpha: float = 0.4, seed=None):
   num_frames = features.get("num_frames")
   out = dict(features)
   for key, value in features.items():
-    if key == "num_frames":
+    if key == "num_frames" or isinstance(value, (tf.SparseTensor, tf.RaggedTensor)):
       continue
     value = tf.convert_to_tensor(value)
     if not value.dtype.is_floating:
