@@ -1,0 +1,42 @@
+"""Out-of-fold and test predictions of a K-fold model trained by train_main.
+
+  python -m binaries.predict_main --model_dir=runs/zoo/ResNetLike --num_folds=5 \
+      --test_data_pattern='data/video/test-*.tfrecord'
+
+Reads `model_dir/fold_k/best.keras`; writes `model_dir/predictions/{oof,test}` (top-K classes with
+float16 scores per video, or full float16 rows with --top_k=0), which the stacker reads.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+from absl import app, flags  # noqa: E402
+
+from yt8m_tf.training import prediction  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Directory holding fold_0 ... fold_{K-1} train_main runs.", required=True)
+flags.DEFINE_integer("num_folds", 5, "K of the K-fold run.")
+flags.DEFINE_string("test_data_pattern", None, "Glob(s) of test TFRecords; omitted: OOF only.")
+flags.DEFINE_string("output_dir", None, "Default: <model_dir>/predictions.")
+flags.DEFINE_integer("top_k", 100, "Classes kept per video; 0 keeps full float16 rows.")
+flags.DEFINE_integer("batch_size", 512, "Prediction batch size.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  results = prediction.predict_kfold(FLAGS.model_dir, FLAGS.num_folds, FLAGS.test_data_pattern,
+                                     FLAGS.output_dir, FLAGS.top_k or None, FLAGS.batch_size)
+  for name, index in results.items():
+    print(f"{name}: {index['num_videos']} videos, top_k={index['top_k']}, {len(index['parts'])} parts")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
