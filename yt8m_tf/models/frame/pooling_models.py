@@ -1,0 +1,276 @@
+"""Frame-level models that embed frames independently and pool them over time, plus the masked layers the
+other frame-level modules share (seed_method.md §2.2, peers.md §A.4).
+
+Inputs are `rgb` [B, T, 1024], `audio` [B, T, 128] zero-padded after `num_frames`; every model returns logits.
+Masking: the [B, T] frame mask is built from `num_frames` (never inferred from zero frames, as the seed did).
+Every time reduction here selects real frames with `where` (so even inf/NaN padding cannot leak through a
+0-weight product), every BatchNormalization over frames gets the mask so that in training its batch moments come
+from real frames only, and a temporal convolution sees zeros in place of padding. Inference is deterministic:
+unlike the starter's DBoF, no model samples frames (sampling is a training-time augmentation of the input).
+
+Models:
+  FrameLevelLogistic      masked mean of concat(rgb, audio) -> Dense logits (the starter's model).
+  DBoF                    starter DbofModel: input BN -> per-frame Dense(cluster_size, no bias) -> BN -> relu6
+                          -> masked max (or mean) over frames -> Dense(hidden) -> BN -> relu6 -> MoE / logistic.
+  SoftBoW (= VLADBoW)     seed BoWResnetLike: per modality s_t = softmax_K(f(Dense(K)(x_t))), histogram
+                          = masked sum_t s_t, dropout, then the ResNetLike head on (audio_hist, video_hist).
+  TimeDistributedPooling  per-frame Dense or masked Conv1D -> masked attention pooling -> FCN head.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from yt8m_tf.models.inputs import frame_inputs
+from yt8m_tf.models.layers import FrameMask, MaskedPooling, masked_softmax
+from yt8m_tf.models.registry import FRAME, register
+from yt8m_tf.models.video.moe import MixtureOfExperts
+from yt8m_tf.models.video.resnet_like import resnet_like_head, torch_dense
+
+
+def _valid(mask, x):
+  """[B, T] float mask -> boolean [B, T, 1] (or broadcastable to x) that selects real frames."""
+  mask = mask > 0
+  while len(mask.shape) < len(x.shape):
+    mask = ops.expand_dims(mask, -1)
+  return mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared masked layers (used by recurrent.py and self_attention.py too).
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class ZeroPadFrames(keras.layers.Layer):
+  """Replaces padded frames of [B, T, D] by zeros (with `where`, so inf/NaN padding is removed too).
+
+  The output carries no Keras mask (layers after it, such as Conv1D, take none); pass the frame mask explicitly.
+  """
+
+  def call(self, x, mask):
+    return ops.where(_valid(mask, x), x, ops.zeros_like(x))
+
+  def compute_mask(self, inputs, previous_mask=None):
+    return None
+
+  def compute_output_shape(self, x_shape, mask_shape=None):
+    return x_shape
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class MaskedFramePooling(MaskedPooling):
+  """MaskedPooling ("mean" / "max" / "sum") whose padded frames are removed with `where` first, so non-finite
+  padding cannot reach the result through a 0 * inf product. The pooled output carries no Keras mask."""
+
+  def call(self, x, mask):
+    return super().call(ops.where(_valid(mask, x), x, ops.zeros_like(x)), mask)
+
+  def compute_mask(self, inputs, previous_mask=None):
+    return None
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class AttentionPooling(keras.layers.Layer):
+  """Learned temporal pooling: w = masked softmax_t(Dense(num_heads)(x_t)); out_h = sum_t w_th x_t.
+
+  [B, T, D] -> [B, num_heads * D] (heads concatenated). Padded frames get exactly zero weight and their values
+  are replaced by zeros before the weighted sum; a video with no real frames pools to zeros.
+  """
+
+  def __init__(self, num_heads: int = 1, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = num_heads
+    self.score = keras.layers.Dense(num_heads, name="score")
+
+  def build(self, x_shape, mask_shape=None):
+    self.score.build(x_shape)
+
+  def call(self, x, mask):
+    weights = masked_softmax(self.score(x), mask, axis=1)             # [B, T, H]
+    x = ops.where(_valid(mask, x), x, ops.zeros_like(x))
+    pooled = ops.einsum("bth,btd->bhd", weights, x)                    # [B, H, D]
+    return ops.reshape(pooled, (-1, self.num_heads * x.shape[-1]))
+
+  def compute_output_shape(self, x_shape, mask_shape=None):
+    return (x_shape[0], self.num_heads * x_shape[-1])
+
+  def compute_mask(self, inputs, previous_mask=None):
+    return None
+
+  def get_config(self):
+    return {**super().get_config(), "num_heads": self.num_heads}
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class SoftAssignment(keras.layers.Layer):
+  """Per-frame soft bag-of-words assignment s_t = softmax_K(f(W x_t + b)), [B, T, D] -> [B, T, K].
+
+  Without `power`, f is the identity. With `power` p, f(z) = sign(z) * max(|z|, 1e-6)^p: the seed's z^p for
+  odd integer p (its config 91 starts from p = 3), but defined for every real p, so a learnable power cannot
+  produce NaN from a negative base the way the seed's did (seed_method.md §9). A learnable power is kept >= 0.
+  """
+
+  def __init__(self, num_clusters: int, power: float | None = None, learnable_power: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.supports_masking = True
+    if learnable_power and power is None:
+      raise ValueError("learnable_power needs an initial power")
+    self.num_clusters = num_clusters
+    self.power = power
+    self.learnable_power = learnable_power
+    self.logits = keras.layers.Dense(num_clusters, name="logits")
+
+  def build(self, input_shape):
+    self.logits.build(input_shape)
+    if self.learnable_power:
+      self.power_weight = self.add_weight(
+          name="power", shape=(), initializer=keras.initializers.Constant(self.power),
+          constraint=keras.constraints.NonNeg())
+
+  def call(self, x):
+    z = self.logits(x)
+    if self.power is not None:
+      power = self.power_weight if self.learnable_power else self.power
+      z = ops.sign(z) * ops.power(ops.maximum(ops.abs(z), 1e-6), power)
+    return ops.softmax(z, axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return (*input_shape[:-1], self.num_clusters)
+
+  def get_config(self):
+    return {**super().get_config(), "num_clusters": self.num_clusters, "power": self.power,
+            "learnable_power": self.learnable_power}
+
+
+def model_inputs(feature_sizes: Sequence[int], max_frames: int):
+  """The frame-level inputs dict, rgb, audio and the float [B, T] frame mask."""
+  inputs = frame_inputs(feature_sizes, max_frames)
+  mask = FrameMask(max_frames, name="frame_mask")(inputs["num_frames"])
+  return inputs, inputs["rgb"], inputs["audio"], mask
+
+
+def fcn_head(x, num_classes: int, hidden_sizes: Sequence[int] = (), dropout: float = 0.0, name: str = "fcn"):
+  """The seed's FCN: every hidden layer is Linear -> Dropout -> ReLU (dropout before the activation), then a
+  linear output; PyTorch nn.Linear initialization."""
+  for i, units in enumerate(hidden_sizes):
+    x = torch_dense(units, x.shape[-1], name=f"{name}_dense{i}")(x)
+    if dropout > 0:
+      x = keras.layers.Dropout(dropout, name=f"{name}_dropout{i}")(x)
+    x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
+  return torch_dense(num_classes, x.shape[-1], name="logits")(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models.
+
+
+@register("FrameLevelLogistic", kind=FRAME)
+def frame_level_logistic(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
+                         l2_penalty: float = 1e-8) -> keras.Model:
+  """The starter's FrameLevelLogisticModel: mean over the real frames -> Dense logits (L2 on the kernel)."""
+  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
+  logits = keras.layers.Dense(num_classes, kernel_regularizer=keras.regularizers.L2(l2_penalty),
+                              name="logits")(x)
+  return keras.Model(inputs, logits, name="FrameLevelLogistic")
+
+
+def _video_classifier(x, num_classes: int, classifier: str, num_mixtures: int, l2_penalty: float):
+  if classifier == "moe":
+    return MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(x)
+  if classifier == "logistic":
+    return keras.layers.Dense(num_classes, kernel_regularizer=keras.regularizers.L2(l2_penalty),
+                              name="logits")(x)
+  raise ValueError(f"classifier must be 'moe' or 'logistic', got {classifier!r}")
+
+
+@register("DBoF", kind=FRAME)
+def dbof(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, cluster_size: int = 8192,
+         hidden_size: int = 1024, pooling: str = "max", activation: str = "relu6", batch_norm: bool = True,
+         classifier: str = "moe", num_mixtures: int = 2, l2_penalty: float = 1e-8) -> keras.Model:
+  """The starter's DbofModel (2018: relu6, max pooling, MoE with 2 mixtures) on all real frames.
+
+  `pooling` is "max", "mean" or "sum" over the real frames; `activation` any Keras activation ("relu6" in the
+  2018 starter, "sigmoid" at its HEAD); `batch_norm=False` replaces every BN by a bias (the starter could not
+  switch BN off); `classifier` "moe" (MixtureOfExperts, returns logits) or "logistic".
+  """
+  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  if batch_norm:
+    x = keras.layers.BatchNormalization(name="input_bn")(x, mask=mask)
+  x = keras.layers.Dense(cluster_size, use_bias=not batch_norm, name="cluster_dense")(x)
+  if batch_norm:
+    x = keras.layers.BatchNormalization(name="cluster_bn")(x, mask=mask)
+  x = keras.layers.Activation(activation, name="cluster_act")(x)
+  x = MaskedFramePooling(pooling, name=f"{pooling}_pool")(x, mask)
+  x = keras.layers.Dense(hidden_size, use_bias=not batch_norm, name="hidden_dense")(x)
+  if batch_norm:
+    x = keras.layers.BatchNormalization(name="hidden_bn")(x)
+  x = keras.layers.Activation(activation, name="hidden_act")(x)
+  logits = _video_classifier(x, num_classes, classifier, num_mixtures, l2_penalty)
+  return keras.Model(inputs, logits, name="DBoF")
+
+
+@register("SoftBoW", kind=FRAME)
+def soft_bow(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, num_clusters: int = 1000,
+             softmax_power: float | None = None, learnable_power: bool = False, bow_dropout: float = 0.4,
+             inner_size: int = 1024, av_id_block_num: int = 1, concat_id_block_num: int = 1,
+             dropout: float = 0.5, context_gating: bool = False) -> keras.Model:
+  """The seed's BoWResnetLike ("VLADBoW", a soft bag of words).
+
+  Per modality: s_t = SoftAssignment(num_clusters, softmax_power)(x_t); hist = sum over the real frames of s_t
+  (unnormalised, as in the seed); Dropout(bow_dropout); then the ResNetLike head (inner_size, blocks, dropout,
+  context_gating) with audio first. Seed config 91: num_clusters=4096, softmax_power=3, learnable_power=True,
+  bow_dropout=0.1.
+  """
+  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
+  hists = {}
+  for name, x in (("video", rgb), ("audio", audio)):
+    s = SoftAssignment(num_clusters, softmax_power, learnable_power, name=f"{name}_assign")(x)
+    h = MaskedFramePooling("sum", name=f"{name}_hist")(s, mask)
+    if bow_dropout > 0:
+      h = keras.layers.Dropout(bow_dropout, name=f"{name}_hist_dropout")(h)
+    hists[name] = h
+  logits = resnet_like_head(hists["audio"], hists["video"], num_classes, inner_size, av_id_block_num,
+                            concat_id_block_num, dropout, context_gating)
+  return keras.Model(inputs, logits, name="SoftBoW")
+
+
+register("VLADBoW", kind=FRAME)(soft_bow)
+
+
+@register("TimeDistributedPooling", kind=FRAME)
+def time_distributed_pooling(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
+                             projection: str = "dense", units: int = 1024, num_layers: int = 1,
+                             kernel_size: int = 3, batch_norm: bool = True, attention_heads: int = 1,
+                             hidden_sizes: Sequence[int] = (1024,), dropout: float = 0.0) -> keras.Model:
+  """Per-frame embedding followed by a learned temporal pooling.
+
+  concat(rgb, audio) -> num_layers x [Dense(units) ("dense") or Conv1D(units, kernel_size, 'same') ("conv")
+  -> BN over real frames -> ReLU] -> attention pooling (masked softmax over time of Dense(attention_heads)
+  scores, heads concatenated) -> FCN(hidden_sizes, dropout) -> logits. For "conv", padded frames are zeroed
+  before every convolution (so the last real frames see the same zeros as at the end of an unpadded sequence)
+  and after it (so nothing computed at a padded position is passed on).
+  """
+  if projection not in ("dense", "conv"):
+    raise ValueError(f"projection must be 'dense' or 'conv', got {projection!r}")
+  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  for i in range(num_layers):
+    if projection == "conv":
+      x = ZeroPadFrames(name=f"zero_pad{i}")(x, mask)
+      x = keras.layers.Conv1D(units, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i}")(x)
+    else:
+      x = keras.layers.Dense(units, use_bias=not batch_norm, name=f"dense{i}")(x)
+    if batch_norm:
+      x = keras.layers.BatchNormalization(name=f"bn{i}")(x, mask=mask)
+    x = keras.layers.ReLU(name=f"relu{i}")(x)
+  if projection == "conv":
+    x = ZeroPadFrames(name="zero_pad_out")(x, mask)
+  x = AttentionPooling(attention_heads, name="attention_pool")(x, mask)
+  logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
+  return keras.Model(inputs, logits, name="TimeDistributedPooling")
