@@ -175,6 +175,8 @@ def predict_kfold(model_dir: str, num_folds: int, test_data_pattern: Optional[st
   def load(k):
     return keras.models.load_model(os.path.join(fold_dirs(model_dir, num_folds)[k], "best.keras"))
 
+  if top_k is not None:
+    top_k = min(top_k, first.num_classes)
   results = {}
   oof_dir = os.path.join(out_dir, "oof")
   if not is_complete(oof_dir):

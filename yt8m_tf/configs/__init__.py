@@ -1,0 +1,1 @@
+"""Experiment settings shipped with the library (zoo flagfiles)."""

@@ -1,0 +1,155 @@
+"""An L1 zoo: a folder of flagfiles, one per model, trained K-fold with OOF and test predictions.
+
+A flagfile holds train_main flags (`--model=ResNetLike`, `--model_params={"inner_size": 1024}`,
+`--mixup_alpha=0.4`, ...). Data, folds and directories come from the zoo run, so one flagfile serves
+any dataset. Each model lands in `<workdir>/<flagfile stem>/fold_k/` and
+`<workdir>/<flagfile stem>/predictions/{oof,test}`; finished folds and stores are not redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from yt8m_tf import data, metrics, models
+from yt8m_tf.training import experiment, prediction
+
+# Flags a zoo run sets for every member; a flagfile may not override them.
+_RUN_FIELDS = {"train_dir", "train_data_pattern", "eval_data_pattern", "fold", "num_folds", "num_classes",
+               "max_frames"}
+_JSON_FIELDS = {"model_params", "frame_sampler_params"}
+
+
+def parse_flagfile(path: str) -> Dict[str, object]:
+  """`--name=value` lines (absl syntax; `#` comments, `--flag`/`--noflag` booleans) -> TrainConfig fields."""
+  fields = {f.name: f for f in dataclasses.fields(experiment.TrainConfig)}
+  values: Dict[str, object] = {}
+  with tf.io.gfile.GFile(path) as f:
+    lines = f.read().splitlines()
+  for number, line in enumerate(lines, 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+      continue
+    if not line.startswith("--"):
+      raise ValueError(f"{path}:{number}: expected --name=value, got {line!r}")
+    name, has_value, raw = line[2:].partition("=")
+    if not has_value:  # absl boolean forms
+      name, raw = (name[2:], "false") if name.startswith("no") and name[2:] in fields else (name, "true")
+    if name not in fields or name in _RUN_FIELDS:
+      hint = "set by the zoo run" if name in _RUN_FIELDS else f"not a train_main flag"
+      raise ValueError(f"{path}:{number}: --{name} is {hint}")
+    try:
+      values[name] = _convert(name, raw, fields[name])
+    except ValueError as error:
+      raise ValueError(f"{path}:{number}: --{name}: {error}") from None
+  if "model" not in values:
+    raise ValueError(f"{path}: no --model")
+  return values
+
+
+def _convert(name: str, raw: str, field: dataclasses.Field):
+  if name in _JSON_FIELDS:
+    return json.loads(raw)
+  kind = str(field.type)
+  if "bool" in kind:
+    if raw.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"expected a boolean, got {raw!r}")
+    return raw.lower() in ("true", "1")
+  if "int" in kind and "float" not in kind:
+    return None if raw in ("", "None") and "Optional" in kind else int(raw)
+  if "float" in kind:
+    return float(raw)
+  return None if raw == "None" and "Optional" in kind else raw
+
+
+def member_names(zoo_dir: str) -> List[str]:
+  names = sorted(os.path.basename(p)[:-len(".flags")] for p in tf.io.gfile.glob(os.path.join(zoo_dir, "*.flags")))
+  if not names:
+    raise FileNotFoundError(f"no *.flags files in {zoo_dir}")
+  return names
+
+
+def member_config(zoo_dir: str, name: str, workdir: str, fold: int, num_folds: int,
+                  train_data_pattern: str, num_classes: int, max_frames: int, **overrides
+                  ) -> experiment.TrainConfig:
+  values = parse_flagfile(os.path.join(zoo_dir, f"{name}.flags"))
+  values.update(overrides)
+  return experiment.TrainConfig(
+      train_dir=os.path.join(workdir, name, f"fold_{fold}"), train_data_pattern=train_data_pattern,
+      fold=fold, num_folds=num_folds, num_classes=num_classes, max_frames=max_frames, **values)
+
+
+def _finished(config: experiment.TrainConfig) -> bool:
+  path = os.path.join(config.train_dir, "history.json")
+  if not tf.io.gfile.exists(path):
+    return False
+  with tf.io.gfile.GFile(path) as f:
+    return len(json.load(f)) >= config.epochs
+
+
+def labels_by_id(file_pattern: str, schema: data.Schema, frame_level: bool = False,
+                 batch_size: int = 1024) -> Dict[bytes, np.ndarray]:
+  """Video id -> its positive class ids. Frame-level files are read for their context only (the
+  records were validated when the models trained on them)."""
+  if not frame_level:
+    dataset = data.video_dataset(file_pattern, batch_size, schema=schema)
+    return {video_id: np.flatnonzero(row) for features, labels in dataset
+            for video_id, row in zip(features["id"].numpy(), labels.numpy())}
+  context = {schema.id_key: tf.io.FixedLenFeature([], tf.string),
+             schema.labels_key: tf.io.VarLenFeature(tf.int64)}
+  records = tf.data.TFRecordDataset(data.list_files(file_pattern)).batch(batch_size)
+  result = {}
+  for batch in records:
+    parsed, _, _ = tf.io.parse_sequence_example(batch, context_features=context)
+    labels = tf.sparse.to_dense(parsed[schema.labels_key], default_value=-1).numpy()
+    for video_id, row in zip(parsed[schema.id_key].numpy(), labels):
+      result[video_id] = np.sort(row[row >= 0])
+  return result
+
+
+def store_gap(store_dir: str, labels: Dict[bytes, np.ndarray], k: int = 20) -> float:
+  """GAP@k of a prediction store against `labels`; positives outside the stored top-K still count."""
+  accumulator = metrics.GapAccumulator(k=k)
+  for chunk in prediction.read_predictions(store_dir):
+    scores = chunk.scores.astype(np.float32)
+    classes = chunk.classes if chunk.classes is not None else np.broadcast_to(
+        np.arange(scores.shape[1]), scores.shape)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top_scores = np.take_along_axis(scores, order, axis=1)
+    top_classes = np.take_along_axis(classes, order, axis=1).astype(np.int64)
+    truth = [labels[v] for v in chunk.ids]
+    is_positive = np.array([np.isin(c, t) for c, t in zip(top_classes, truth)], bool)
+    accumulator.add_topk(top_scores, is_positive, int(sum(len(t) for t in truth)), num_videos=len(truth))
+  return accumulator.result()
+
+
+def run_zoo(zoo_dir: str, workdir: str, train_data_pattern: str, num_classes: int, num_folds: int = 5,
+            test_data_pattern: Optional[str] = None, max_frames: int = 300, members: Optional[List[str]] = None,
+            top_k: int = 100, log=print, **overrides) -> Dict[str, dict]:
+  """Trains every member K-fold, predicts OOF and test, and returns {name: {"oof_gap", ...}}."""
+  schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
+  labels = None
+  results = {}
+  for name in members or member_names(zoo_dir):
+    for fold in range(num_folds):
+      config = member_config(zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes,
+                             max_frames, **overrides)
+      if _finished(config):
+        continue
+      log(f"[zoo] {name} fold {fold}: training {config.model}")
+      experiment.run_training(config)
+    log(f"[zoo] {name}: predicting")
+    stores = prediction.predict_kfold(os.path.join(workdir, name), num_folds, test_data_pattern,
+                                      top_k=top_k, log=lambda *_: None)
+    if labels is None:
+      labels = labels_by_id(train_data_pattern, schema, frame_level=config.kind == models.FRAME)
+    oof_dir = os.path.join(workdir, name, "predictions", "oof")
+    results[name] = {"model": config.model, "oof_gap": store_gap(oof_dir, labels),
+                     "oof_videos": stores["oof"]["num_videos"]}
+    log(f"[zoo] {name}: OOF GAP@20 {results[name]['oof_gap']:.4f}")
+  return results
