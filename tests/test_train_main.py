@@ -10,6 +10,7 @@ import time
 import keras
 import pytest
 
+from yt8m_tf import models
 from yt8m_tf.data import synthetic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +94,18 @@ def test_train_main_with_mixup_and_a_ranking_loss(tiny_data, tmp_path):
   assert config["mixup_alpha"] == 0.4 and config["loss"] == "bce_soft_rank" and config["model"] == "MoE"
   history = json.loads((train_dir / "history.json").read_text())
   assert history[0]["val_gap"] > 0 and history[0]["loss"] > 0
+
+
+def test_cluster_centroid_model_fits_kmeans_on_training_frames(tiny_data, tmp_path):
+  import numpy as np
+  train_dir = tmp_path / "run"
+  args = _train_args(tiny_data, train_dir, "--epochs=1", "--model=ClusterCentroids", "--max_frames=5",
+                     '--model_params={"num_clusters": 6, "hidden_size": 16}')
+  args = [a.replace("/video/train-", "/frame/train-") for a in args]
+  _run(args)
+  cached = np.load(train_dir / "centroids.npz")
+  assert cached["centroids"].shape == (6, 1152) and np.isfinite(cached["centroids"]).all()
+  assert np.abs(cached["centroids"]).sum() > 0  # fitted on real frames, not left at the initializer
+  model = models.load_model(str(train_dir / "best.keras"))
+  saved = [w for w in model.weights if "centroids" in w.path]
+  np.testing.assert_array_equal(saved[0].numpy(), cached["centroids"])

@@ -137,7 +137,7 @@ class Pipeline:
     baseline = self.result("baseline")
     schema = self.schema()
     kind = models.get(baseline["model"]).kind
-    model = keras.models.load_model(os.path.join(baseline["train_dir"], training.BEST_MODEL))
+    model = models.load_model(os.path.join(baseline["train_dir"], training.BEST_MODEL))
     results = {}
     for split in ("validate",):
       dataset = training.dataset_for(kind, self.pattern(kind, split), self.config.batch_size,

@@ -12,11 +12,13 @@ next to what `trainer.fit` writes (best.keras, last.keras, backup/, tensorboard/
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from typing import Callable, Dict, List, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
@@ -56,6 +58,7 @@ class TrainConfig:
   mixup_alpha: float = 0.0
   frame_sampler: Optional[str] = None
   frame_sampler_params: Dict[str, object] = dataclasses.field(default_factory=dict)
+  kmeans_max_batches: Optional[int] = 100  # training batches k-means sees (cluster-centroid models)
   soft_labels: Optional[str] = None
   soft_label_weight: float = 1.0
   distribution_strategy: str = "default"
@@ -178,7 +181,37 @@ def build_model(config: TrainConfig) -> keras.Model:
   params = dict(config.model_params)
   if config.kind == models.FRAME:
     params.setdefault("max_frames", config.max_frames)
-  return models.build(config.model, num_classes=config.num_classes, **params)
+  model = models.build(config.model, num_classes=config.num_classes, **params)
+  if "centroids" not in params:
+    _fit_centroids_if_needed(model, config)
+  return model
+
+
+def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
+  """Cluster-centroid models get k-means centroids (and idf) fitted on the real frames of the training
+  folds before training; they are cached in train_dir so a resumed run does not refit."""
+  from yt8m_tf.models.frame import centroids as centroid_lib
+  layers = centroid_lib._centroid_layers(model)  # pylint: disable=protected-access
+  if not layers:
+    return
+  path = os.path.join(config.train_dir, "centroids.npz")
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path, "rb") as f:
+      cached = np.load(io.BytesIO(f.read()))
+      centers, idf = cached["centroids"], cached["idf"]
+  else:
+    folds = {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
+    frames = data.frame_dataset(config.train_data_pattern, config.batch_size, schema=config.schema,
+                                shuffle=True, seed=config.seed, **folds)
+    if config.kmeans_max_batches:
+      frames = frames.take(config.kmeans_max_batches)
+    centers = centroid_lib.fit_kmeans_on_dataset(frames, layers[0].num_clusters, seed=config.seed)
+    idf = centroid_lib.compute_idf(frames, centers)
+    buffer = io.BytesIO()
+    np.savez(buffer, centroids=centers, idf=idf)
+    with atomic_open(path, "wb") as f:
+      f.write(buffer.getvalue())
+  centroid_lib.set_centroids(model, centers, idf)
 
 
 def run_training(config: TrainConfig) -> List[Dict[str, float]]:

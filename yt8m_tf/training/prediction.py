@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from yt8m_tf import models
 from yt8m_tf.files import atomic_open
 from yt8m_tf.metrics import top_k_per_video
 
@@ -173,7 +174,7 @@ def predict_kfold(model_dir: str, num_folds: int, test_data_pattern: Optional[st
     raise ValueError(f"the folds under {model_dir} differ in model, data or classes")
 
   def load(k):
-    return keras.models.load_model(os.path.join(fold_dirs(model_dir, num_folds)[k], "best.keras"))
+    return models.load_model(os.path.join(fold_dirs(model_dir, num_folds)[k], "best.keras"))
 
   if top_k is not None:
     top_k = min(top_k, first.num_classes)
