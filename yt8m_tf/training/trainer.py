@@ -112,6 +112,6 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.dat
       # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch
       # without steps_per_epoch is: one pass over finite data.
       warnings.filterwarnings("ignore", message="Your input ran out of data")
-    model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+    model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
               callbacks=callbacks + list(extra_callbacks), verbose=verbose)
   return history.epochs
