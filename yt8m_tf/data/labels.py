@@ -125,13 +125,12 @@ def _resource_path(name: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _open_text(path: str) -> Iterator[io.TextIOBase]:
-  """Text lines of a local or gs:// file, gunzipped when the name ends in .gz."""
+  """Text of a local or gs:// file, gunzipped when the name ends in .gz (read whole: label files are small)."""
   with tf.io.gfile.GFile(path, "rb") as raw:
-    if path.endswith(".gz"):
-      with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-        yield io.TextIOWrapper(unzipped, encoding="utf-8", newline="")
-    else:
-      yield io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    data = raw.read()
+  if path.endswith(".gz"):
+    data = gzip.decompress(data)
+  yield io.StringIO(data.decode("utf-8"), newline="")
 
 
 def load_label_sets(path: Optional[str] = None, num_classes: Optional[int] = None) -> LabelSets:
