@@ -110,8 +110,12 @@ def main():
   parser.add_argument("--baseline_repeats", type=int, default=3)
   parser.add_argument("--batch_size", type=int, default=1024)
   parser.add_argument("--keras_repeats", type=int, default=3)
-  parser.add_argument("--keras_per_step_videos", type=int, default=20_000,
-                      help="videos for the Keras update+result-every-batch timing (cost grows quadratically)")
+  parser.add_argument(
+    "--keras_per_step_videos",
+    type=int,
+    default=20_000,
+    help="videos for the Keras update+result-every-batch timing (cost grows quadratically)",
+  )
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
 
@@ -120,13 +124,17 @@ def main():
   from yt8m_tf.metrics import GapAccumulator, GapMetric, gap_at_k
 
   n, k, batch = args.videos, args.k, args.batch_size
-  print(f"numpy {np.__version__}, tensorflow {tf.__version__}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f}; {n:,} videos x {args.classes} classes float32, k={k}; "
-        f"times are medians of repeats")
+  print(
+    f"numpy {np.__version__}, tensorflow {tf.__version__}, {os.cpu_count()} CPUs, load average "
+    f"{os.getloadavg()[0]:.2f}; {n:,} videos x {args.classes} classes float32, k={k}; "
+    f"times are medians of repeats"
+  )
   start = time.perf_counter()
   scores, labels = make_problem(n, args.classes, args.seed)
-  print(f"data generation {time.perf_counter() - start:.1f} s; {labels.sum() / n:.2f} labels/video; "
-        f"scores {scores.nbytes / 2**20:,.0f} MiB, labels {labels.nbytes / 2**20:,.0f} MiB")
+  print(
+    f"data generation {time.perf_counter() - start:.1f} s; {labels.sum() / n:.2f} labels/video; "
+    f"scores {scores.nbytes / 2**20:,.0f} MiB, labels {labels.nbytes / 2**20:,.0f} MiB"
+  )
 
   # gap_at_k at full size.
   rss_before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -145,20 +153,25 @@ def main():
   report(f"baseline, {n:,} videos", base_full, n, "EXTRAPOLATED from the subset")
   print(f"speedup on the {m:,}-video subset (both measured): {base_seconds / subset_seconds:,.1f}x")
   print(f"speedup at {n:,} videos (baseline extrapolated): {base_full / gap_seconds:,.1f}x")
-  print(f"GAP: gap_at_k {gap_value:.6f} ({n:,} videos); on the subset gap_at_k {subset_value:.10f} vs "
-        f"baseline {base_value:.10f} (|diff| {abs(subset_value - base_value):.1e})")
+  print(
+    f"GAP: gap_at_k {gap_value:.6f} ({n:,} videos); on the subset gap_at_k {subset_value:.10f} vs "
+    f"baseline {base_value:.10f} (|diff| {abs(subset_value - base_value):.1e})"
+  )
 
-  starter_seconds, starter_value = timed(lambda: starter_style_gap(scores[:m], labels[:m], k),
-                                        args.baseline_repeats)
+  starter_seconds, starter_value = timed(
+    lambda: starter_style_gap(scores[:m], labels[:m], k), args.baseline_repeats
+  )
   report(f"starter-style data flow, {m:,} videos", starter_seconds, m)
-  print(f"  vs gap_at_k on the subset (both measured): {starter_seconds / subset_seconds:,.1f}x; "
-        f"extrapolated to {n:,} videos: {starter_seconds * n / m:,.1f} s; GAP {starter_value:.10f}")
+  print(
+    f"  vs gap_at_k on the subset (both measured): {starter_seconds / subset_seconds:,.1f}x; "
+    f"extrapolated to {n:,} videos: {starter_seconds * n / m:,.1f} s; GAP {starter_value:.10f}"
+  )
 
   # GapAccumulator in batches.
   def accumulate():
     accumulator = GapAccumulator(k=k)
     for s in range(0, n, batch):
-      accumulator.add(scores[s:s + batch], labels[s:s + batch])
+      accumulator.add(scores[s : s + batch], labels[s : s + batch])
     return accumulator.result()
 
   acc_seconds, acc_value = timed(accumulate, args.repeats)
@@ -177,14 +190,16 @@ def main():
   def keras_updates_then_result():
     metric.reset_state()
     for s in range(0, n, batch):
-      update(labels[s:s + batch], scores[s:s + batch])
+      update(labels[s : s + batch], scores[s : s + batch])
     return float(result())
 
   keras_seconds, keras_value = timed(keras_updates_then_result, args.keras_repeats)
   report(f"GapMetric, update_state x{-(-n // batch)} + one result", keras_seconds, n)
   result_seconds, _ = timed(lambda: float(result()), args.keras_repeats)
-  print(f"  of which one result() over {n * k:,} pairs: {result_seconds:.3f} s; GapMetric GAP "
-        f"{keras_value:.6f} (|diff| to gap_at_k {abs(keras_value - gap_value):.1e})")
+  print(
+    f"  of which one result() over {n * k:,} pairs: {result_seconds:.3f} s; GapMetric GAP "
+    f"{keras_value:.6f} (|diff| to gap_at_k {abs(keras_value - gap_value):.1e})"
+  )
 
   # As inside fit/evaluate: result() after every batch, so the cost grows with the pairs stored.
   p = min(args.keras_per_step_videos, n)
@@ -202,7 +217,7 @@ def main():
   def keras_per_step():
     per_step_metric.reset_state()
     for s in range(0, p, batch):
-      value = step(labels[s:min(s + batch, p)], scores[s:min(s + batch, p)])
+      value = step(labels[s : min(s + batch, p)], scores[s : min(s + batch, p)])
     return float(value)
 
   per_step_seconds, _ = timed(keras_per_step, args.keras_repeats)

@@ -30,9 +30,14 @@ def write_video_files(directory, num_videos, num_files, seed=0):
   per_file = -(-num_videos // num_files)
   for f in range(num_files):
     n = min(per_file, num_videos - f * per_file)
-    records = [data.video_example(
-        f"v{f}_{i}", rng.choice(3862, rng.integers(1, 6), replace=False),
-        {"mean_rgb": rng.normal(size=1024), "mean_audio": rng.normal(size=128)}) for i in range(n)]
+    records = [
+      data.video_example(
+        f"v{f}_{i}",
+        rng.choice(3862, rng.integers(1, 6), replace=False),
+        {"mean_rgb": rng.normal(size=1024), "mean_audio": rng.normal(size=128)},
+      )
+      for i in range(n)
+    ]
     data.write_records(os.path.join(directory, f"video-{f:03d}.tfrecord"), records)
   return os.path.join(directory, "video-*.tfrecord")
 
@@ -45,23 +50,34 @@ def write_frame_files(directory, num_videos, num_files, seed=0):
     records = []
     for i in range(n):
       frames = rng.integers(60, 241)
-      records.append(data.frame_example(
-          f"f{f}_{i}", rng.choice(3862, 3, replace=False),
-          {"rgb": rng.integers(0, 256, (frames, 1024), dtype=np.uint8),
-           "audio": rng.integers(0, 256, (frames, 128), dtype=np.uint8)}))
+      records.append(
+        data.frame_example(
+          f"f{f}_{i}",
+          rng.choice(3862, 3, replace=False),
+          {
+            "rgb": rng.integers(0, 256, (frames, 1024), dtype=np.uint8),
+            "audio": rng.integers(0, 256, (frames, 128), dtype=np.uint8),
+          },
+        )
+      )
     data.write_records(os.path.join(directory, f"frame-{f:03d}.tfrecord"), records)
   return os.path.join(directory, "frame-*.tfrecord")
 
 
 def bare_video(pattern, batch_size):
-  spec = {"id": tf.io.FixedLenFeature([], tf.string),
-          "labels": tf.io.VarLenFeature(tf.int64),
-          "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
-          "mean_audio": tf.io.FixedLenFeature([128], tf.float32)}
+  spec = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "labels": tf.io.VarLenFeature(tf.int64),
+    "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
+    "mean_audio": tf.io.FixedLenFeature([128], tf.float32),
+  }
   files = tf.data.Dataset.list_files(pattern, shuffle=False)
-  return files.interleave(tf.data.TFRecordDataset, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE
-                          ).batch(batch_size).map(lambda s: tf.io.parse_example(s, spec),
-                                                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+  return (
+    files.interleave(tf.data.TFRecordDataset, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE)
+    .batch(batch_size)
+    .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    .prefetch(tf.data.AUTOTUNE)
+  )
 
 
 def bare_frame(pattern, batch_size):
@@ -77,9 +93,12 @@ def bare_frame(pattern, batch_size):
     return out
 
   files = tf.data.Dataset.list_files(pattern, shuffle=False)
-  return files.interleave(tf.data.TFRecordDataset, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE
-                          ).map(parse, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size
-                                                                                  ).prefetch(tf.data.AUTOTUNE)
+  return (
+    files.interleave(tf.data.TFRecordDataset, cycle_length=8, num_parallel_calls=tf.data.AUTOTUNE)
+    .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    .batch(batch_size)
+    .prefetch(tf.data.AUTOTUNE)
+  )
 
 
 def videos_per_second(make_dataset, num_videos, repeats):
@@ -95,9 +114,11 @@ def videos_per_second(make_dataset, num_videos, repeats):
 
 
 def report(name, baseline, ours):
-  print(f"{name}: ours {ours[0]:,.0f} videos/s (range {ours[1]:,.0f}-{ours[2]:,.0f}); "
-        f"bare baseline {baseline[0]:,.0f} videos/s (range {baseline[1]:,.0f}-{baseline[2]:,.0f}); "
-        f"ratio ours/baseline {ours[0] / baseline[0]:.2f}")
+  print(
+    f"{name}: ours {ours[0]:,.0f} videos/s (range {ours[1]:,.0f}-{ours[2]:,.0f}); "
+    f"bare baseline {baseline[0]:,.0f} videos/s (range {baseline[1]:,.0f}-{baseline[2]:,.0f}); "
+    f"ratio ours/baseline {ours[0] / baseline[0]:.2f}"
+  )
 
 
 def main():
@@ -112,19 +133,31 @@ def main():
     video_pattern = write_video_files(tmp, args.videos, 8)
     frame_pattern = write_frame_files(tmp, args.frame_videos, 8)
     print(f"cpus={os.cpu_count()} repeats={args.repeats} (median, range); tf {tf.__version__}")
-    report(f"video-level, batch {args.batch_size}, {args.videos} videos",
-           videos_per_second(lambda: bare_video(video_pattern, args.batch_size), args.videos, args.repeats),
-           videos_per_second(lambda: data.video_dataset(video_pattern, args.batch_size), args.videos,
-                             args.repeats))
-    report(f"video-level with fold filter (4 of 5 folds kept), {args.videos} videos read",
-           videos_per_second(lambda: bare_video(video_pattern, args.batch_size), args.videos, args.repeats),
-           videos_per_second(lambda: data.video_dataset(video_pattern, args.batch_size, exclude_folds=[0]),
-                             args.videos, args.repeats))
-    report(f"frame-level, batch {args.frame_batch_size}, {args.frame_videos} videos, 60-240 frames",
-           videos_per_second(lambda: bare_frame(frame_pattern, args.frame_batch_size), args.frame_videos,
-                             args.repeats),
-           videos_per_second(lambda: data.frame_dataset(frame_pattern, args.frame_batch_size),
-                             args.frame_videos, args.repeats))
+    report(
+      f"video-level, batch {args.batch_size}, {args.videos} videos",
+      videos_per_second(lambda: bare_video(video_pattern, args.batch_size), args.videos, args.repeats),
+      videos_per_second(
+        lambda: data.video_dataset(video_pattern, args.batch_size), args.videos, args.repeats
+      ),
+    )
+    report(
+      f"video-level with fold filter (4 of 5 folds kept), {args.videos} videos read",
+      videos_per_second(lambda: bare_video(video_pattern, args.batch_size), args.videos, args.repeats),
+      videos_per_second(
+        lambda: data.video_dataset(video_pattern, args.batch_size, exclude_folds=[0]),
+        args.videos,
+        args.repeats,
+      ),
+    )
+    report(
+      f"frame-level, batch {args.frame_batch_size}, {args.frame_videos} videos, 60-240 frames",
+      videos_per_second(
+        lambda: bare_frame(frame_pattern, args.frame_batch_size), args.frame_videos, args.repeats
+      ),
+      videos_per_second(
+        lambda: data.frame_dataset(frame_pattern, args.frame_batch_size), args.frame_videos, args.repeats
+      ),
+    )
 
 
 if __name__ == "__main__":

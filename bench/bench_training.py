@@ -29,7 +29,10 @@ NUM_CLASSES = 3862
 
 
 def mlp_baseline():
-  inputs = {"mean_rgb": keras.Input((1024,), name="mean_rgb"), "mean_audio": keras.Input((128,), name="mean_audio")}
+  inputs = {
+    "mean_rgb": keras.Input((1024,), name="mean_rgb"),
+    "mean_audio": keras.Input((128,), name="mean_audio"),
+  }
   x = keras.layers.Concatenate()(list(inputs.values()))
   x = keras.layers.Dense(2048, activation="relu")(x)
   return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name="MLP_baseline")
@@ -39,12 +42,19 @@ def batch_for(model, batch_size, max_frames):
   rng = np.random.default_rng(0)
   kind = "frame" if "num_frames" in model.input else "video"
   if kind == "video":
-    features = {"mean_rgb": rng.normal(size=(batch_size, 1024)), "mean_audio": rng.normal(size=(batch_size, 128))}
+    features = {
+      "mean_rgb": rng.normal(size=(batch_size, 1024)),
+      "mean_audio": rng.normal(size=(batch_size, 128)),
+    }
   else:
-    features = {"rgb": rng.normal(size=(batch_size, max_frames, 1024)),
-                "audio": rng.normal(size=(batch_size, max_frames, 128)),
-                "num_frames": rng.integers(max_frames // 2, max_frames + 1, batch_size).astype(np.int32)}
-  features = {k: tf.constant(v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in features.items()}
+    features = {
+      "rgb": rng.normal(size=(batch_size, max_frames, 1024)),
+      "audio": rng.normal(size=(batch_size, max_frames, 128)),
+      "num_frames": rng.integers(max_frames // 2, max_frames + 1, batch_size).astype(np.int32),
+    }
+  features = {
+    k: tf.constant(v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in features.items()
+  }
   labels = tf.constant((rng.random((batch_size, NUM_CLASSES)) < 3 / NUM_CLASSES).astype(np.float32))
   return features, labels
 
@@ -80,18 +90,23 @@ def main():
   devices = [d.device_type for d in tf.config.list_logical_devices()]
   print(f"tf {tf.__version__}, keras {keras.__version__}, devices {devices}, cpus {os.cpu_count()}")
   baseline_batch = 256
-  base_train, base_predict = throughput(mlp_baseline(), baseline_batch, args.steps, args.repeats,
-                                        args.max_frames)
-  print(f"{'MLP baseline 1152-2048-3862':<34} batch {baseline_batch:4d}: train {base_train:8.1f} ex/s, "
-        f"predict {base_predict:8.1f} ex/s")
+  base_train, base_predict = throughput(
+    mlp_baseline(), baseline_batch, args.steps, args.repeats, args.max_frames
+  )
+  print(
+    f"{'MLP baseline 1152-2048-3862':<34} batch {baseline_batch:4d}: train {base_train:8.1f} ex/s, "
+    f"predict {base_predict:8.1f} ex/s"
+  )
   for name in args.models:
     batch_size = 256 if models.get(name).kind == models.FRAME else 512
     keras.utils.set_random_seed(0)
     model = models.build(name, num_classes=NUM_CLASSES)
     train, predict = throughput(model, batch_size, args.steps, args.repeats, args.max_frames)
-    print(f"{name + f' ({model.count_params() / 1e6:.1f}M params)':<34} batch {batch_size:4d}: "
-          f"train {train:8.1f} ex/s ({train / base_train:.3f}x baseline), "
-          f"predict {predict:8.1f} ex/s ({predict / base_predict:.3f}x baseline)")
+    print(
+      f"{name + f' ({model.count_params() / 1e6:.1f}M params)':<34} batch {batch_size:4d}: "
+      f"train {train:8.1f} ex/s ({train / base_train:.3f}x baseline), "
+      f"predict {predict:8.1f} ex/s ({predict / base_predict:.3f}x baseline)"
+    )
 
 
 if __name__ == "__main__":

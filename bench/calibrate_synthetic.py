@@ -40,9 +40,13 @@ FLAGS = flags.FLAGS
 def load_split(data_dir: str, split: str):
   """(ids, L2-normalized concat features [N, 1152], labels as lists) of one video-level split."""
   import tensorflow as tf
-  spec = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64),
-          "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
-          "mean_audio": tf.io.FixedLenFeature([128], tf.float32)}
+
+  spec = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "labels": tf.io.VarLenFeature(tf.int64),
+    "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
+    "mean_audio": tf.io.FixedLenFeature([128], tf.float32),
+  }
   files = sorted(glob.glob(os.path.join(data_dir, "video", f"{split}-*.tfrecord")))
   dataset = tf.data.TFRecordDataset(files).batch(1024).map(lambda r: tf.io.parse_example(r, spec))
   ids, features, labels = [], [], []
@@ -67,6 +71,7 @@ def multi_hot(label_lists, num_classes: int) -> np.ndarray:
 
 def train_and_predict(model, x, y, x_eval, epochs: int, learning_rate: float):
   import keras
+
   model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy")
   model.fit(x, y, batch_size=FLAGS.batch_size, epochs=epochs, verbose=0, shuffle=True)
   return model.predict(x_eval, batch_size=4096, verbose=0)
@@ -103,8 +108,11 @@ def main(argv):
   started = time.time()
   summary = generate(config, FLAGS.data_dir)
   num_classes = summary["counts"]["classes"]
-  print(f"data: {FLAGS.data_dir} ({time.time() - started:.0f} s), videos {summary['counts']['videos']}, "
-        f"{num_classes} classes", flush=True)
+  print(
+    f"data: {FLAGS.data_dir} ({time.time() - started:.0f} s), videos {summary['counts']['videos']}, "
+    f"{num_classes} classes",
+    flush=True,
+  )
 
   _, x_train, train_labels = load_split(FLAGS.data_dir, "train")
   validate_ids, x_validate, validate_labels = load_split(FLAGS.data_dir, "validate")
@@ -117,19 +125,31 @@ def main(argv):
   keras.utils.set_random_seed(FLAGS.seed)
   started = time.time()
   logistic = keras.Sequential([keras.Input((x_train.shape[1],)), keras.layers.Dense(num_classes, "sigmoid")])
-  scores = train_and_predict(logistic, x_train, y_train, x_validate, FLAGS.logistic_epochs,
-                             FLAGS.logistic_learning_rate)
-  print(f"logistic: validation GAP@20 {gap(scores, y_validate):.4f} (vs clean labels "
-        f"{gap(scores, y_validate_clean):.4f}), {time.time() - started:.0f} s", flush=True)
+  scores = train_and_predict(
+    logistic, x_train, y_train, x_validate, FLAGS.logistic_epochs, FLAGS.logistic_learning_rate
+  )
+  print(
+    f"logistic: validation GAP@20 {gap(scores, y_validate):.4f} (vs clean labels "
+    f"{gap(scores, y_validate_clean):.4f}), {time.time() - started:.0f} s",
+    flush=True,
+  )
 
   started = time.time()
-  mlp = keras.Sequential([
-      keras.Input((x_train.shape[1],)), keras.layers.Rescaling(float(np.sqrt(x_train.shape[1]))),
+  mlp = keras.Sequential(
+    [
+      keras.Input((x_train.shape[1],)),
+      keras.layers.Rescaling(float(np.sqrt(x_train.shape[1]))),
       keras.layers.Dense(FLAGS.mlp_hidden, "relu"),
-      keras.layers.Dropout(FLAGS.mlp_dropout), keras.layers.Dense(num_classes, "sigmoid")])
+      keras.layers.Dropout(FLAGS.mlp_dropout),
+      keras.layers.Dense(num_classes, "sigmoid"),
+    ]
+  )
   scores = train_and_predict(mlp, x_train, y_train, x_validate, FLAGS.mlp_epochs, FLAGS.mlp_learning_rate)
-  print(f"mlp:      validation GAP@20 {gap(scores, y_validate):.4f} (vs clean labels "
-        f"{gap(scores, y_validate_clean):.4f}), {time.time() - started:.0f} s", flush=True)
+  print(
+    f"mlp:      validation GAP@20 {gap(scores, y_validate):.4f} (vs clean labels "
+    f"{gap(scores, y_validate_clean):.4f}), {time.time() - started:.0f} s",
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

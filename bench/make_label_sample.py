@@ -34,8 +34,10 @@ def write_gzip(path: str, data: bytes) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--source_dir", default=os.path.join(os.path.dirname(__file__), "..", "..",
-                                                           "shared", "data", "yt8m2018_labels"))
+  parser.add_argument(
+    "--source_dir",
+    default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "yt8m2018_labels"),
+  )
   parser.add_argument("--out_dir", default=RESOURCES)
   args = parser.parse_args()
   with gzip.open(os.path.join(args.source_dir, "video_labels.csv.gz"), "rt") as handle:
@@ -44,8 +46,9 @@ def main() -> None:
     raise ValueError(f"unexpected header {header!r}")
   sample = sample_rows(lines)
   os.makedirs(args.out_dir, exist_ok=True)
-  write_gzip(os.path.join(args.out_dir, "video_labels_sample.csv.gz"),
-             ("\n".join([header] + sample) + "\n").encode())
+  write_gzip(
+    os.path.join(args.out_dir, "video_labels_sample.csv.gz"), ("\n".join([header] + sample) + "\n").encode()
+  )
   with open(os.path.join(args.source_dir, "vocabulary.csv"), "rb") as handle:
     write_gzip(os.path.join(args.out_dir, "vocabulary.csv.gz"), handle.read())
   print(f"sampled {len(sample)} of {len(lines)} videos into {os.path.abspath(args.out_dir)}")

@@ -26,9 +26,16 @@ flags.DEFINE_integer("seed", None, "Seed for data order and initialization (defa
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  overrides = {name: value for name, value in (
-      ("label_sets", FLAGS.label_sets), ("baseline_model", FLAGS.baseline_model),
-      ("epochs", FLAGS.epochs), ("seed", FLAGS.seed)) if value is not None}
+  overrides = {
+    name: value
+    for name, value in (
+      ("label_sets", FLAGS.label_sets),
+      ("baseline_model", FLAGS.baseline_model),
+      ("epochs", FLAGS.epochs),
+      ("seed", FLAGS.seed),
+    )
+    if value is not None
+  }
   config = pipeline.preset(FLAGS.preset, FLAGS.workdir, **overrides)
   report = pipeline.Pipeline(config).run()
   print(pipeline.format_report(report))

@@ -17,7 +17,9 @@ from absl import app, flags  # noqa: E402
 from yt8m_tf.training import prediction  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Directory holding fold_0 ... fold_{K-1} train_main runs.", required=True)
+flags.DEFINE_string(
+  "model_dir", None, "Directory holding fold_0 ... fold_{K-1} train_main runs.", required=True
+)
 flags.DEFINE_integer("num_folds", 5, "K of the K-fold run.")
 flags.DEFINE_string("test_data_pattern", None, "Glob(s) of test TFRecords; omitted: OOF only.")
 flags.DEFINE_string("output_dir", None, "Default: <model_dir>/predictions.")
@@ -28,8 +30,14 @@ flags.DEFINE_integer("batch_size", 512, "Prediction batch size.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  results = prediction.predict_kfold(FLAGS.model_dir, FLAGS.num_folds, FLAGS.test_data_pattern,
-                                     FLAGS.output_dir, FLAGS.top_k or None, FLAGS.batch_size)
+  results = prediction.predict_kfold(
+    FLAGS.model_dir,
+    FLAGS.num_folds,
+    FLAGS.test_data_pattern,
+    FLAGS.output_dir,
+    FLAGS.top_k or None,
+    FLAGS.batch_size,
+  )
   for name, index in results.items():
     print(f"{name}: {index['num_videos']} videos, top_k={index['top_k']}, {len(index['parts'])} parts")
 

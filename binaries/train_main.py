@@ -45,8 +45,12 @@ flags.DEFINE_string("frame_sampler", None, "Training-time frame subsampler name 
 flags.DEFINE_string("frame_sampler_params", "{}", "JSON object of sampler parameters.")
 flags.DEFINE_string("soft_labels", None, "Soft-label store made by the stacking stage.")
 flags.DEFINE_float("soft_label_weight", 1.0, "Targets are w * soft + (1 - w) * hard.")
-flags.DEFINE_enum("distribution_strategy", "default", list(experiment.STRATEGIES),
-                  "default | mirrored (local GPUs) | multi_worker (TF_CONFIG cluster).")
+flags.DEFINE_enum(
+  "distribution_strategy",
+  "default",
+  list(experiment.STRATEGIES),
+  "default | mirrored (local GPUs) | multi_worker (TF_CONFIG cluster).",
+)
 flags.DEFINE_integer("seed", 0, "Seed for data order and initialization.")
 flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
@@ -56,17 +60,34 @@ def config_from_flags() -> experiment.TrainConfig:
   if FLAGS.frame_features is not None and FLAGS.frame_features != (kind == models.FRAME):
     raise app.UsageError(f"--frame_features={FLAGS.frame_features} but {FLAGS.model} is a {kind}-level model")
   return experiment.TrainConfig(
-      model=FLAGS.model, model_params=json.loads(FLAGS.model_params), train_dir=FLAGS.train_dir,
-      train_data_pattern=FLAGS.train_data_pattern, eval_data_pattern=FLAGS.eval_data_pattern,
-      num_classes=FLAGS.num_classes, max_frames=FLAGS.max_frames, num_folds=FLAGS.num_folds,
-      fold=FLAGS.fold, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-      steps_per_epoch=FLAGS.steps_per_epoch, validation_steps=FLAGS.validation_steps,
-      learning_rate=FLAGS.learning_rate, lr_factor=FLAGS.lr_factor, lr_patience=FLAGS.lr_patience,
-      early_stopping_patience=FLAGS.early_stopping_patience, clip_norm=FLAGS.clip_norm,
-      loss=FLAGS.loss, mixup_alpha=FLAGS.mixup_alpha, frame_sampler=FLAGS.frame_sampler,
-      frame_sampler_params=json.loads(FLAGS.frame_sampler_params), soft_labels=FLAGS.soft_labels,
-      soft_label_weight=FLAGS.soft_label_weight, distribution_strategy=FLAGS.distribution_strategy,
-      seed=FLAGS.seed, verbose=FLAGS.verbose)
+    model=FLAGS.model,
+    model_params=json.loads(FLAGS.model_params),
+    train_dir=FLAGS.train_dir,
+    train_data_pattern=FLAGS.train_data_pattern,
+    eval_data_pattern=FLAGS.eval_data_pattern,
+    num_classes=FLAGS.num_classes,
+    max_frames=FLAGS.max_frames,
+    num_folds=FLAGS.num_folds,
+    fold=FLAGS.fold,
+    batch_size=FLAGS.batch_size,
+    epochs=FLAGS.epochs,
+    steps_per_epoch=FLAGS.steps_per_epoch,
+    validation_steps=FLAGS.validation_steps,
+    learning_rate=FLAGS.learning_rate,
+    lr_factor=FLAGS.lr_factor,
+    lr_patience=FLAGS.lr_patience,
+    early_stopping_patience=FLAGS.early_stopping_patience,
+    clip_norm=FLAGS.clip_norm,
+    loss=FLAGS.loss,
+    mixup_alpha=FLAGS.mixup_alpha,
+    frame_sampler=FLAGS.frame_sampler,
+    frame_sampler_params=json.loads(FLAGS.frame_sampler_params),
+    soft_labels=FLAGS.soft_labels,
+    soft_label_weight=FLAGS.soft_label_weight,
+    distribution_strategy=FLAGS.distribution_strategy,
+    seed=FLAGS.seed,
+    verbose=FLAGS.verbose,
+  )
 
 
 def main(argv):
@@ -74,8 +95,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   history = experiment.run_training(config_from_flags())
   best = max(history, key=lambda e: e.get("val_gap", float("-inf")))
-  print(f"best val_gap {best['val_gap']:.5f} at epoch {best['epoch']} (of {len(history)}); "
-        f"model: {os.path.join(FLAGS.train_dir, 'best.keras')}")
+  print(
+    f"best val_gap {best['val_gap']:.5f} at epoch {best['epoch']} (of {len(history)}); "
+    f"model: {os.path.join(FLAGS.train_dir, 'best.keras')}"
+  )
 
 
 def run():

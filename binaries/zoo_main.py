@@ -40,11 +40,18 @@ def main(argv):
     frame = models.get(model).kind == models.FRAME
     if frame and not FLAGS.frame_train_data_pattern:
       raise app.UsageError(f"{name} is a frame-level model: pass --frame_train_data_pattern")
-    results.update(zoo.run_zoo(
-        FLAGS.zoo_dir, FLAGS.workdir,
-        FLAGS.frame_train_data_pattern if frame else FLAGS.train_data_pattern, FLAGS.num_classes,
-        FLAGS.num_folds, FLAGS.frame_test_data_pattern if frame else FLAGS.test_data_pattern,
-        FLAGS.max_frames, members=[name]))
+    results.update(
+      zoo.run_zoo(
+        FLAGS.zoo_dir,
+        FLAGS.workdir,
+        FLAGS.frame_train_data_pattern if frame else FLAGS.train_data_pattern,
+        FLAGS.num_classes,
+        FLAGS.num_folds,
+        FLAGS.frame_test_data_pattern if frame else FLAGS.test_data_pattern,
+        FLAGS.max_frames,
+        members=[name],
+      )
+    )
   print("\nmember                     model                  OOF GAP@20")
   for name, result in results.items():
     print(f"{name:<26} {result['model']:<22} {result['oof_gap']:.4f}")

@@ -18,16 +18,20 @@ def make_videos(num, seed=0, schema=TINY_SCHEMA, prefix="vid", max_labels=3):
   """Random video-level content: ids, label lists, mean_rgb, mean_audio."""
   rng = np.random.default_rng(seed)
   ids = [f"{prefix}{i:04d}" for i in range(num)]
-  labels = [np.sort(rng.choice(schema.num_classes, rng.integers(1, max_labels + 1), replace=False))
-            for _ in range(num)]
+  labels = [
+    np.sort(rng.choice(schema.num_classes, rng.integers(1, max_labels + 1), replace=False))
+    for _ in range(num)
+  ]
   rgb = rng.normal(size=(num, schema.feature_sizes[0])).astype(np.float32)
   audio = rng.normal(size=(num, schema.feature_sizes[1])).astype(np.float32)
   return ids, labels, rgb, audio
 
 
 def write_video_file(path, ids, labels, rgb, audio, schema=TINY_SCHEMA):
-  records = [data.video_example(i, l, {"mean_rgb": r, "mean_audio": a}, schema)
-             for i, l, r, a in zip(ids, labels, rgb, audio)]
+  records = [
+    data.video_example(i, l, {"mean_rgb": r, "mean_audio": a}, schema)
+    for i, l, r, a in zip(ids, labels, rgb, audio)
+  ]
   data.write_records(str(path), records)
   return records
 
@@ -35,8 +39,13 @@ def write_video_file(path, ids, labels, rgb, audio, schema=TINY_SCHEMA):
 def make_frames(num, seed=0, schema=TINY_SCHEMA, min_frames=1, max_frames=14):
   rng = np.random.default_rng(seed)
   counts = rng.integers(min_frames, max_frames + 1, num)
-  return [{name: rng.integers(0, 256, (n, size), dtype=np.uint8)
-           for name, size in zip(schema.feature_names, schema.feature_sizes)} for n in counts]
+  return [
+    {
+      name: rng.integers(0, 256, (n, size), dtype=np.uint8)
+      for name, size in zip(schema.feature_names, schema.feature_sizes)
+    }
+    for n in counts
+  ]
 
 
 @pytest.fixture

@@ -12,12 +12,13 @@ def _read_all(dataset):
   return [features["id"].numpy().tolist() for features, _ in dataset]
 
 
-
 def _good_and_bad(tmp_path, mutate, position=3, total=6):
   """A file of `total` good records where record `position` is passed through `mutate`."""
   ids, labels, rgb, audio = make_videos(total)
-  records = [data.video_example(i, l, {"mean_rgb": r, "mean_audio": a}, TINY_SCHEMA)
-             for i, l, r, a in zip(ids, labels, rgb, audio)]
+  records = [
+    data.video_example(i, l, {"mean_rgb": r, "mean_audio": a}, TINY_SCHEMA)
+    for i, l, r, a in zip(ids, labels, rgb, audio)
+  ]
   mutate(records[position])
   path = str(tmp_path / "mixed.tfrecord")
   data.write_records(path, records)
@@ -31,6 +32,7 @@ def _drop(key):
 def _shorten(key, keep):
   def mutate(record):
     del record.features.feature[key].float_list.value[keep:]
+
   return mutate
 
 
@@ -39,11 +41,11 @@ def _add_label(value):
 
 
 CASES = [
-    ("missing_feature", _drop("mean_rgb"), "mean_rgb"),
-    ("missing_id", _drop("id"), "id"),
-    ("short_feature", _shorten("mean_audio", 100), "mean_audio must have 128 float values, found 100"),
-    ("label_too_big", _add_label(TINY_SCHEMA.num_classes), "labels has a class id outside"),
-    ("negative_label", _add_label(-1), "labels has a class id outside"),
+  ("missing_feature", _drop("mean_rgb"), "mean_rgb"),
+  ("missing_id", _drop("id"), "id"),
+  ("short_feature", _shorten("mean_audio", 100), "mean_audio must have 128 float values, found 100"),
+  ("label_too_big", _add_label(TINY_SCHEMA.num_classes), "labels has a class id outside"),
+  ("negative_label", _add_label(-1), "labels has a class id outside"),
 ]
 
 
@@ -60,8 +62,12 @@ def test_bad_video_record_raises_naming_file_record_and_field(tmp_path, name, mu
 def test_bad_video_record_is_skipped_and_counted_on_request(tmp_path, capfd, name, mutate, message):
   path = _good_and_bad(tmp_path, mutate, position=3)
   counter = data.BadRecordCounter()
-  ids = sum(_read_all(data.video_dataset(path, 4, schema=TINY_SCHEMA, on_bad_record="skip",
-                                         bad_record_counter=counter)), [])
+  ids = sum(
+    _read_all(
+      data.video_dataset(path, 4, schema=TINY_SCHEMA, on_bad_record="skip", bad_record_counter=counter)
+    ),
+    [],
+  )
   assert len(ids) == 5 and b"vid0003" not in ids
   assert counter.skipped_records == 1 and counter.damaged_files == 0
   assert f"{path}:3" in capfd.readouterr().err
@@ -98,8 +104,14 @@ def test_damaged_file_tail_is_skipped_and_counted_on_request(tmp_path, how):
   write_video_file(tmp_path / "b.tfrecord", ids[6:], labels[6:], rgb[6:], audio[6:])
   _damage(str(tmp_path / "b.tfrecord"), how)
   counter = data.BadRecordCounter()
-  got = sum(_read_all(data.video_dataset(str(tmp_path / "*.tfrecord"), 4, schema=TINY_SCHEMA,
-                                         on_bad_record="skip", bad_record_counter=counter)), [])
+  got = sum(
+    _read_all(
+      data.video_dataset(
+        str(tmp_path / "*.tfrecord"), 4, schema=TINY_SCHEMA, on_bad_record="skip", bad_record_counter=counter
+      )
+    ),
+    [],
+  )
   assert set(i.encode() for i in ids[:6]) <= set(got)  # the intact file is complete
   assert 6 <= len(got) < 12  # the damaged file lost at least its damaged record
   assert counter.damaged_files == 1
@@ -128,9 +140,11 @@ def _frame_label(record):
   record.context.feature["labels"].int64_list.value.append(99)
 
 
-FRAME_CASES = [("frame_wrong_size", _short_frame, "rgb must have 1024 bytes per frame, found 1000"),
-               ("no_audio_frames", _no_audio, "audio has no frames"),
-               ("frame_label_too_big", _frame_label, "labels has a class id outside")]
+FRAME_CASES = [
+  ("frame_wrong_size", _short_frame, "rgb must have 1024 bytes per frame, found 1000"),
+  ("no_audio_frames", _no_audio, "audio has no frames"),
+  ("frame_label_too_big", _frame_label, "labels has a class id outside"),
+]
 
 
 @pytest.mark.parametrize("name,mutate,message", FRAME_CASES, ids=[c[0] for c in FRAME_CASES])
@@ -140,8 +154,12 @@ def test_bad_frame_record_raises_or_skips(tmp_path, name, mutate, message):
     _read_all(data.frame_dataset(path, 2, schema=TINY_SCHEMA))
   assert f"{path}:2" in str(error.value) and message in str(error.value)
   counter = data.BadRecordCounter()
-  ids = sum(_read_all(data.frame_dataset(path, 2, schema=TINY_SCHEMA, on_bad_record="skip",
-                                         bad_record_counter=counter)), [])
+  ids = sum(
+    _read_all(
+      data.frame_dataset(path, 2, schema=TINY_SCHEMA, on_bad_record="skip", bad_record_counter=counter)
+    ),
+    [],
+  )
   assert len(ids) == 4 and b"vid0002" not in ids and counter.skipped_records == 1
 
 
@@ -154,5 +172,4 @@ def test_writer_refuses_bad_content():
   with pytest.raises(ValueError, match="mean_rgb has 3 values"):
     data.video_example("x", [1], {"mean_rgb": np.zeros(3), "mean_audio": np.zeros(128)}, TINY_SCHEMA)
   with pytest.raises(ValueError, match="outside"):
-    data.video_example("x", [12], {"mean_rgb": np.zeros(1024), "mean_audio": np.zeros(128)},
-                       TINY_SCHEMA)
+    data.video_example("x", [12], {"mean_rgb": np.zeros(1024), "mean_audio": np.zeros(128)}, TINY_SCHEMA)

@@ -45,8 +45,9 @@ def test_video_dataset_batch_shapes_and_drop_remainder(video_files):
   pattern = video_files[0]
   sizes = [f["id"].shape[0] for f, _ in data.video_dataset(pattern, 8, schema=TINY_SCHEMA)]
   assert sizes == [8, 8, 8, 8, 8, 5]
-  sizes = [f["id"].shape[0] for f, _ in data.video_dataset(pattern, 8, schema=TINY_SCHEMA,
-                                                           drop_remainder=True)]
+  sizes = [
+    f["id"].shape[0] for f, _ in data.video_dataset(pattern, 8, schema=TINY_SCHEMA, drop_remainder=True)
+  ]
   assert sizes == [8] * 5
   features, labels = next(iter(data.video_dataset(pattern, 4, schema=TINY_SCHEMA)))
   assert features["mean_rgb"].shape == (4, 1024) and features["mean_audio"].shape == (4, 128)
@@ -55,8 +56,9 @@ def test_video_dataset_batch_shapes_and_drop_remainder(video_files):
 
 def test_shuffle_is_seeded_and_epochs_repeat(video_files):
   pattern, ids = video_files[0], video_files[1]
-  run = lambda seed: _collect(data.video_dataset(pattern, 7, schema=TINY_SCHEMA, shuffle=True,
-                                                 seed=seed, shuffle_buffer=64))[0]
+  run = lambda seed: _collect(
+    data.video_dataset(pattern, 7, schema=TINY_SCHEMA, shuffle=True, seed=seed, shuffle_buffer=64)
+  )[0]
   first, again, other = run(1), run(1), run(2)
   assert first == again and first != other and sorted(first) == sorted(ids)
   two = _collect(data.video_dataset(pattern, 7, schema=TINY_SCHEMA, num_epochs=2))[0]
@@ -69,8 +71,7 @@ def test_fold_filters_partition_the_data(video_files):
   seen = []
   for fold in range(3):
     held_out = _collect(data.video_dataset(pattern, 8, schema=TINY_SCHEMA, num_folds=3, folds=[fold]))[0]
-    rest = _collect(data.video_dataset(pattern, 8, schema=TINY_SCHEMA, num_folds=3,
-                                       exclude_folds=[fold]))[0]
+    rest = _collect(data.video_dataset(pattern, 8, schema=TINY_SCHEMA, num_folds=3, exclude_folds=[fold]))[0]
     assert sorted(held_out) == sorted(i for i, f in zip(ids, folds) if f == fold)
     assert sorted(held_out + rest) == sorted(ids)
     seen += held_out
@@ -79,16 +80,17 @@ def test_fold_filters_partition_the_data(video_files):
 
 def test_filtered_batches_are_full_sized(video_files):
   pattern = video_files[0]
-  sizes = [f["id"].shape[0] for f, _ in data.video_dataset(pattern, 4, schema=TINY_SCHEMA,
-                                                           num_folds=2, exclude_folds=[0])]
+  sizes = [
+    f["id"].shape[0]
+    for f, _ in data.video_dataset(pattern, 4, schema=TINY_SCHEMA, num_folds=2, exclude_folds=[0])
+  ]
   assert all(s == 4 for s in sizes[:-1]) and 0 < sizes[-1] <= 4
 
 
 def test_unlabeled_records_give_zero_labels(tmp_path):
   ids, _, rgb, audio = make_videos(5)
   write_video_file(tmp_path / "test.tfrecord", ids, [None] * 5, rgb, audio)
-  got_ids, _, labels = _collect(data.video_dataset(str(tmp_path / "test.tfrecord"), 8,
-                                                   schema=TINY_SCHEMA))
+  got_ids, _, labels = _collect(data.video_dataset(str(tmp_path / "test.tfrecord"), 8, schema=TINY_SCHEMA))
   assert got_ids == ids and labels.shape == (5, TINY_SCHEMA.num_classes) and labels.sum() == 0
 
 
@@ -107,8 +109,9 @@ def test_frame_dataset_dequantizes_pads_and_counts_frames(tmp_path):
   frames = make_frames(9, seed=3)  # 1..14 frames; max_frames is 10, so some are truncated
   records = [data.frame_example(i, l, f, TINY_SCHEMA) for i, l, f in zip(ids, labels, frames)]
   data.write_records(str(tmp_path / "frames.tfrecord"), records)
-  got_ids, feats, got_labels = _collect(data.frame_dataset(str(tmp_path / "frames.tfrecord"), 4,
-                                                           schema=TINY_SCHEMA))
+  got_ids, feats, got_labels = _collect(
+    data.frame_dataset(str(tmp_path / "frames.tfrecord"), 4, schema=TINY_SCHEMA)
+  )
   assert got_ids == ids
   assert feats["rgb"].shape == (9, 10, 1024) and feats["audio"].shape == (9, 10, 128)
   for row, frame in enumerate(frames):
@@ -125,20 +128,23 @@ def test_video_and_frame_level_share_folds(tmp_path):
   ids, labels, rgb, audio = make_videos(30, seed=5)
   write_video_file(tmp_path / "video.tfrecord", ids, labels, rgb, audio)
   frames = make_frames(30, seed=5, max_frames=3)
-  data.write_records(str(tmp_path / "frame.tfrecord"),
-                     [data.frame_example(i, l, f, TINY_SCHEMA) for i, l, f in zip(ids, labels, frames)])
+  data.write_records(
+    str(tmp_path / "frame.tfrecord"),
+    [data.frame_example(i, l, f, TINY_SCHEMA) for i, l, f in zip(ids, labels, frames)],
+  )
   for fold in range(4):
-    video_ids = _collect(data.video_dataset(str(tmp_path / "video.tfrecord"), 8, schema=TINY_SCHEMA,
-                                            num_folds=4, folds=[fold]))[0]
-    frame_ids = _collect(data.frame_dataset(str(tmp_path / "frame.tfrecord"), 8, schema=TINY_SCHEMA,
-                                            num_folds=4, folds=[fold]))[0]
+    video_ids = _collect(
+      data.video_dataset(str(tmp_path / "video.tfrecord"), 8, schema=TINY_SCHEMA, num_folds=4, folds=[fold])
+    )[0]
+    frame_ids = _collect(
+      data.frame_dataset(str(tmp_path / "frame.tfrecord"), 8, schema=TINY_SCHEMA, num_folds=4, folds=[fold])
+    )[0]
     assert video_ids == frame_ids
 
 
 def test_2017_schema_reads_video_id_key_and_4716_classes(tmp_path):
   schema = data.Schema.yt8m_2017()
-  record = data.video_example("old", [4715], {"mean_rgb": np.ones(1024), "mean_audio": np.ones(128)},
-                              schema)
+  record = data.video_example("old", [4715], {"mean_rgb": np.ones(1024), "mean_audio": np.ones(128)}, schema)
   assert "video_id" in record.features.feature
   data.write_records(str(tmp_path / "old.tfrecord"), [record])
   features, labels = next(iter(data.video_dataset(str(tmp_path / "old.tfrecord"), 2, schema=schema)))

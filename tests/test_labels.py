@@ -50,13 +50,16 @@ def test_load_gzip_and_plain_agree(tmp_path):
     np.testing.assert_array_equal(sets.offsets, [0, 3, 4])
 
 
-@pytest.mark.parametrize("bad_row, message", [
+@pytest.mark.parametrize(
+  "bad_row, message",
+  [
     ("efgh 1 2", "expected 'id,label"),
     ("efgh,1 x", "labels must be integers"),
     ("efgh,1 -3", "out of range"),
     ("efgh,1,2", "expected 'id,label"),
     ("efgh,9", "out of range"),
-])
+  ],
+)
 def test_malformed_row_names_file_and_line(tmp_path, bad_row, message):
   path = _write_text(tmp_path / "bad.csv", f"id,labels\nabcd,1\n{bad_row}\n")
   with pytest.raises(ValueError, match=message) as error:

@@ -27,7 +27,7 @@ def feed(metric, labels, scores, batch_sizes, step=None):
   """Feeds consecutive batches of the given sizes (all rows) and returns the float result."""
   start = 0
   for size in batch_sizes:
-    (step or metric.update_state)(labels[start:start + size], scores[start:start + size])
+    (step or metric.update_state)(labels[start : start + size], scores[start : start + size])
     start += size
   assert start == len(scores)
   return float(metric.result())
@@ -121,8 +121,12 @@ def test_config_round_trip_and_argument_checks():
   metric = GapMetric(k=10, max_videos=1234, on_overflow="window", name="val_gap_10")
   restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
   assert isinstance(restored, GapMetric)
-  assert (restored.k, restored.max_videos, restored.on_overflow, restored.name) == (10, 1234, "window",
-                                                                                   "val_gap_10")
+  assert (restored.k, restored.max_videos, restored.on_overflow, restored.name) == (
+    10,
+    1234,
+    "window",
+    "val_gap_10",
+  )
   with pytest.raises(ValueError):
     GapMetric(on_overflow="drop")
   with pytest.raises(ValueError):
@@ -145,8 +149,12 @@ def make_data(seed, num_videos, num_features=16, num_classes=30):
 def make_model(learning_rate, jit_compile=False):
   keras.utils.set_random_seed(0)
   model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(30, activation="sigmoid")])
-  model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="binary_crossentropy",
-                metrics=[GapMetric(max_videos=1000)], jit_compile=jit_compile)
+  model.compile(
+    optimizer=keras.optimizers.SGD(learning_rate),
+    loss="binary_crossentropy",
+    metrics=[GapMetric(max_videos=1000)],
+    jit_compile=jit_compile,
+  )
   return model
 
 
@@ -231,11 +239,12 @@ def test_mirrored_strategy_two_replicas(tmp_path):
   repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   python_path = os.pathsep.join(p for p in [repo_root, os.environ.get("PYTHONPATH")] if p)
   env = dict(os.environ, PYTHONPATH=python_path, TF_CPP_MIN_LOG_LEVEL="2")
-  completed = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                             timeout=300)
+  completed = subprocess.run(
+    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+  )
   lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
   assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-  out = json.loads(lines[-1][len("RESULT"):])
+  out = json.loads(lines[-1][len("RESULT") :])
   assert out["videos"] == 70
   assert out["uneven"] == pytest.approx(out["uneven_expected"], rel=1e-6)  # uneven shards, all-gathered
   assert out["val_gap"] == pytest.approx(out["expected"], rel=1e-5)

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from yt8m_tf.metrics import (hit_at_one, mean_average_precision, per_class_average_precision, perr,
-                              positives_per_class)
+from yt8m_tf.metrics import (
+  hit_at_one,
+  mean_average_precision,
+  per_class_average_precision,
+  perr,
+  positives_per_class,
+)
 
 
 # ---------------------------------------------------------------- oracles (plain Python loops)
@@ -82,12 +87,14 @@ def test_hit_at_one_matches_oracle():
 
 
 def test_perr_hand_example():
-  scores = np.array([
+  scores = np.array(
+    [
       [0.1, 0.9, 0.3, 0.5],  # labels {1,2}: top-2 = {1,3} -> 1/2
       [0.0, -0.5, -0.2, -1],  # labels {0}: top-1 = {0} but its score is 0, not > 0 -> 0
       [0.2, 0.3, 0.4, 0.5],  # all 4 classes are labels, all scores > 0 -> 1
       [0.9, 0.1, 0.2, 0.3],  # no label -> 0, and the starter still counts the video
-  ])
+    ]
+  )
   labels = np.array([[0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
   assert perr(scores, labels) == pytest.approx((0.5 + 0 + 1 + 0) / 4)
   assert perr(scores, labels, skip_videos_without_labels=True) == pytest.approx(1.5 / 3)

@@ -32,7 +32,7 @@ def test_memory_is_videos_times_k_in_float32_and_bool():
   scores, labels = random_problem(1, num_videos=300)
   accumulator = GapAccumulator(k=20)
   for start in range(0, 300, 64):
-    accumulator.add(scores[start:start + 64].astype(np.float64), labels[start:start + 64])
+    accumulator.add(scores[start : start + 64].astype(np.float64), labels[start : start + 64])
   accumulator.result()  # merges chunks
   (stored_scores,) = accumulator._score_chunks
   (stored_flags,) = accumulator._positive_chunks

@@ -20,30 +20,48 @@ NUM_FRAMES = np.array([8, 5, 1, 3, 0], np.int32)  # full, partial, one frame, sh
 
 # (name, tiny params, deterministic in training mode: no dropout, so BN batch moments can be compared)
 CASES = [
-    ("FrameLevelLogistic", {}, True),
-    ("DBoF", {"cluster_size": 16, "hidden_size": 8}, True),
-    ("DBoF", {"cluster_size": 16, "hidden_size": 8, "pooling": "mean", "classifier": "logistic",
-              "batch_norm": False}, True),
-    ("SoftBoW", {"num_clusters": 6, "inner_size": 8, "bow_dropout": 0.0, "dropout": 0.0}, True),
-    ("VLADBoW", {"num_clusters": 6, "inner_size": 8, "softmax_power": 3.0, "learnable_power": True,
-                 "bow_dropout": 0.2, "dropout": 0.1}, False),
-    ("TimeDistributedPooling", {"units": 8, "hidden_sizes": (8,)}, True),
-    ("TimeDistributedPooling", {"projection": "conv", "units": 8, "num_layers": 2, "attention_heads": 2,
-                                "hidden_sizes": (8,)}, True),
-    ("StackedRNN", {"units": 6, "hidden_sizes": (8,), "dropout": 0.0}, True),
-    ("StackedRNN", {"cell": "gru", "num_layers": 3, "units": 6, "hidden_sizes": (8, 8), "dropout": 0.1}, False),
-    ("BiLSTMAttention", {"layers_number": 2, "video_hidden": 6, "audio_hidden": 4, "hidden_sizes": (8,)}, True),
-    ("AttentionModel", {"num_layers": 2, "hidden_size": 6, "hidden_sizes": (8,)}, True),
-    ("SelfAttentionEncoder", {"d_model": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0}, True),
-    ("SelfAttentionEncoder", {"d_model": 8, "num_heads": 2, "num_layers": 1, "ff_dim": 16}, False),
+  ("FrameLevelLogistic", {}, True),
+  ("DBoF", {"cluster_size": 16, "hidden_size": 8}, True),
+  (
+    "DBoF",
+    {"cluster_size": 16, "hidden_size": 8, "pooling": "mean", "classifier": "logistic", "batch_norm": False},
+    True,
+  ),
+  ("SoftBoW", {"num_clusters": 6, "inner_size": 8, "bow_dropout": 0.0, "dropout": 0.0}, True),
+  (
+    "VLADBoW",
+    {
+      "num_clusters": 6,
+      "inner_size": 8,
+      "softmax_power": 3.0,
+      "learnable_power": True,
+      "bow_dropout": 0.2,
+      "dropout": 0.1,
+    },
+    False,
+  ),
+  ("TimeDistributedPooling", {"units": 8, "hidden_sizes": (8,)}, True),
+  (
+    "TimeDistributedPooling",
+    {"projection": "conv", "units": 8, "num_layers": 2, "attention_heads": 2, "hidden_sizes": (8,)},
+    True,
+  ),
+  ("StackedRNN", {"units": 6, "hidden_sizes": (8,), "dropout": 0.0}, True),
+  ("StackedRNN", {"cell": "gru", "num_layers": 3, "units": 6, "hidden_sizes": (8, 8), "dropout": 0.1}, False),
+  ("BiLSTMAttention", {"layers_number": 2, "video_hidden": 6, "audio_hidden": 4, "hidden_sizes": (8,)}, True),
+  ("AttentionModel", {"num_layers": 2, "hidden_size": 6, "hidden_sizes": (8,)}, True),
+  ("SelfAttentionEncoder", {"d_model": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0}, True),
+  ("SelfAttentionEncoder", {"d_model": 8, "num_heads": 2, "num_layers": 1, "ff_dim": 16}, False),
 ]
 
 
 def _batch(max_frames=T, seed=0, garbage=False):
   """Videos with NUM_FRAMES real frames; the padding is zeros, or garbage when asked."""
   rng = np.random.default_rng(seed)
-  real = {"rgb": rng.normal(size=(len(NUM_FRAMES), T, SIZES[0])),
-          "audio": rng.normal(size=(len(NUM_FRAMES), T, SIZES[1]))}
+  real = {
+    "rgb": rng.normal(size=(len(NUM_FRAMES), T, SIZES[0])),
+    "audio": rng.normal(size=(len(NUM_FRAMES), T, SIZES[1])),
+  }
   noise = np.random.default_rng(seed + 1)
   features = {}
   for name, x in real.items():
@@ -62,8 +80,9 @@ def _build(name, params, max_frames=T):
   return models.build(name, num_classes=NUM_CLASSES, feature_sizes=SIZES, max_frames=max_frames, **params)
 
 
-@pytest.mark.parametrize("name,params,deterministic", CASES,
-                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)])
+@pytest.mark.parametrize(
+  "name,params,deterministic", CASES, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)]
+)
 def test_frame_model(name, params, deterministic, tmp_path):
   keras.utils.set_random_seed(3)
   model = _build(name, params)
@@ -83,7 +102,9 @@ def test_frame_model(name, params, deterministic, tmp_path):
     np.testing.assert_allclose(longer(_batch(12, garbage=junk)[0], training=False), logits, atol=1e-5)
 
   # Graph mode (tf.function, unknown batch size) gives the same outputs.
-  np.testing.assert_allclose(model.predict(features, batch_size=len(NUM_FRAMES), verbose=0), logits, atol=1e-5)
+  np.testing.assert_allclose(
+    model.predict(features, batch_size=len(NUM_FRAMES), verbose=0), logits, atol=1e-5
+  )
 
   clone = keras.Model.from_config(model.get_config())
   clone.set_weights(model.get_weights())
@@ -96,8 +117,11 @@ def test_frame_model(name, params, deterministic, tmp_path):
   if deterministic:  # training mode: BatchNorm's batch moments come from real frames only
     np.testing.assert_allclose(model(garbage, training=True), model(features, training=True), atol=1e-4)
 
-  model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                run_eagerly=True)  # eager: tracing the train step costs more than 5 tiny steps
+  model.compile(
+    optimizer=keras.optimizers.Adam(0.01),
+    loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    run_eagerly=True,
+  )  # eager: tracing the train step costs more than 5 tiny steps
   history = model.fit(features, labels, epochs=5, batch_size=len(NUM_FRAMES), verbose=0).history["loss"]
   assert np.isfinite(history).all() and history[-1] < history[0]
 
@@ -163,19 +187,41 @@ def test_soft_assignment_power_is_finite_for_negative_logits():
   cube = pooling_models.SoftAssignment(4, power=3.0)
   s = cube(x).numpy()
   z = x.numpy() @ cube.logits.kernel.numpy() + cube.logits.bias.numpy()
-  e = np.exp(z ** 3 - (z ** 3).max(-1, keepdims=True))
+  e = np.exp(z**3 - (z**3).max(-1, keepdims=True))
   np.testing.assert_allclose(s, e / e.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
 
 
 def test_registry_presets():
   frame = set(models.list_models("frame"))
-  assert {"FrameLevelLogistic", "DBoF", "SoftBoW", "VLADBoW", "TimeDistributedPooling", "StackedRNN",
-          "EarlyConcatLSTM", "EarlyConcatLSTM2", "EarlyConcatGRU2", "BiLSTMAttention", "EarlyConcatLSTM4",
-          "AttentionModel", "AttentionModel2", "SelfAttentionEncoder"} <= frame
+  assert {
+    "FrameLevelLogistic",
+    "DBoF",
+    "SoftBoW",
+    "VLADBoW",
+    "TimeDistributedPooling",
+    "StackedRNN",
+    "EarlyConcatLSTM",
+    "EarlyConcatLSTM2",
+    "EarlyConcatGRU2",
+    "BiLSTMAttention",
+    "EarlyConcatLSTM4",
+    "AttentionModel",
+    "AttentionModel2",
+    "SelfAttentionEncoder",
+  } <= frame
   gru2 = models.get("EarlyConcatGRU2").params
-  assert (gru2["cell"], gru2["num_layers"], gru2["units"], gru2["hidden_sizes"]) == ("gru", 3, 1024, (1024, 1024))
+  assert (gru2["cell"], gru2["num_layers"], gru2["units"], gru2["hidden_sizes"]) == (
+    "gru",
+    3,
+    1024,
+    (1024, 1024),
+  )
   assert models.get("AttentionModel4").params["hidden_size"] == 768
-  model = models.build("EarlyConcatLSTM2", num_classes=3, feature_sizes=SIZES, max_frames=T, units=4,
-                       hidden_sizes=(6,))
-  assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.LSTM)] == ["lstm0", "lstm1",
-                                                                                             "lstm2"]
+  model = models.build(
+    "EarlyConcatLSTM2", num_classes=3, feature_sizes=SIZES, max_frames=T, units=4, hidden_sizes=(6,)
+  )
+  assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.LSTM)] == [
+    "lstm0",
+    "lstm1",
+    "lstm2",
+  ]

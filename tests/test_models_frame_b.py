@@ -15,11 +15,11 @@ T = 8
 SIZES = (1024, 128)
 
 TINY = {
-    "NetVLADModel": dict(cluster_size=4, hidden_size=16),
-    "NetRVLADModel": dict(cluster_size=4, hidden_size=16, classifier="logistic"),
-    "NetFVModel": dict(cluster_size=4, hidden_size=16, relu=True),
-    "NeXtVLADModel": dict(cluster_size=4, hidden_size=16, groups=4, gating_reduction=4, drop_rate=0.0),
-    "ClusterCentroids": dict(num_clusters=4, hidden_size=16, dropout=0.0, representation="both"),
+  "NetVLADModel": dict(cluster_size=4, hidden_size=16),
+  "NetRVLADModel": dict(cluster_size=4, hidden_size=16, classifier="logistic"),
+  "NetFVModel": dict(cluster_size=4, hidden_size=16, relu=True),
+  "NeXtVLADModel": dict(cluster_size=4, hidden_size=16, groups=4, gating_reduction=4, drop_rate=0.0),
+  "ClusterCentroids": dict(num_clusters=4, hidden_size=16, dropout=0.0, representation="both"),
 }
 
 
@@ -28,8 +28,10 @@ def _batch(num=16, seed=0, sizes=SIZES, frames=T):
   counts = rng.integers(1, frames + 1, num).astype(np.int32)
   counts[:2] = [frames, 1]
   valid = (np.arange(frames)[None, :] < counts[:, None])[..., None]
-  features = {name: (rng.normal(size=(num, frames, size)) * valid).astype(np.float32)
-              for name, size in zip(("rgb", "audio"), sizes)}
+  features = {
+    name: (rng.normal(size=(num, frames, size)) * valid).astype(np.float32)
+    for name, size in zip(("rgb", "audio"), sizes)
+  }
   features["num_frames"] = counts
   labels = (rng.random((num, NUM_CLASSES)) < 0.3).astype(np.float32)
   return features, labels
@@ -65,8 +67,9 @@ def test_frame_model_contract(name, tmp_path):
   # Padding never matters: inference, and training (BN batch statistics over real frames only).
   garbage = _garbage_padding(features)
   np.testing.assert_allclose(model(garbage, training=False), logits, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(model(garbage, training=True), model(features, training=True),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    model(garbage, training=True), model(features, training=True), rtol=1e-4, atol=1e-5
+  )
   logits = np.asarray(model(features, training=False))  # the training calls moved the BN averages
 
   clone = keras.Model.from_config(model.get_config())
@@ -80,11 +83,12 @@ def test_frame_model_contract(name, tmp_path):
   for a, b in zip(model.weights, loaded.weights):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   if name == "ClusterCentroids":
-    np.testing.assert_array_equal(loaded.get_layer("nearest_centroid").centroids.numpy(),
-                                  np.random.default_rng(3).normal(size=(4, 1152)).astype(np.float32))
+    np.testing.assert_array_equal(
+      loaded.get_layer("nearest_centroid").centroids.numpy(),
+      np.random.default_rng(3).normal(size=(4, 1152)).astype(np.float32),
+    )
 
-  model.compile(optimizer=keras.optimizers.Adam(0.01),
-                loss=keras.losses.BinaryCrossentropy(from_logits=True))
+  model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
   history = model.fit(features, labels, epochs=6, batch_size=8, shuffle=False, verbose=0).history["loss"]
   assert history[-1] < history[0]
 
@@ -104,19 +108,22 @@ def test_registry_defaults_and_nextvlad_size():
     vlad.NeXtVLAD(4, groups=3, expansion=1)(np.zeros((1, T, 10), np.float32), np.ones((1, T)))
 
 
-@pytest.mark.parametrize("name,params", [
+@pytest.mark.parametrize(
+  "name,params",
+  [
     ("NetVLADModel", dict(add_batch_norm=False, probability_gating=False)),
     ("NetFVModel", dict(couple_weights=True, gating=False, classifier="logistic")),
     ("ClusterCentroids", dict(representation="sequence")),
-])
+  ],
+)
 def test_frame_model_variants_ignore_padding(name, params):
-  model = models.build(name, num_classes=NUM_CLASSES, max_frames=T,
-                       **{**TINY[name], "hidden_size": 8, **params})
+  model = models.build(
+    name, num_classes=NUM_CLASSES, max_frames=T, **{**TINY[name], "hidden_size": 8, **params}
+  )
   features, _ = _batch(4)
   logits = np.asarray(model(features, training=False))
   assert logits.shape == (4, NUM_CLASSES) and np.isfinite(logits).all()
-  np.testing.assert_allclose(model(_garbage_padding(features), training=False), logits,
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(model(_garbage_padding(features), training=False), logits, rtol=1e-5, atol=1e-5)
 
 
 # ---- numpy references of the pooling layers (inference mode: BN uses the moving statistics) ----
@@ -129,7 +136,7 @@ def _softmax(z):
 
 
 def _l2(x, axis):
-  return x / np.maximum(np.sqrt((x ** 2).sum(axis, keepdims=True)), 1e-6)
+  return x / np.maximum(np.sqrt((x**2).sum(axis, keepdims=True)), 1e-6)
 
 
 def _bn(z, layer):
@@ -168,9 +175,9 @@ def test_willow_pooling_matches_numpy(cls):
     expected = _l2(_l2(s1 - a_sum * np.asarray(layer.centers), 1).reshape(3, -1), 1)
   else:
     c, w = np.asarray(layer.centers), np.asarray(layer.covar_weights)
-    sigma = w ** 2 + 1e-6
+    sigma = w**2 + 1e-6
     fv1 = np.einsum("btk,btjk->bjk", a, (x[..., None] - c) / sigma)
-    fv2 = np.einsum("btk,btjk->bjk", a, (x[..., None] - c) ** 2 / sigma ** 2 - 1)
+    fv2 = np.einsum("btk,btjk->bjk", a, (x[..., None] - c) ** 2 / sigma**2 - 1)
     expected = np.concatenate([_l2(_l2(f, 1).reshape(3, -1), 1) for f in (fv1, fv2)], 1)
   assert got.shape == expected.shape == (3, (2 if cls is vlad.NetFV else 1) * 6 * 3)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -187,11 +194,11 @@ def test_nextvlad_matches_numpy():
   got = np.asarray(layer(x, mask, training=False))
   we, be = (np.asarray(v) for v in layer.expand.weights)
   wa, ba = (np.asarray(v) for v in layer.attention.weights)
-  xe = x @ we + be                                                     # [B, T, 12]
-  attention = 1 / (1 + np.exp(-(xe @ wa + ba))) * mask[..., None]      # [B, T, G]
+  xe = x @ we + be  # [B, T, 12]
+  attention = 1 / (1 + np.exp(-(xe @ wa + ba))) * mask[..., None]  # [B, T, G]
   logits = _bn(xe @ np.asarray(layer.cluster_weights), layer.cluster_bn).reshape(3, 5, groups, k)
-  a = _softmax(logits) * attention[..., None]                          # [B, T, G, K]
-  xg = xe.reshape(3, 5, groups, lam * 6 // groups)                     # [B, T, G, F]
+  a = _softmax(logits) * attention[..., None]  # [B, T, G, K]
+  xg = xe.reshape(3, 5, groups, lam * 6 // groups)  # [B, T, G, F]
   v = np.einsum("btgk,btgj->bjk", a, xg) - a.sum((1, 2))[:, None, :] * np.asarray(layer.centers)
   expected = _bn(_l2(v, 1).reshape(3, -1), layer.vlad_bn)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
@@ -242,7 +249,7 @@ def _match(fitted, centers, tol):
 
 def test_fit_kmeans_recovers_blob_centers():
   centers, points = _blobs()
-  batches = [points[i:i + 64] for i in range(0, len(points), 64)]
+  batches = [points[i : i + 64] for i in range(0, len(points), 64)]
   fitted = centroids_lib.fit_kmeans(batches, 5, num_passes=4, seed=0, init_size=300)
   assert fitted.shape == (5, 8) and fitted.dtype == np.float32
   _match(fitted, centers, tol=0.05)
@@ -259,7 +266,7 @@ def test_fit_kmeans_on_dataset_ignores_padding():
   centers, points = _blobs(num_blobs=4, dim=6, per_blob=40)
   rng = np.random.default_rng(1)
   num_videos, frames = len(points) // 4, 10
-  counts = np.full(num_videos, 4, np.int32)                    # 4 real frames, 6 zero-padded
+  counts = np.full(num_videos, 4, np.int32)  # 4 real frames, 6 zero-padded
   x = np.zeros((num_videos, frames, 6), np.float32)
   x[:, :4] = points[rng.permutation(len(points))].reshape(num_videos, 4, 6)
 
@@ -271,8 +278,9 @@ def test_fit_kmeans_on_dataset_ignores_padding():
   _match(fitted, centers, tol=0.1)
   assert np.linalg.norm(fitted, axis=1).min() > 3.0  # nothing at the padding point
   # Control: if the padding were taken as frames, zeros would form a cluster at the origin.
-  polluted = centroids_lib.fit_kmeans_on_dataset(dataset(np.full(num_videos, frames, np.int32)), 4,
-                                                 num_passes=3, seed=0)
+  polluted = centroids_lib.fit_kmeans_on_dataset(
+    dataset(np.full(num_videos, frames, np.int32)), 4, num_passes=3, seed=0
+  )
   assert np.linalg.norm(polluted, axis=1).min() < 3.0
   assert centroids_lib.real_frames(next(iter(dataset(counts)))).shape == (8 * 4, 6)
 
@@ -314,8 +322,9 @@ def test_nearest_centroid_layer():
 
 def test_cluster_centroids_set_centroids_and_histogram_mode():
   keras.utils.set_random_seed(0)
-  model = models.build("ClusterCentroids", num_classes=NUM_CLASSES, max_frames=T, num_clusters=4,
-                       hidden_size=8)
+  model = models.build(
+    "ClusterCentroids", num_classes=NUM_CLASSES, max_frames=T, num_clusters=4, hidden_size=8
+  )
   features, _ = _batch(4)
   before = np.asarray(model(features))
   cents = np.random.default_rng(5).normal(size=(4, 1152)).astype(np.float32)

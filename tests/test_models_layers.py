@@ -1,6 +1,5 @@
 """Masked operations: padding never changes a result."""
 
-import keras
 import numpy as np
 import pytest
 

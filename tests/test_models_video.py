@@ -11,8 +11,10 @@ NUM_CLASSES = 7
 
 def _batch(num=16, seed=0):
   rng = np.random.default_rng(seed)
-  features = {"mean_rgb": rng.normal(size=(num, 1024)).astype(np.float32),
-              "mean_audio": rng.normal(size=(num, 128)).astype(np.float32)}
+  features = {
+    "mean_rgb": rng.normal(size=(num, 1024)).astype(np.float32),
+    "mean_audio": rng.normal(size=(num, 128)).astype(np.float32),
+  }
   labels = (rng.random((num, NUM_CLASSES)) < 0.3).astype(np.float32)
   return features, labels
 
@@ -33,8 +35,7 @@ def test_video_model_shapes_roundtrip_and_fit(name, params, tmp_path):
   model.save(path)
   np.testing.assert_allclose(keras.models.load_model(path)(features), logits, atol=1e-6)
 
-  model.compile(optimizer=keras.optimizers.Adam(0.01),
-                loss=keras.losses.BinaryCrossentropy(from_logits=True))
+  model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
   history = model.fit(features, labels, epochs=5, batch_size=8, verbose=0).history["loss"]
   assert history[-1] < history[0]
 

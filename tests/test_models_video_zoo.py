@@ -16,8 +16,10 @@ FULL_C = 3862
 
 def _features(num=16, seed=0):
   rng = np.random.default_rng(seed)
-  return {"mean_rgb": rng.normal(size=(num, 1024)).astype(np.float32),
-          "mean_audio": rng.normal(size=(num, 128)).astype(np.float32)}
+  return {
+    "mean_rgb": rng.normal(size=(num, 1024)).astype(np.float32),
+    "mean_audio": rng.normal(size=(num, 128)).astype(np.float32),
+  }
 
 
 def _labels(num=16, num_classes=C, seed=0):
@@ -38,6 +40,7 @@ def _randomize_batch_norm(model, seed=0):
 
 # ---------------------------------------------------------------------------------------------------------
 # numpy reference forwards (inference mode), written from the spec, reading weights by layer name
+
 
 def _dense(model, name, x):
   layer = model.get_layer(name)
@@ -101,6 +104,7 @@ def _ref_fcn3_like(act):
     x = _relu(_dense(m, "fc1", _concat(f)))
     x = _relu(_dense(m, "fc2", x))
     return _dense(m, "logits", _gate(m, x, act))
+
   return forward
 
 
@@ -134,22 +138,49 @@ def _d(i, o):
 F = 1152
 # name, tiny params, numpy reference, tiny parameter count (closed form; BN counts 4 per feature).
 ZOO = [
-    ("EarlyConcatFCN", {"inner_sizes": (INNER, 12), "dropout": 0.2}, ref_early_concat_fcn,
-     _d(F, INNER) + _d(INNER, 12) + _d(12, C)),
-    ("AttentiveFCN", {"inner_size": INNER}, ref_attentive_fcn,
-     _d(F, INNER) + _d(INNER, INNER) + _d(INNER, C)),
-    ("AttentiveFCN2", {"inner_size": INNER, "n_heads": 3}, ref_attentive_fcn2,
-     _d(F, INNER) + _d(INNER, INNER) + _d(INNER, 3 * C) + _d(3, 3) + _d(3, 1)),
-    ("AttentiveFCN3", {"inner_size": INNER, "dropout": 0.3}, _ref_fcn3_like(_sigmoid),
-     _d(F, INNER) + 2 * _d(INNER, INNER) + _d(INNER, C)),
-    ("AttentiveFCN4", {"inner_size": INNER, "dropout": 0.3}, _ref_fcn3_like(_softmax),
-     _d(F, INNER) + 2 * _d(INNER, INNER) + _d(INNER, C)),
-    ("AttentiveFCN5", {"inner_size": INNER, "dropout": 0.3}, ref_attentive_fcn5,
-     _d(F, INNER) + 2 * _d(INNER, INNER) + _d(INNER, C)),
-    ("AttentiveFCN6", {"inner_size": INNER, "dropout": 0.3}, ref_attentive_fcn6,
-     _d(F, INNER) + 3 * _d(INNER, INNER) + 4 * INNER + _d(INNER, C)),
-    ("AttentiveFCN7", {"inner_size": INNER, "dropout": 0.3}, ref_attentive_fcn7,
-     _d(F, INNER) + 4 * _d(INNER, INNER) + 3 * 4 * INNER + _d(INNER, C)),
+  (
+    "EarlyConcatFCN",
+    {"inner_sizes": (INNER, 12), "dropout": 0.2},
+    ref_early_concat_fcn,
+    _d(F, INNER) + _d(INNER, 12) + _d(12, C),
+  ),
+  ("AttentiveFCN", {"inner_size": INNER}, ref_attentive_fcn, _d(F, INNER) + _d(INNER, INNER) + _d(INNER, C)),
+  (
+    "AttentiveFCN2",
+    {"inner_size": INNER, "n_heads": 3},
+    ref_attentive_fcn2,
+    _d(F, INNER) + _d(INNER, INNER) + _d(INNER, 3 * C) + _d(3, 3) + _d(3, 1),
+  ),
+  (
+    "AttentiveFCN3",
+    {"inner_size": INNER, "dropout": 0.3},
+    _ref_fcn3_like(_sigmoid),
+    _d(F, INNER) + 2 * _d(INNER, INNER) + _d(INNER, C),
+  ),
+  (
+    "AttentiveFCN4",
+    {"inner_size": INNER, "dropout": 0.3},
+    _ref_fcn3_like(_softmax),
+    _d(F, INNER) + 2 * _d(INNER, INNER) + _d(INNER, C),
+  ),
+  (
+    "AttentiveFCN5",
+    {"inner_size": INNER, "dropout": 0.3},
+    ref_attentive_fcn5,
+    _d(F, INNER) + 2 * _d(INNER, INNER) + _d(INNER, C),
+  ),
+  (
+    "AttentiveFCN6",
+    {"inner_size": INNER, "dropout": 0.3},
+    ref_attentive_fcn6,
+    _d(F, INNER) + 3 * _d(INNER, INNER) + 4 * INNER + _d(INNER, C),
+  ),
+  (
+    "AttentiveFCN7",
+    {"inner_size": INNER, "dropout": 0.3},
+    ref_attentive_fcn7,
+    _d(F, INNER) + 4 * _d(INNER, INNER) + 3 * 4 * INNER + _d(INNER, C),
+  ),
 ]
 ZOO_IDS = [z[0] for z in ZOO]
 
@@ -174,10 +205,8 @@ def test_zoo_model_matches_reference_roundtrips_and_fits(name, params, reference
   model.save(path)
   np.testing.assert_allclose(keras.models.load_model(path)(features, training=False), logits, atol=1e-6)
 
-  model.compile(optimizer=keras.optimizers.Adam(0.01),
-                loss=keras.losses.BinaryCrossentropy(from_logits=True))
-  history = model.fit(features, _labels(), epochs=5, batch_size=8, shuffle=False,
-                      verbose=0).history["loss"]
+  model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+  history = model.fit(features, _labels(), epochs=5, batch_size=8, shuffle=False, verbose=0).history["loss"]
   assert history[-1] < history[0]
 
 
@@ -220,8 +249,17 @@ def test_zoo_batch_norm_uses_pytorch_defaults(name):
 # ---------------------------------------------------------------------------------------------------------
 # ResNetLike against seed_method.md §2.1
 
-def _resnet_like_count(inner=2048, av=1, cc=1, video_part=1, audio_part=1, context_gating=False,
-                       num_classes=FULL_C, moving_statistics=True):
+
+def _resnet_like_count(
+  inner=2048,
+  av=1,
+  cc=1,
+  video_part=1,
+  audio_part=1,
+  context_gating=False,
+  num_classes=FULL_C,
+  moving_statistics=True,
+):
   """Closed-form parameter count of ResNetLike, BN moving mean/variance included (Keras counts them).
 
   FCBlock(i->o) = Dense(i*o + o) + BN(4*o: gamma, beta, moving mean, moving variance);
@@ -245,8 +283,15 @@ def _resnet_like_count(inner=2048, av=1, cc=1, video_part=1, audio_part=1, conte
   def identity(outer, width):
     return fc_block(outer, width) + _d(width, outer)
 
-  total = (fc_block(128, a_w) + av * identity(a_w, a_w) + fc_block(1024, v_w) + av * identity(v_w, v_w)
-           + cc * identity(2 * inner, inner) + fc_block(2 * inner, inner) + _d(inner, num_classes))
+  total = (
+    fc_block(128, a_w)
+    + av * identity(a_w, a_w)
+    + fc_block(1024, v_w)
+    + av * identity(v_w, v_w)
+    + cc * identity(2 * inner, inner)
+    + fc_block(2 * inner, inner)
+    + _d(inner, num_classes)
+  )
   return total + (_d(num_classes, num_classes) if context_gating else 0)
 
 
@@ -254,18 +299,27 @@ def test_resnet_like_closed_form_matches_the_spec_figures():
   assert _resnet_like_count() == 52_285_206
   # The spec's table (in M, rounded to 0.1) is consistent with either count: av4/cc4 is 153.07 M with the
   # BN moving statistics and 153.00 M without; the default is 52.29 M with them and 52.24 M without.
-  for kwargs, millions in [({}, 52.3), ({"av": 4, "cc": 4}, 153.0), ({"av": 5, "cc": 5}, 186.6),
-                           ({"av": 3, "cc": 3}, 119.4), ({"inner": 4096}, 188.4)]:
-    counts = {round(_resnet_like_count(**kwargs, moving_statistics=stats) / 1e6, 1)
-              for stats in (True, False)}
+  for kwargs, millions in [
+    ({}, 52.3),
+    ({"av": 4, "cc": 4}, 153.0),
+    ({"av": 5, "cc": 5}, 186.6),
+    ({"av": 3, "cc": 3}, 119.4),
+    ({"inner": 4096}, 188.4),
+  ]:
+    counts = {
+      round(_resnet_like_count(**kwargs, moving_statistics=stats) / 1e6, 1) for stats in (True, False)
+    }
     assert millions in counts, (kwargs, counts)
 
 
-@pytest.mark.parametrize("params,expected", [
+@pytest.mark.parametrize(
+  "params,expected",
+  [
     ({}, 52_285_206),
     ({"av_id_block_num": 4, "concat_id_block_num": 4}, 153_065_238),
     ({"inner_size": 4096}, 188_452_630),
-])
+  ],
+)
 def test_resnet_like_full_size_parameter_counts(params, expected):
   av, cc = params.get("av_id_block_num", 1), params.get("concat_id_block_num", 1)
   inner = params.get("inner_size", 2048)
@@ -286,8 +340,16 @@ def test_resnet_like_full_size_parameter_counts(params, expected):
 
 
 def _tiny_resnet(**overrides):
-  params = {"num_classes": C, "inner_size": 8, "av_id_block_num": 2, "concat_id_block_num": 2,
-            "dropout": 0.5, "context_gating": True, "video_part": 10, "audio_part": 6}
+  params = {
+    "num_classes": C,
+    "inner_size": 8,
+    "av_id_block_num": 2,
+    "concat_id_block_num": 2,
+    "dropout": 0.5,
+    "context_gating": True,
+    "video_part": 10,
+    "audio_part": 6,
+  }
   params.update(overrides)
   return models.build("ResNetLike", **params)
 
@@ -348,8 +410,11 @@ def test_resnet_like_part_widths():
 
 def test_resnet_like_identity_block_has_no_batch_norm_after_its_second_dense():
   model = _tiny_resnet()
-  blocks = [f"audio_id{i}" for i in range(2)] + [f"video_id{i}" for i in range(2)] + \
-           [f"concat_id{i}" for i in range(2)]
+  blocks = (
+    [f"audio_id{i}" for i in range(2)]
+    + [f"video_id{i}" for i in range(2)]
+    + [f"concat_id{i}" for i in range(2)]
+  )
   for block in blocks:
     add = model.get_layer(f"{block}_add")
     shortcut, residual = add.input
@@ -404,13 +469,17 @@ def test_resnet_like_matches_a_numpy_reference_in_inference_mode():
 # ---------------------------------------------------------------------------------------------------------
 # inference is deterministic and batch-independent (BN moving statistics, dropout off)
 
-@pytest.mark.parametrize("name,params", [
+
+@pytest.mark.parametrize(
+  "name,params",
+  [
     ("ResNetLike", {"inner_size": 8, "dropout": 0.5, "context_gating": True}),
     ("AttentiveFCN3", {"inner_size": 8, "dropout": 0.5}),
     ("AttentiveFCN6", {"inner_size": 8, "dropout": 0.5}),
     ("AttentiveFCN7", {"inner_size": 8, "dropout": 0.5}),
     ("EarlyConcatFCN", {"inner_sizes": (8, 8), "dropout": 0.5}),
-])
+  ],
+)
 def test_inference_is_deterministic_and_batch_independent(name, params):
   keras.utils.set_random_seed(5)
   model = models.build(name, num_classes=C, **params)

@@ -35,9 +35,20 @@ def test_pipeline_runs_reports_and_skips_finished_stages(tmp_path):
 def test_pipeline_binary_prints_the_report(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(
-      [sys.executable, "-m", "binaries.pipeline_main", f"--workdir={tmp_path / 'w'}", "--preset=tiny",
-       "--epochs=1"], capture_output=True, text=True, env=env, timeout=300,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    [
+      sys.executable,
+      "-m",
+      "binaries.pipeline_main",
+      f"--workdir={tmp_path / 'w'}",
+      "--preset=tiny",
+      "--epochs=1",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "GAP@20" in result.stdout and "Logistic" in result.stdout
   assert os.path.exists(tmp_path / "w" / "report.json")

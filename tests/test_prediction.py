@@ -51,24 +51,47 @@ def test_incomplete_store_is_refused(tmp_path):
 def kfold_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("kfold")
   data_dir = str(root / "data")
-  synthetic.generate(synthetic.SyntheticConfig(num_videos=300, num_classes=NUM_CLASSES, min_frames=2,
-                                               max_frames=4, mean_frames=3, num_shards=(2, 1, 1)), data_dir)
+  synthetic.generate(
+    synthetic.SyntheticConfig(
+      num_videos=300, num_classes=NUM_CLASSES, min_frames=2, max_frames=4, mean_frames=3, num_shards=(2, 1, 1)
+    ),
+    data_dir,
+  )
   model_dir = str(root / "Logistic")
   for fold in range(3):
-    experiment.run_training(experiment.TrainConfig(
-        model="Logistic", train_dir=os.path.join(model_dir, f"fold_{fold}"),
-        train_data_pattern=f"{data_dir}/video/train-*.tfrecord", num_classes=NUM_CLASSES, num_folds=3,
-        fold=fold, batch_size=32, epochs=1, learning_rate=0.05, verbose=0))
+    experiment.run_training(
+      experiment.TrainConfig(
+        model="Logistic",
+        train_dir=os.path.join(model_dir, f"fold_{fold}"),
+        train_data_pattern=f"{data_dir}/video/train-*.tfrecord",
+        num_classes=NUM_CLASSES,
+        num_folds=3,
+        fold=fold,
+        batch_size=32,
+        epochs=1,
+        learning_rate=0.05,
+        verbose=0,
+      )
+    )
   return data_dir, model_dir
 
 
 def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_run):
   data_dir, model_dir = kfold_run
-  results = prediction.predict_kfold(model_dir, 3, f"{data_dir}/test-*.tfrecord".replace(
-      "/test-", "/video/test-"), top_k=10, batch_size=64, log=lambda *_: None)
+  results = prediction.predict_kfold(
+    model_dir,
+    3,
+    f"{data_dir}/test-*.tfrecord".replace("/test-", "/video/test-"),
+    top_k=10,
+    batch_size=64,
+    log=lambda *_: None,
+  )
   schema = data.Schema(num_classes=NUM_CLASSES)
-  train_ids = [i for f, _ in data.video_dataset(f"{data_dir}/video/train-*.tfrecord", 64, schema=schema)
-               for i in f["id"].numpy()]
+  train_ids = [
+    i
+    for f, _ in data.video_dataset(f"{data_dir}/video/train-*.tfrecord", 64, schema=schema)
+    for i in f["id"].numpy()
+  ]
   chunks = list(prediction.read_predictions(os.path.join(model_dir, "predictions", "oof")))
   oof_ids = np.concatenate([c.ids for c in chunks])
   assert sorted(oof_ids.tolist()) == sorted(train_ids) and results["oof"]["num_videos"] == len(train_ids)
@@ -77,8 +100,9 @@ def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_
   oof = dict(zip(oof_ids.tolist(), np.concatenate([c.dense(NUM_CLASSES) for c in chunks])))
   fold = 2
   model = keras.models.load_model(os.path.join(model_dir, f"fold_{fold}", "best.keras"))
-  held_out = inputs.dataset_for("video", f"{data_dir}/video/train-*.tfrecord", 64, schema=schema,
-                                keep_ids=True, num_folds=3, folds=[fold])
+  held_out = inputs.dataset_for(
+    "video", f"{data_dir}/video/train-*.tfrecord", 64, schema=schema, keep_ids=True, num_folds=3, folds=[fold]
+  )
   features, _ = next(iter(held_out))
   expected = 1 / (1 + np.exp(-model({k: v for k, v in features.items() if k != "id"}).numpy()))
   for row, video in enumerate(features["id"].numpy()):
@@ -88,8 +112,9 @@ def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_
   # Test predictions average the logits of the 3 fold models.
   test_chunks = list(prediction.read_predictions(os.path.join(model_dir, "predictions", "test")))
   test_ids = np.concatenate([c.ids for c in test_chunks])
-  test_ds = inputs.dataset_for("video", f"{data_dir}/video/test-*.tfrecord", 1000, schema=schema,
-                               keep_ids=True)
+  test_ds = inputs.dataset_for(
+    "video", f"{data_dir}/video/test-*.tfrecord", 1000, schema=schema, keep_ids=True
+  )
   features, labels = next(iter(test_ds))
   assert sorted(test_ids.tolist()) == sorted(features["id"].numpy().tolist()) and labels.numpy().sum() == 0
   models = [keras.models.load_model(os.path.join(model_dir, f"fold_{k}", "best.keras")) for k in range(3)]
@@ -103,9 +128,20 @@ def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_
 
 def test_predict_main_binary_reuses_finished_stores(kfold_run):
   data_dir, model_dir = kfold_run
-  result = subprocess.run([sys.executable, "-m", "binaries.predict_main", f"--model_dir={model_dir}",
-                           "--num_folds=3", f"--test_data_pattern={data_dir}/video/test-*.tfrecord"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "binaries.predict_main",
+      f"--model_dir={model_dir}",
+      "--num_folds=3",
+      f"--test_data_pattern={data_dir}/video/test-*.tfrecord",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=300,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+  )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "oof:" in result.stdout and "test:" in result.stdout

@@ -15,23 +15,38 @@ from yt8m_tf.data.schema import dequantize
 from yt8m_tf.data.synthetic import SyntheticConfig
 from yt8m_tf.metrics import gap_at_k
 
-TINY = SyntheticConfig(seed=3, num_videos=200, num_classes=50, num_shards=(2, 1, 1), min_frames=3, max_frames=8,
-                       mean_frames=5.0, max_shots=3, latent_dim=64, cooccurrence_rank=16)
+TINY = SyntheticConfig(
+  seed=3,
+  num_videos=200,
+  num_classes=50,
+  num_shards=(2, 1, 1),
+  min_frames=3,
+  max_frames=8,
+  mean_frames=5.0,
+  max_shots=3,
+  latent_dim=64,
+  cooccurrence_rank=16,
+)
 NUM_SPLIT_VIDEOS = {"train": 140, "validate": 30, "test": 30}
 
 
 def _read_video_level(out_dir, split):
-  spec = {"id": tf.io.FixedLenFeature([], tf.string), "labels": tf.io.VarLenFeature(tf.int64),
-          "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
-          "mean_audio": tf.io.FixedLenFeature([128], tf.float32)}
+  spec = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "labels": tf.io.VarLenFeature(tf.int64),
+    "mean_rgb": tf.io.FixedLenFeature([1024], tf.float32),
+    "mean_audio": tf.io.FixedLenFeature([128], tf.float32),
+  }
   videos = {}
   for path in sorted(tf.io.gfile.glob(os.path.join(out_dir, "video", f"{split}-*.tfrecord"))):
     for record in tf.data.TFRecordDataset(path):
       has_labels = "labels" in tf.train.Example.FromString(record.numpy()).features.feature
       parsed = tf.io.parse_single_example(record, spec)
       videos[parsed["id"].numpy().decode()] = {
-          "labels": sorted(parsed["labels"].values.numpy().tolist()) if has_labels else None,
-          "mean_rgb": parsed["mean_rgb"].numpy(), "mean_audio": parsed["mean_audio"].numpy()}
+        "labels": sorted(parsed["labels"].values.numpy().tolist()) if has_labels else None,
+        "mean_rgb": parsed["mean_rgb"].numpy(),
+        "mean_audio": parsed["mean_audio"].numpy(),
+      }
   return videos
 
 
@@ -44,9 +59,10 @@ def _read_frame_level(out_dir, split):
       has_labels = "labels" in tf.train.SequenceExample.FromString(record.numpy()).context.feature
       parsed_context, parsed_frames = tf.io.parse_single_sequence_example(record, context, sequence)
       videos[parsed_context["id"].numpy().decode()] = {
-          "labels": sorted(parsed_context["labels"].values.numpy().tolist()) if has_labels else None,
-          "rgb": tf.io.decode_raw(parsed_frames["rgb"], tf.uint8).numpy(),
-          "audio": tf.io.decode_raw(parsed_frames["audio"], tf.uint8).numpy()}
+        "labels": sorted(parsed_context["labels"].values.numpy().tolist()) if has_labels else None,
+        "rgb": tf.io.decode_raw(parsed_frames["rgb"], tf.uint8).numpy(),
+        "audio": tf.io.decode_raw(parsed_frames["audio"], tf.uint8).numpy(),
+      }
   return videos
 
 
@@ -67,8 +83,12 @@ def tiny_dir(tmp_path_factory):
 def test_layout_and_split_counts(tiny_dir):
   for level in ("video", "frame"):
     names = sorted(os.listdir(os.path.join(tiny_dir, level)))
-    assert names == ["test-00000-of-00001.tfrecord", "train-00000-of-00002.tfrecord",
-                     "train-00001-of-00002.tfrecord", "validate-00000-of-00001.tfrecord"]
+    assert names == [
+      "test-00000-of-00001.tfrecord",
+      "train-00000-of-00002.tfrecord",
+      "train-00001-of-00002.tfrecord",
+      "validate-00000-of-00001.tfrecord",
+    ]
   summary = json.load(open(os.path.join(tiny_dir, "synthetic_config.json")))
   assert summary["counts"]["videos"] == NUM_SPLIT_VIDEOS
   assert SyntheticConfig.from_json_dict(summary["config"]) == TINY
@@ -146,8 +166,9 @@ def test_deterministic_and_independent_of_chunk_size(tiny_dir, tmp_path):
   for sub in ("", "video", "frame"):
     names = sorted(os.listdir(os.path.join(tiny_dir, sub)))
     names = [n for n in names if os.path.isfile(os.path.join(tiny_dir, sub, n))]
-    _, mismatch, errors = filecmp.cmpfiles(os.path.join(tiny_dir, sub), os.path.join(again, sub), names,
-                                           shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+      os.path.join(tiny_dir, sub), os.path.join(again, sub), names, shallow=False
+    )
     assert not mismatch and not errors, (sub, mismatch, errors)
 
 
@@ -159,22 +180,28 @@ def test_video_level_records_do_not_depend_on_frame_level(tmp_path):
   with_frames = str(tmp_path / "with_frames")
   synthetic.generate(dataclasses.replace(config, frame_level=True), with_frames)
   for split_file in ("train-00000-of-00002.tfrecord", "test-00000-of-00001.tfrecord"):
-    assert filecmp.cmp(os.path.join(video_only, "video", split_file),
-                       os.path.join(with_frames, "video", split_file), shallow=False)
+    assert filecmp.cmp(
+      os.path.join(video_only, "video", split_file),
+      os.path.join(with_frames, "video", split_file),
+      shallow=False,
+    )
 
 
 def test_seed_changes_features_of_the_same_videos(tiny_dir, tmp_path):
   # The tiny set's clean labels and 50-class vocabulary as the source: every run uses the same 200 videos.
-  sources = {"label_sets_path": os.path.join(tiny_dir, "clean_labels.csv"),
-             "vocabulary_path": os.path.join(tiny_dir, "vocabulary.csv")}
+  sources = {
+    "label_sets_path": os.path.join(tiny_dir, "clean_labels.csv"),
+    "vocabulary_path": os.path.join(tiny_dir, "vocabulary.csv"),
+  }
   features = []
   for seed in (3, 9):
     config = dataclasses.replace(TINY, seed=seed, num_videos=None, num_classes=None, frame_level=False)
     out_dir = str(tmp_path / f"seed{seed}")
     summary = synthetic.generate(config, out_dir, **sources)
     assert summary["counts"]["classes"] == 50
-    features.append({i: v["mean_rgb"] for split in synthetic.SPLITS
-                     for i, v in _read_video_level(out_dir, split).items()})
+    features.append(
+      {i: v["mean_rgb"] for split in synthetic.SPLITS for i, v in _read_video_level(out_dir, split).items()}
+    )
   assert set(features[0]) == set(features[1]) and len(features[0]) == 200
   assert all(not np.allclose(features[0][i], features[1][i], atol=0.05) for i in features[0])
 
@@ -196,8 +223,9 @@ def test_label_noise_rates_match_config():
   frequency = np.diag(counts) + 1e-3
   class_cdf = np.cumsum(frequency) / frequency.sum()
   for drop_rate, add_rate in ((0.1, 0.2), (0.3, 0.05)):
-    observed = synthetic.observe_labels(clean, neighbours, cdf, class_cdf, drop_rate, add_rate,
-                                        np.random.default_rng(0))
+    observed = synthetic.observe_labels(
+      clean, neighbours, cdf, class_cdf, drop_rate, add_rate, np.random.default_rng(0)
+    )
     true_keys = clean.rows * 3862 + clean.values
     observed_keys = observed.rows * 3862 + observed.values
     measured_drop = 1 - np.isin(true_keys, observed_keys).mean()
@@ -208,10 +236,13 @@ def test_label_noise_rates_match_config():
     assert observed.counts.min() >= 1
   # Added labels are related: far more often a co-occurring class than chance.
   observed = synthetic.observe_labels(clean, neighbours, cdf, class_cdf, 0.0, 0.5, np.random.default_rng(1))
-  extra = [set(o.tolist()) - set(c.tolist()) for o, c in zip(observed.select(np.arange(2000)),
-                                                           clean.select(np.arange(2000)))]
-  related = [any(counts[a, t] > 0 for t in c.tolist()) for e, c in zip(extra, clean.select(np.arange(2000)))
-             for a in e]
+  extra = [
+    set(o.tolist()) - set(c.tolist())
+    for o, c in zip(observed.select(np.arange(2000)), clean.select(np.arange(2000)))
+  ]
+  related = [
+    any(counts[a, t] > 0 for t in c.tolist()) for e, c in zip(extra, clean.select(np.arange(2000))) for a in e
+  ]
   assert np.mean(related) > 0.9
 
 
@@ -255,16 +286,19 @@ def test_video_level_features_are_learnable(tmp_path):
   assert gap_centroid > gap_prior + 0.2, (gap_centroid, gap_prior)
 
 
-
 def test_overwrite_with_another_layout_leaves_no_stale_shards(tmp_path):
   out_dir = str(tmp_path / "relayout")
   small = dataclasses.replace(TINY, num_videos=60, num_shards=(3, 2, 1))
   synthetic.generate(small, out_dir)
   assert len(os.listdir(os.path.join(out_dir, "frame"))) == 6
-  synthetic.generate(dataclasses.replace(small, num_shards=(1, 1, 1), frame_level=False), out_dir,
-                     overwrite=True)
+  synthetic.generate(
+    dataclasses.replace(small, num_shards=(1, 1, 1), frame_level=False), out_dir, overwrite=True
+  )
   assert sorted(os.listdir(os.path.join(out_dir, "video"))) == [
-      "test-00000-of-00001.tfrecord", "train-00000-of-00001.tfrecord", "validate-00000-of-00001.tfrecord"]
+    "test-00000-of-00001.tfrecord",
+    "train-00000-of-00001.tfrecord",
+    "validate-00000-of-00001.tfrecord",
+  ]
   assert os.listdir(os.path.join(out_dir, "frame")) == []
   assert len(_read_video_level(out_dir, "train")) == 42
 
@@ -287,6 +321,7 @@ def test_interrupted_run_resumes_keeping_finished_shards(tiny_dir, tmp_path):
   assert synthetic.load_summary(out_dir)["counts"]["videos"] == NUM_SPLIT_VIDEOS
   for level in ("video", "frame"):
     names = sorted(os.listdir(os.path.join(tiny_dir, level)))
-    _, mismatch, errors = filecmp.cmpfiles(os.path.join(tiny_dir, level), os.path.join(out_dir, level), names,
-                                           shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+      os.path.join(tiny_dir, level), os.path.join(out_dir, level), names, shallow=False
+    )
     assert not mismatch and not errors

@@ -20,8 +20,12 @@ NUM_CLASSES = 30
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("data"))
-  synthetic.generate(synthetic.SyntheticConfig(num_videos=400, num_classes=NUM_CLASSES, min_frames=2,
-                                               max_frames=5, mean_frames=3, num_shards=(2, 1, 1)), out)
+  synthetic.generate(
+    synthetic.SyntheticConfig(
+      num_videos=400, num_classes=NUM_CLASSES, min_frames=2, max_frames=5, mean_frames=3, num_shards=(2, 1, 1)
+    ),
+    out,
+  )
   return out
 
 
@@ -30,15 +34,24 @@ def _env(**extra):
 
 
 def _train_args(data_dir, train_dir, *extra):
-  return [sys.executable, "-m", "binaries.train_main", "--model=Logistic",
-          f"--train_data_pattern={data_dir}/video/train-*.tfrecord", f"--num_classes={NUM_CLASSES}",
-          "--num_folds=3", "--fold=1", "--batch_size=32", "--learning_rate=0.05",
-          f"--train_dir={train_dir}", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "binaries.train_main",
+    "--model=Logistic",
+    f"--train_data_pattern={data_dir}/video/train-*.tfrecord",
+    f"--num_classes={NUM_CLASSES}",
+    "--num_folds=3",
+    "--fold=1",
+    "--batch_size=32",
+    "--learning_rate=0.05",
+    f"--train_dir={train_dir}",
+    *extra,
+  ]
 
 
 def _run(args, **kwargs):
-  result = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300,
-                          **kwargs)
+  result = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300, **kwargs)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
 
@@ -61,20 +74,26 @@ def test_train_main_kfold_writes_config_history_and_best_model(tiny_data, tmp_pa
 def test_train_main_refuses_a_train_dir_made_with_other_settings(tiny_data, tmp_path):
   train_dir = tmp_path / "run"
   _run(_train_args(tiny_data, train_dir, "--epochs=1"))
-  result = subprocess.run(_train_args(tiny_data, train_dir, "--epochs=1", "--learning_rate=0.1"),
-                          capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+  result = subprocess.run(
+    _train_args(tiny_data, train_dir, "--epochs=1", "--learning_rate=0.1"),
+    capture_output=True,
+    text=True,
+    env=_env(),
+    cwd=ROOT,
+    timeout=300,
+  )
   assert result.returncode != 0 and "learning_rate: 0.05 -> 0.1" in result.stderr
 
 
 def test_train_main_resumes_after_being_killed(tiny_data, tmp_path):
   train_dir = tmp_path / "run"
   args = _train_args(tiny_data, train_dir, "--epochs=40", "--steps_per_epoch=40")
-  process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
-                             cwd=ROOT)
+  process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
   history_file = train_dir / "history.json"
   deadline = time.time() + 240
-  while time.time() < deadline and not (history_file.exists()
-                                        and len(json.loads(history_file.read_text())) >= 2):
+  while time.time() < deadline and not (
+    history_file.exists() and len(json.loads(history_file.read_text())) >= 2
+  ):
     time.sleep(0.2)
   process.send_signal(signal.SIGKILL)  # mid-epoch, no chance to clean up
   process.wait()
@@ -88,8 +107,11 @@ def test_train_main_resumes_after_being_killed(tiny_data, tmp_path):
 
 def test_train_main_with_mixup_and_a_ranking_loss(tiny_data, tmp_path):
   train_dir = tmp_path / "run"
-  _run(_train_args(tiny_data, train_dir, "--epochs=1", "--mixup_alpha=0.4", "--loss=bce_soft_rank",
-                   "--model=MoE"))
+  _run(
+    _train_args(
+      tiny_data, train_dir, "--epochs=1", "--mixup_alpha=0.4", "--loss=bce_soft_rank", "--model=MoE"
+    )
+  )
   config = json.loads((train_dir / "config.json").read_text())
   assert config["mixup_alpha"] == 0.4 and config["loss"] == "bce_soft_rank" and config["model"] == "MoE"
   history = json.loads((train_dir / "history.json").read_text())
@@ -98,9 +120,16 @@ def test_train_main_with_mixup_and_a_ranking_loss(tiny_data, tmp_path):
 
 def test_cluster_centroid_model_fits_kmeans_on_training_frames(tiny_data, tmp_path):
   import numpy as np
+
   train_dir = tmp_path / "run"
-  args = _train_args(tiny_data, train_dir, "--epochs=1", "--model=ClusterCentroids", "--max_frames=5",
-                     '--model_params={"num_clusters": 6, "hidden_size": 16}')
+  args = _train_args(
+    tiny_data,
+    train_dir,
+    "--epochs=1",
+    "--model=ClusterCentroids",
+    "--max_frames=5",
+    '--model_params={"num_clusters": 6, "hidden_size": 16}',
+  )
   args = [a.replace("/video/train-", "/frame/train-") for a in args]
   _run(args)
   cached = np.load(train_dir / "centroids.npz")

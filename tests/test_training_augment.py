@@ -12,6 +12,7 @@ SENTINEL = 1e6
 
 # --- mixup -------------------------------------------------------------------------------------------
 
+
 def _ks_statistic(a, b):
   grid = np.sort(np.concatenate([a, b]))
   cdf_a = np.searchsorted(np.sort(a), grid, side="right") / len(a)
@@ -38,10 +39,10 @@ def alpha_seed(alpha):
 def _video_batch(b=8, seed=0):
   rng = np.random.default_rng(seed)
   features = {
-      "id": tf.constant([f"v{i}" for i in range(b)]),
-      "mean_rgb": tf.constant(np.eye(b, 12, dtype=np.float32)),  # one-hot: x~ reveals (lam, perm)
-      "mean_audio": tf.constant(rng.normal(size=(b, 5)).astype(np.float32)),
-      "count": tf.constant(np.arange(b, dtype=np.int64)),
+    "id": tf.constant([f"v{i}" for i in range(b)]),
+    "mean_rgb": tf.constant(np.eye(b, 12, dtype=np.float32)),  # one-hot: x~ reveals (lam, perm)
+    "mean_audio": tf.constant(rng.normal(size=(b, 5)).astype(np.float32)),
+    "count": tf.constant(np.arange(b, dtype=np.int64)),
   }
   labels = tf.constant((rng.random((b, 10)) < 0.3).astype(np.float32))
   return features, labels
@@ -53,8 +54,9 @@ def test_mixup_uses_one_lambda_per_sample_on_every_input_and_the_labels():
   x = mixed["mean_rgb"].numpy()[:, :8]
   b = x.shape[0]
   # Recover lam_i and perm(i) from the one-hot input alone...
-  perm = np.array([i if x[i, i] >= 1 - 1e-6 else int(np.argmax(np.where(np.arange(b) == i, -1, x[i])))
-                   for i in range(b)])
+  perm = np.array(
+    [i if x[i, i] >= 1 - 1e-6 else int(np.argmax(np.where(np.arange(b) == i, -1, x[i]))) for i in range(b)]
+  )
   lam = np.array([x[i, i] for i in range(b)])
   assert sorted(perm) == list(range(b))
   assert not np.array_equal(perm, np.arange(b))
@@ -118,8 +120,8 @@ def test_mixup_frame_level_num_frames_is_max_of_the_pair_and_padding_never_leaks
   rgb = rng.normal(size=(b, t, 3)).astype(np.float32) + 5.0
   audio = rng.normal(size=(b, t, 2)).astype(np.float16)
   for i in range(b):
-    rgb[i, n[i]:] = SENTINEL
-    audio[i, n[i]:] = 1000.0
+    rgb[i, n[i] :] = SENTINEL
+    audio[i, n[i] :] = 1000.0
   features = {"rgb": tf.constant(rgb), "audio": tf.constant(audio), "num_frames": tf.constant(n)}
   labels = tf.constant(np.eye(b, dtype=np.float32))
   mixed, _ = mixup.mixup_batch(features, labels, alpha=1.0, seed=5)
@@ -129,7 +131,9 @@ def test_mixup_frame_level_num_frames_is_max_of_the_pair_and_padding_never_leaks
   clean = np.where(np.arange(t)[None, :, None] < n[:, None, None], rgb, 0.0)
   want = lam[:, None, None] * clean + (1 - lam[:, None, None]) * clean[perm]
   np.testing.assert_allclose(mixed["rgb"].numpy(), want, rtol=1e-6)
-  assert np.abs(mixed["rgb"].numpy()).max() < 100 and np.abs(mixed["audio"].numpy().astype(np.float32)).max() < 100
+  assert (
+    np.abs(mixed["rgb"].numpy()).max() < 100 and np.abs(mixed["audio"].numpy().astype(np.float32)).max() < 100
+  )
 
 
 # --- frame samplers ------------------------------------------------------------------------------------
@@ -149,8 +153,12 @@ def _frame_batch(lengths=LENGTHS, t=T, seed=0, padding=SENTINEL):
   for i, n in enumerate(lengths):
     rgb[i, n:] = padding
     audio[i, n:] = padding
-  return {"rgb": tf.constant(rgb), "audio": tf.constant(audio), "num_frames": tf.constant(lengths),
-          "id": tf.constant([f"v{i}" for i in range(b)])}
+  return {
+    "rgb": tf.constant(rgb),
+    "audio": tf.constant(audio),
+    "num_frames": tf.constant(lengths),
+    "id": tf.constant([f"v{i}" for i in range(b)]),
+  }
 
 
 def _expected_count(name, n, params):
@@ -169,15 +177,21 @@ def _expected_count(name, n, params):
 
 
 SAMPLER_PARAMS = {
-    "random_crop": {"min_len": 5, "max_len": 9},
-    "bootstrap": {"length": 8},
-    "regular_intervals": {"min_step": 2, "max_step": 4},
-    "random_segment_means": {"max_segments": 5},
-    "shot_boundaries": {"k": 4},
-    "farthest_point": {"k": 5},
+  "random_crop": {"min_len": 5, "max_len": 9},
+  "bootstrap": {"length": 8},
+  "regular_intervals": {"min_step": 2, "max_step": 4},
+  "random_segment_means": {"max_segments": 5},
+  "shot_boundaries": {"k": 4},
+  "farthest_point": {"k": 5},
 }
-OUT_LENGTH = {"random_crop": 9, "bootstrap": 8, "regular_intervals": 10, "random_segment_means": 5,
-              "shot_boundaries": 5, "farthest_point": 5}
+OUT_LENGTH = {
+  "random_crop": 9,
+  "bootstrap": 8,
+  "regular_intervals": 10,
+  "random_segment_means": 5,
+  "shot_boundaries": 5,
+  "farthest_point": 5,
+}
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLER_PARAMS))
@@ -192,10 +206,10 @@ def test_sampler_never_picks_padding_and_counts_frames(name):
     assert out["num_frames"].dtype == tf.int32
     np.testing.assert_array_equal(out["id"].numpy(), features["id"].numpy())
     for i, n in enumerate(LENGTHS):
-      real, pad = rgb[i, :count[i]], rgb[i, count[i]:]
+      real, pad = rgb[i, : count[i]], rgb[i, count[i] :]
       assert np.all(np.abs(real) < 1e5), (name, i)
-      assert np.all(pad == 0) and np.all(audio[i, count[i]:] == 0)
-      np.testing.assert_array_equal(audio[i, :count[i], 0], real[:, 0])  # same frames for both keys
+      assert np.all(pad == 0) and np.all(audio[i, count[i] :] == 0)
+      np.testing.assert_array_equal(audio[i, : count[i], 0], real[:, 0])  # same frames for both keys
       ids = real[:, 0]
       assert np.all(ids >= 0) and np.all(ids <= max(n - 1, 0))
       if name == "bootstrap":
@@ -216,7 +230,7 @@ def test_random_crop_lengths_starts_and_short_videos():
     out = fs.random_crop(features, 5, 9, seed=seed)
     count, ids = out["num_frames"].numpy(), out["rgb"].numpy()[:, :, 0]
     for i, n in enumerate(LENGTHS):
-      got = ids[i, :count[i]]
+      got = ids[i, : count[i]]
       np.testing.assert_array_equal(np.diff(got), np.ones(max(count[i] - 1, 0)))  # contiguous
       if n < 5:
         np.testing.assert_array_equal(got, np.arange(n))  # short video: all its frames
@@ -254,7 +268,7 @@ def test_regular_intervals_one_step_per_batch():
     for i, n in enumerate(LENGTHS):
       want = np.arange(0, n, step)
       assert count[i] == len(want)
-      np.testing.assert_array_equal(ids[i, :count[i]], want)
+      np.testing.assert_array_equal(ids[i, : count[i]], want)
   assert steps == {2, 3, 4}
 
 
@@ -349,11 +363,19 @@ def test_farthest_point_picks_planted_distinct_frames(padding):
 
 def test_samplers_under_tf_function_with_unknown_shapes_and_pad_to():
   features = _frame_batch()
-  signature = [{"rgb": tf.TensorSpec([None, None, 6]), "audio": tf.TensorSpec([None, None, 3]),
-                "num_frames": tf.TensorSpec([None], tf.int32), "id": tf.TensorSpec([None], tf.string)}]
+  signature = [
+    {
+      "rgb": tf.TensorSpec([None, None, 6]),
+      "audio": tf.TensorSpec([None, None, 3]),
+      "num_frames": tf.TensorSpec([None], tf.int32),
+      "id": tf.TensorSpec([None], tf.string),
+    }
+  ]
   for name, params in SAMPLER_PARAMS.items():
     sampler = fs.get_sampler(name, pad_to=T, **params)
-    fn = tf.function(lambda f, sampler=sampler: sampler(f, seed=tf.constant([1, 2])), input_signature=signature)
+    fn = tf.function(
+      lambda f, sampler=sampler: sampler(f, seed=tf.constant([1, 2])), input_signature=signature
+    )
     out = fn(features)
     assert out["rgb"].shape == (len(LENGTHS), T, 6), name
     eager = sampler(features, seed=tf.constant([1, 2]))

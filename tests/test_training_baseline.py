@@ -34,12 +34,12 @@ def test_fit_learns_saves_best_model_and_resumes(tiny_splits, tmp_path):
   keras.utils.set_random_seed(0)
   model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
   training.compile_model(model, learning_rate=0.05)
-  train_ds = training.dataset_for("video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0,
-                                  num_epochs=None)
+  train_ds = training.dataset_for(
+    "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+  )
   val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
   train_dir = str(tmp_path / "run")
-  history = training.fit(model, train_ds, val_ds, train_dir=train_dir, epochs=3, steps_per_epoch=8,
-                         verbose=0)
+  history = training.fit(model, train_ds, val_ds, train_dir=train_dir, epochs=3, steps_per_epoch=8, verbose=0)
   assert [e["epoch"] for e in history] == [1, 2, 3]
   assert history[-1]["val_gap"] > 0.8 and history[-1]["loss"] < history[0]["loss"]
   assert {"learning_rate", "val_loss"} <= set(history[0])

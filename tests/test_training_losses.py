@@ -23,6 +23,7 @@ def _data(seed=0, soft=False, b=B, c=C):
 
 # --- numpy references, written after the seed's torch code / the starter's TF1 code ---------------
 
+
 def _softplus(x):
   return np.logaddexp(0.0, x)
 
@@ -58,7 +59,7 @@ def ref_diff(y, x, top_neg_count=30):
   """seed _get_pos_neg_scores_diff: masked_select positives / negatives, topk(negatives, 30*B)."""
   s, t = x.reshape(-1).astype(np.float64), y.reshape(-1)
   pos, neg = s[t > 0], s[~(t > 0)]
-  top_neg = np.sort(neg)[::-1][:top_neg_count * x.shape[0]]
+  top_neg = np.sort(neg)[::-1][: top_neg_count * x.shape[0]]
   return top_neg[None, :] - pos[:, None]
 
 
@@ -81,16 +82,16 @@ def ref_hinge_ranking(y, x, margin=1.0):
 
 
 REFERENCES = {
-    "bce": ref_bce,
-    "starter_ce": ref_starter_ce,
-    "starter_hinge": ref_starter_hinge,
-    "starter_softmax": ref_starter_softmax,
-    "soft_ranking": ref_soft_ranking,
-    "sigmoid_ranking": ref_sigmoid_ranking,
-    "lsep": ref_lsep,
-    "hinge_ranking": ref_hinge_ranking,
-    "bce_soft_rank": lambda y, x: ref_bce(y, x) + 0.1 * ref_soft_ranking(y, x),
-    "mse": lambda y, x: np.mean((x.astype(np.float64) - y) ** 2),
+  "bce": ref_bce,
+  "starter_ce": ref_starter_ce,
+  "starter_hinge": ref_starter_hinge,
+  "starter_softmax": ref_starter_softmax,
+  "soft_ranking": ref_soft_ranking,
+  "sigmoid_ranking": ref_sigmoid_ranking,
+  "lsep": ref_lsep,
+  "hinge_ranking": ref_hinge_ranking,
+  "bce_soft_rank": lambda y, x: ref_bce(y, x) + 0.1 * ref_soft_ranking(y, x),
+  "mse": lambda y, x: np.mean((x.astype(np.float64) - y) ** 2),
 }
 
 
@@ -111,10 +112,16 @@ def test_labels_tags_bce_weights_the_two_column_blocks():
 
 def test_starter_softmax_on_probabilities_and_mse_on_probabilities():
   y, x = _data(seed=3)
-  np.testing.assert_allclose(float(losses.StarterSoftmax(on_probabilities=True)(y, x)),
-                             ref_starter_softmax(y, _sigmoid(x.astype(np.float64))), rtol=1e-5)
-  np.testing.assert_allclose(float(losses.MSE(on_probabilities=True)(y, x)),
-                             np.mean((_sigmoid(x.astype(np.float64)) - y) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(losses.StarterSoftmax(on_probabilities=True)(y, x)),
+    ref_starter_softmax(y, _sigmoid(x.astype(np.float64))),
+    rtol=1e-5,
+  )
+  np.testing.assert_allclose(
+    float(losses.MSE(on_probabilities=True)(y, x)),
+    np.mean((_sigmoid(x.astype(np.float64)) - y) ** 2),
+    rtol=1e-5,
+  )
 
 
 def test_bce_is_the_mean_over_all_elements_and_keras_equivalent():
@@ -156,7 +163,9 @@ def test_soft_ranking_ties_rule_and_degenerate_batches():
   y, _ = _data(seed=8)
   zeros = np.zeros_like(y)
   assert float(losses.SoftRankingLoss()(y, zeros)) == 0.0  # seed drops diff == 0 pairs (torch.nonzero)
-  np.testing.assert_allclose(float(losses.SoftRankingLoss(ignore_ties=False)(y, zeros)), np.log1p(np.e), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(losses.SoftRankingLoss(ignore_ties=False)(y, zeros)), np.log1p(np.e), rtol=1e-6
+  )
   np.testing.assert_allclose(float(losses.HingeRankingLoss()(y, zeros)), 1.0, rtol=1e-6)
   x = np.random.default_rng(0).normal(size=y.shape).astype(np.float32)
   no_positives = np.zeros_like(y)
@@ -197,17 +206,17 @@ def test_losses_compute_in_float32_for_half_precision_logits():
 
 
 NON_DEFAULT_PARAMS = {
-    "bce": {},
-    "starter_ce": {"epsilon": 1e-6},
-    "starter_hinge": {"b": 0.5},
-    "starter_softmax": {"on_probabilities": True},
-    "soft_ranking": {"top_neg_count": 5, "margin": 0.5, "ignore_ties": False},
-    "sigmoid_ranking": {"top_neg_count": 7},
-    "hinge_ranking": {"margin": 2.0, "positive_threshold": 0.5},
-    "lsep": {"top_neg_count": 3},
-    "bce_soft_rank": {"alpha": 0.3, "margin": 2.0},
-    "bce_labels_tags": {"num_labels": 30, "tags_weight": 5.0},
-    "mse": {"on_probabilities": True},
+  "bce": {},
+  "starter_ce": {"epsilon": 1e-6},
+  "starter_hinge": {"b": 0.5},
+  "starter_softmax": {"on_probabilities": True},
+  "soft_ranking": {"top_neg_count": 5, "margin": 0.5, "ignore_ties": False},
+  "sigmoid_ranking": {"top_neg_count": 7},
+  "hinge_ranking": {"margin": 2.0, "positive_threshold": 0.5},
+  "lsep": {"top_neg_count": 3},
+  "bce_soft_rank": {"alpha": 0.3, "margin": 2.0},
+  "bce_labels_tags": {"num_labels": 30, "tags_weight": 5.0},
+  "mse": {"on_probabilities": True},
 }
 
 
@@ -238,8 +247,9 @@ def test_sample_weight_per_example_ok_batch_level_rejected():
   y, x = _data(seed=13)
   w = np.array([1, 0, 0, 0, 0, 0], np.float32)
   per_example = losses.StarterCrossEntropy(reduction="none")(y, x).numpy()
-  np.testing.assert_allclose(float(losses.StarterCrossEntropy(reduction="sum")(y, x, sample_weight=w)),
-                             per_example[0], rtol=1e-6)
+  np.testing.assert_allclose(
+    float(losses.StarterCrossEntropy(reduction="sum")(y, x, sample_weight=w)), per_example[0], rtol=1e-6
+  )
   with pytest.raises(ValueError, match="batch-level"):
     losses.SoftRankingLoss()(y, x, sample_weight=w)
 
@@ -269,16 +279,20 @@ def test_xla_compiles_the_per_example_losses():
 
 # --- target mixing -----------------------------------------------------------------------------------
 
+
 def test_mix_targets():
   rng = np.random.default_rng(16)
   hard = (rng.random((4, 10)) < 0.3).astype(np.float32)
   soft = rng.random((4, 10)).astype(np.float32) * (rng.random((4, 10)) < 0.5)
   for w in (0.0, 0.1, 0.5, 1.0):
-    np.testing.assert_allclose(losses.mix_targets(hard, soft, w).numpy(), w * soft + (1 - w) * hard, rtol=1e-6)
+    np.testing.assert_allclose(
+      losses.mix_targets(hard, soft, w).numpy(), w * soft + (1 - w) * hard, rtol=1e-6
+    )
   # a positive the teacher did not score gets 1 - w
   np.testing.assert_allclose(losses.mix_targets([[1.0]], [[0.0]], 0.1).numpy(), [[0.9]])
-  np.testing.assert_allclose(losses.mix_targets(hard, soft, tf.constant(0.25)).numpy(),
-                             0.25 * soft + 0.75 * hard, rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.mix_targets(hard, soft, tf.constant(0.25)).numpy(), 0.25 * soft + 0.75 * hard, rtol=1e-6
+  )
   mixed = tf.function(lambda h, s, w: losses.mix_targets(h, s, w))(hard, soft, tf.constant(0.5))
   np.testing.assert_allclose(mixed.numpy(), 0.5 * (soft + hard), rtol=1e-6)
   for bad in (-0.1, 1.5):

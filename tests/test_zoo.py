@@ -14,11 +14,18 @@ DEMO_ZOO = os.path.join(os.path.dirname(zoo.__file__), "..", "configs", "zoo", "
 
 def test_parse_flagfile_types_json_and_errors(tmp_path):
   path = tmp_path / "m.flags"
-  path.write_text('# comment\n--model=ResNetLike\n--model_params={"inner_size": 8}\n--epochs=3\n'
-                  "--mixup_alpha=0.4\n--early_stopping_patience=None\n")
+  path.write_text(
+    '# comment\n--model=ResNetLike\n--model_params={"inner_size": 8}\n--epochs=3\n'
+    "--mixup_alpha=0.4\n--early_stopping_patience=None\n"
+  )
   values = zoo.parse_flagfile(str(path))
-  assert values == {"model": "ResNetLike", "model_params": {"inner_size": 8}, "epochs": 3,
-                    "mixup_alpha": 0.4, "early_stopping_patience": None}
+  assert values == {
+    "model": "ResNetLike",
+    "model_params": {"inner_size": 8},
+    "epochs": 3,
+    "mixup_alpha": 0.4,
+    "early_stopping_patience": None,
+  }
   path.write_text("--model=Logistic\n--fold=2\n")
   with pytest.raises(ValueError, match=r"m.flags:2: --fold is set by the zoo run"):
     zoo.parse_flagfile(str(path))
@@ -55,18 +62,33 @@ def test_store_gap_counts_positives_outside_the_stored_top_k(tmp_path):
 
 def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
   data_dir = str(tmp_path / "data")
-  synthetic.generate(synthetic.SyntheticConfig(num_videos=240, num_classes=20, min_frames=2, max_frames=4,
-                                               mean_frames=3, num_shards=(2, 1, 1)), data_dir)
+  synthetic.generate(
+    synthetic.SyntheticConfig(
+      num_videos=240, num_classes=20, min_frames=2, max_frames=4, mean_frames=3, num_shards=(2, 1, 1)
+    ),
+    data_dir,
+  )
   zoo_dir = tmp_path / "zoo"
   zoo_dir.mkdir()
   (zoo_dir / "video.flags").write_text("--model=Logistic\n--epochs=1\n--batch_size=32\n--verbose=0\n")
-  (zoo_dir / "frames.flags").write_text("--model=FrameLevelLogistic\n--epochs=1\n--batch_size=32\n"
-                                        "--verbose=0\n")
+  (zoo_dir / "frames.flags").write_text(
+    "--model=FrameLevelLogistic\n--epochs=1\n--batch_size=32\n--verbose=0\n"
+  )
   results = {}
   for name, level in (("video", "video"), ("frames", "frame")):
-    results.update(zoo.run_zoo(str(zoo_dir), str(tmp_path / "work"), f"{data_dir}/{level}/train-*.tfrecord",
-                               20, num_folds=2, test_data_pattern=f"{data_dir}/{level}/test-*.tfrecord",
-                               max_frames=4, members=[name], log=lambda *_: None))
+    results.update(
+      zoo.run_zoo(
+        str(zoo_dir),
+        str(tmp_path / "work"),
+        f"{data_dir}/{level}/train-*.tfrecord",
+        20,
+        num_folds=2,
+        test_data_pattern=f"{data_dir}/{level}/test-*.tfrecord",
+        max_frames=4,
+        members=[name],
+        log=lambda *_: None,
+      )
+    )
   assert set(results) == {"video", "frames"}
   for name, result in results.items():
     assert 0 < result["oof_gap"] <= 1 and result["oof_videos"] == 240 * 0.7

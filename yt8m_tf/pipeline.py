@@ -45,10 +45,10 @@ def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
   if name == "demo":
     config = PipelineConfig(workdir=workdir)
   elif name == "tiny":  # a few seconds per stage; used by the tests
-    tiny_data = synthetic.SyntheticConfig(num_videos=600, num_classes=40, min_frames=2, max_frames=6,
-                                          mean_frames=4, num_shards=(2, 1, 1))
-    config = PipelineConfig(workdir=workdir, synthetic=tiny_data, batch_size=64, epochs=2,
-                            learning_rate=0.05)
+    tiny_data = synthetic.SyntheticConfig(
+      num_videos=600, num_classes=40, min_frames=2, max_frames=6, mean_frames=4, num_shards=(2, 1, 1)
+    )
+    config = PipelineConfig(workdir=workdir, synthetic=tiny_data, batch_size=64, epochs=2, learning_rate=0.05)
   else:
     raise ValueError(f"unknown preset {name!r}; known: demo, tiny")
   return dataclasses.replace(config, **overrides)
@@ -98,21 +98,28 @@ class Pipeline:
   def schema(self) -> data.Schema:
     summary = synthetic.load_summary(self.data_dir)
     # Frame tensors are padded to the longest synthetic video, not 300: 5x less work at demo scale.
-    return data.Schema(num_classes=summary["counts"]["classes"],
-                       max_frames=self.config.synthetic.max_frames)
+    return data.Schema(num_classes=summary["counts"]["classes"], max_frames=self.config.synthetic.max_frames)
 
   # -- stages ------------------------------------------------------------------------------------
   def stage_data(self) -> dict:
-    summary = synthetic.generate(self.config.synthetic, self.data_dir,
-                                 label_sets_path=self.config.label_sets,
-                                 progress=self._log_progress)
-    return {"data_dir": self.data_dir, "num_classes": summary["counts"]["classes"],
-            "videos": summary["counts"]["videos"]}
+    summary = synthetic.generate(
+      self.config.synthetic,
+      self.data_dir,
+      label_sets_path=self.config.label_sets,
+      progress=self._log_progress,
+    )
+    return {
+      "data_dir": self.data_dir,
+      "num_classes": summary["counts"]["classes"],
+      "videos": summary["counts"]["videos"],
+    }
 
   def _log_progress(self, progress: synthetic.Progress) -> None:
     if progress.videos_done == progress.videos_total or progress.videos_done % 5000 < 256:
-      self.log(f"  {progress.split}: {progress.videos_done}/{progress.videos_total} videos, "
-               f"{progress.videos_per_second:.0f} videos/s")
+      self.log(
+        f"  {progress.split}: {progress.videos_done}/{progress.videos_total} videos, "
+        f"{progress.videos_per_second:.0f} videos/s"
+      )
 
   def stage_baseline(self) -> dict:
     config = self.config
@@ -123,15 +130,32 @@ class Pipeline:
     train_dir = os.path.join(config.workdir, "l1", name)
     model = models.build(name, num_classes=schema.num_classes, **config.baseline_params)
     training.compile_model(model, learning_rate=config.learning_rate)
-    train_ds = training.dataset_for(kind, self.pattern(kind, "train"), config.batch_size,
-                                    schema=schema, shuffle=True, seed=config.seed, num_epochs=None)
-    val_ds = training.dataset_for(kind, self.pattern(kind, "validate"), config.batch_size,
-                                  schema=schema)
+    train_ds = training.dataset_for(
+      kind,
+      self.pattern(kind, "train"),
+      config.batch_size,
+      schema=schema,
+      shuffle=True,
+      seed=config.seed,
+      num_epochs=None,
+    )
+    val_ds = training.dataset_for(kind, self.pattern(kind, "validate"), config.batch_size, schema=schema)
     train_videos = self.result("data")["videos"]["train"]
-    history = training.fit(model, train_ds, val_ds, train_dir=train_dir, epochs=config.epochs,
-                           steps_per_epoch=max(1, train_videos // config.batch_size), verbose=2)
-    return {"model": name, "train_dir": train_dir, "epochs": len(history),
-            "best_val_gap": max(e["val_gap"] for e in history)}
+    history = training.fit(
+      model,
+      train_ds,
+      val_ds,
+      train_dir=train_dir,
+      epochs=config.epochs,
+      steps_per_epoch=max(1, train_videos // config.batch_size),
+      verbose=2,
+    )
+    return {
+      "model": name,
+      "train_dir": train_dir,
+      "epochs": len(history),
+      "best_val_gap": max(e["val_gap"] for e in history),
+    }
 
   def stage_evaluate(self) -> dict:
     baseline = self.result("baseline")
@@ -140,14 +164,18 @@ class Pipeline:
     model = models.load_model(os.path.join(baseline["train_dir"], training.BEST_MODEL))
     results = {}
     for split in ("validate",):
-      dataset = training.dataset_for(kind, self.pattern(kind, split), self.config.batch_size,
-                                     schema=schema, keep_ids=True)
+      dataset = training.dataset_for(
+        kind, self.pattern(kind, split), self.config.batch_size, schema=schema, keep_ids=True
+      )
       results[split] = training.evaluate(model, dataset)
     return {"model": baseline["model"], "metrics": results}
 
   def run(self) -> dict:
-    stages: List[tuple] = [("data", self.stage_data), ("baseline", self.stage_baseline),
-                           ("evaluate", self.stage_evaluate)]
+    stages: List[tuple] = [
+      ("data", self.stage_data),
+      ("baseline", self.stage_baseline),
+      ("evaluate", self.stage_evaluate),
+    ]
     for stage, body in stages:
       self.run_stage(stage, body)
     return self.report()
@@ -156,9 +184,9 @@ class Pipeline:
     stages = {name: self.result(name) for name in ("data", "baseline", "evaluate")}
     metrics = stages["evaluate"]["metrics"]["validate"]
     report = {
-        "workdir": self.config.workdir,
-        "models": {stages["evaluate"]["model"]: metrics},
-        "wall_seconds": {name: round(s["wall_seconds"], 1) for name, s in stages.items()},
+      "workdir": self.config.workdir,
+      "models": {stages["evaluate"]["model"]: metrics},
+      "wall_seconds": {name: round(s["wall_seconds"], 1) for name, s in stages.items()},
     }
     with atomic_open(os.path.join(self.config.workdir, "report.json")) as f:
       json.dump(report, f, indent=1)

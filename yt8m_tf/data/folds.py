@@ -31,16 +31,21 @@ def fold_of(video_id: Union[IdLike, Iterable[IdLike], np.ndarray], num_folds: in
   return fold_of_tensor(tf.constant(ids.astype(bytes) if ids.dtype == object else ids), num_folds).numpy()
 
 
-def fold_mask_tensor(video_ids: tf.Tensor, num_folds: int, folds: Optional[Sequence[int]] = None,
-                     exclude_folds: Optional[Sequence[int]] = None) -> tf.Tensor:
+def fold_mask_tensor(
+  video_ids: tf.Tensor,
+  num_folds: int,
+  folds: Optional[Sequence[int]] = None,
+  exclude_folds: Optional[Sequence[int]] = None,
+) -> tf.Tensor:
   """Boolean mask: id is in `folds` (all when None) and not in `exclude_folds`."""
   fold = fold_of_tensor(video_ids, num_folds)
   keep = tf.ones_like(fold, tf.bool)
   if folds is not None:
     keep &= tf.reduce_any(fold[..., None] == tf.constant(_checked(folds, num_folds), tf.int32), axis=-1)
   if exclude_folds:
-    keep &= ~tf.reduce_any(fold[..., None] == tf.constant(_checked(exclude_folds, num_folds), tf.int32),
-                           axis=-1)
+    keep &= ~tf.reduce_any(
+      fold[..., None] == tf.constant(_checked(exclude_folds, num_folds), tf.int32), axis=-1
+    )
   return keep
 
 

@@ -25,22 +25,30 @@ from yt8m_tf.files import atomic_open
 SAMPLE_LABELS_RESOURCE = "video_labels_sample.csv.gz"
 VOCABULARY_RESOURCE = "vocabulary.csv.gz"
 LABELS_HEADER = "id,labels"
-VOCABULARY_COLUMNS = ("Index", "TrainVideoCount", "KnowledgeGraphId", "Name", "Vertical1", "Vertical2",
-                      "Vertical3")
+VOCABULARY_COLUMNS = (
+  "Index",
+  "TrainVideoCount",
+  "KnowledgeGraphId",
+  "Name",
+  "Vertical1",
+  "Vertical2",
+  "Vertical3",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class LabelSets:
   """Videos and their label sets: row i's labels are `values[offsets[i]:offsets[i + 1]]`."""
 
-  ids: np.ndarray      # [N] str
-  values: np.ndarray   # [total labels] int32
+  ids: np.ndarray  # [N] str
+  values: np.ndarray  # [total labels] int32
   offsets: np.ndarray  # [N + 1] int64, offsets[0] == 0
 
   def __post_init__(self):
     if len(self.offsets) != len(self.ids) + 1 or (len(self.offsets) and self.offsets[-1] != len(self.values)):
-      raise ValueError(f"inconsistent LabelSets: {len(self.ids)} ids, {len(self.offsets)} offsets, "
-                       f"{len(self.values)} values")
+      raise ValueError(
+        f"inconsistent LabelSets: {len(self.ids)} ids, {len(self.offsets)} offsets, {len(self.values)} values"
+      )
 
   @classmethod
   def from_lists(cls, ids: Sequence[str], labels: Iterable[Sequence[int]]) -> "LabelSets":
@@ -56,7 +64,7 @@ class LabelSets:
     return len(self.ids)
 
   def __getitem__(self, row: int) -> np.ndarray:
-    return self.values[self.offsets[row]:self.offsets[row + 1]]
+    return self.values[self.offsets[row] : self.offsets[row + 1]]
 
   def __iter__(self) -> Iterator[np.ndarray]:
     return (self[i] for i in range(len(self)))
@@ -95,12 +103,12 @@ class LabelSets:
 class Vocabulary:
   """The class table of `vocabulary.csv`; `original_index` differs from `index` after subset remapping."""
 
-  index: np.ndarray               # [C] int32, 0..C-1
-  train_video_count: np.ndarray   # [C] int64
+  index: np.ndarray  # [C] int32, 0..C-1
+  train_video_count: np.ndarray  # [C] int64
   knowledge_graph_id: np.ndarray  # [C] str
-  name: np.ndarray                # [C] str
-  verticals: np.ndarray           # [C, 3] str (Vertical1..3, "" when absent)
-  original_index: np.ndarray      # [C] int32
+  name: np.ndarray  # [C] str
+  verticals: np.ndarray  # [C, 3] str (Vertical1..3, "" when absent)
+  original_index: np.ndarray  # [C] int32
 
   def __len__(self) -> int:
     return len(self.index)
@@ -112,9 +120,14 @@ class Vocabulary:
   def select(self, original_classes: np.ndarray) -> "Vocabulary":
     """The rows of `original_classes` (indices into this table), renumbered 0..len-1."""
     rows = np.asarray(original_classes, np.int64)
-    return Vocabulary(np.arange(len(rows), dtype=np.int32), self.train_video_count[rows],
-                      self.knowledge_graph_id[rows], self.name[rows], self.verticals[rows],
-                      self.original_index[rows])
+    return Vocabulary(
+      np.arange(len(rows), dtype=np.int32),
+      self.train_video_count[rows],
+      self.knowledge_graph_id[rows],
+      self.name[rows],
+      self.verticals[rows],
+      self.original_index[rows],
+    )
 
 
 @contextlib.contextmanager
@@ -159,8 +172,9 @@ def load_label_sets(path: Optional[str] = None, num_classes: Optional[int] = Non
       except ValueError:
         raise ValueError(f"{path}:{line_number}: labels must be integers, got {labels_text!r}") from None
       if labels and (min(labels) < 0 or (num_classes is not None and max(labels) >= num_classes)):
-        raise ValueError(f"{path}:{line_number}: label out of range [0, {num_classes or 'inf'}): "
-                         f"{labels_text!r}")
+        raise ValueError(
+          f"{path}:{line_number}: label out of range [0, {num_classes or 'inf'}): {labels_text!r}"
+        )
       ids.append(video_id)
       values.extend(labels)
       counts.append(len(labels))
@@ -171,8 +185,13 @@ def load_label_sets(path: Optional[str] = None, num_classes: Optional[int] = Non
 
 def write_label_sets(path: str, label_sets: LabelSets) -> None:
   """Writes `id,labels` CSV atomically (gzip, with a fixed mtime, when the name ends in .gz)."""
-  text = "".join([LABELS_HEADER + "\n"] + [
-      f"{video_id},{' '.join(map(str, labels.tolist()))}\n" for video_id, labels in zip(label_sets.ids, label_sets)])
+  text = "".join(
+    [LABELS_HEADER + "\n"]
+    + [
+      f"{video_id},{' '.join(map(str, labels.tolist()))}\n"
+      for video_id, labels in zip(label_sets.ids, label_sets)
+    ]
+  )
   data = text.encode("utf-8")
   if path.endswith(".gz"):
     buffer = io.BytesIO()
@@ -196,17 +215,29 @@ def load_vocabulary(path: Optional[str] = None) -> Vocabulary:
     rows = []
     for line_number, row in enumerate(reader, start=2):
       try:
-        rows.append((int(row["Index"]), int(row["TrainVideoCount"] or 0),
-                     int(row.get("OriginalIndex") or row["Index"]), row.get("KnowledgeGraphId") or "",
-                     row["Name"] or "", tuple(row.get(f"Vertical{k}") or "" for k in (1, 2, 3))))
+        rows.append(
+          (
+            int(row["Index"]),
+            int(row["TrainVideoCount"] or 0),
+            int(row.get("OriginalIndex") or row["Index"]),
+            row.get("KnowledgeGraphId") or "",
+            row["Name"] or "",
+            tuple(row.get(f"Vertical{k}") or "" for k in (1, 2, 3)),
+          )
+        )
       except (TypeError, ValueError) as error:
         raise ValueError(f"{path}:{line_number}: malformed vocabulary row {row}: {error}") from None
   index = np.asarray([r[0] for r in rows], np.int32)
   if not np.array_equal(index, np.arange(len(rows))):
     raise ValueError(f"{path}: Index column must be 0..{len(rows) - 1} in order")
-  return Vocabulary(index, np.asarray([r[1] for r in rows], np.int64), np.asarray([r[3] for r in rows], str),
-                    np.asarray([r[4] for r in rows], str), np.asarray([r[5] for r in rows], str).reshape(-1, 3),
-                    np.asarray([r[2] for r in rows], np.int32))
+  return Vocabulary(
+    index,
+    np.asarray([r[1] for r in rows], np.int64),
+    np.asarray([r[3] for r in rows], str),
+    np.asarray([r[4] for r in rows], str),
+    np.asarray([r[5] for r in rows], str).reshape(-1, 3),
+    np.asarray([r[2] for r in rows], np.int32),
+  )
 
 
 def write_vocabulary(path: str, vocabulary: Vocabulary) -> None:
@@ -215,15 +246,21 @@ def write_vocabulary(path: str, vocabulary: Vocabulary) -> None:
   writer = csv.writer(buffer, lineterminator="\n")
   writer.writerow(("Index", "OriginalIndex") + VOCABULARY_COLUMNS[1:])
   for i in range(len(vocabulary)):
-    writer.writerow((int(vocabulary.index[i]), int(vocabulary.original_index[i]),
-                     int(vocabulary.train_video_count[i]), vocabulary.knowledge_graph_id[i],
-                     vocabulary.name[i], *vocabulary.verticals[i]))
+    writer.writerow(
+      (
+        int(vocabulary.index[i]),
+        int(vocabulary.original_index[i]),
+        int(vocabulary.train_video_count[i]),
+        vocabulary.knowledge_graph_id[i],
+        vocabulary.name[i],
+        *vocabulary.verticals[i],
+      )
+    )
   with atomic_open(path, "w") as handle:
     handle.write(buffer.getvalue())
 
 
-def most_frequent_classes(label_sets: LabelSets, num_classes: int,
-                          total_classes: int) -> np.ndarray:
+def most_frequent_classes(label_sets: LabelSets, num_classes: int, total_classes: int) -> np.ndarray:
   """The `num_classes` most frequent classes (ties: lower index first), in increasing index order."""
   if not 0 < num_classes <= total_classes:
     raise ValueError(f"num_classes must be in [1, {total_classes}], got {num_classes}")
@@ -232,8 +269,9 @@ def most_frequent_classes(label_sets: LabelSets, num_classes: int,
   return np.sort(by_frequency[:num_classes]).astype(np.int32)
 
 
-def remap_classes(label_sets: LabelSets, kept_classes: np.ndarray,
-                  total_classes: int) -> Tuple[LabelSets, int]:
+def remap_classes(
+  label_sets: LabelSets, kept_classes: np.ndarray, total_classes: int
+) -> Tuple[LabelSets, int]:
   """Keeps only `kept_classes` (original indices), renumbered by their position in `kept_classes`.
 
   Returns the remapped label sets, without the videos left with no label, and how many were dropped.

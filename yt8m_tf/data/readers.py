@@ -15,7 +15,7 @@ logged to stderr and counted in a `BadRecordCounter`.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -66,9 +66,15 @@ def _file_sizes(files: Sequence[str]) -> List[int]:
     return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
 
 
-def _named_records(files: Sequence[str], shuffle: bool, seed: Optional[int], num_epochs: Optional[int],
-                   on_bad_record: str, counter: Optional[BadRecordCounter],
-                   cycle_length: int) -> tf.data.Dataset:
+def _named_records(
+  files: Sequence[str],
+  shuffle: bool,
+  seed: Optional[int],
+  num_epochs: Optional[int],
+  on_bad_record: str,
+  counter: Optional[BadRecordCounter],
+  cycle_length: int,
+) -> tf.data.Dataset:
   """Blocks `(paths [n], indices [n], records [n])` from all files, interleaved, with a per-file integrity check."""
   sizes = _file_sizes(files)
   files_ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(sizes, tf.int64)))
@@ -79,8 +85,7 @@ def _named_records(files: Sequence[str], shuffle: bool, seed: Optional[int], num
   def read_file(path, size):
     # ignore_errors ends the file at its first unreadable record; comparing the bytes read with the
     # file size then tells a clean end from truncation or corruption.
-    blocks = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors().batch(
-        _FILE_BLOCK)
+    blocks = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors().batch(_FILE_BLOCK)
     end_marker = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
     blocks = blocks.concatenate(end_marker)
 
@@ -89,11 +94,21 @@ def _named_records(files: Sequence[str], shuffle: bool, seed: Optional[int], num
       num = tf.shape(records, out_type=tf.int64)[0]
       is_end = tf.equal(num, 0)
       damaged = is_end & tf.not_equal(consumed, size)
-      message = lambda: tf.strings.join([
-          path, ": truncated or corrupt TFRecord file after record ", tf.strings.as_string(count - 1),
-          " (read ", tf.strings.as_string(consumed), " of ", tf.strings.as_string(size), " bytes)"])
-      check = _report(damaged, message, on_bad_record,
-                      counter._add_file(tf.cast(damaged, tf.int64)) if counter else None)
+      message = lambda: tf.strings.join(
+        [
+          path,
+          ": truncated or corrupt TFRecord file after record ",
+          tf.strings.as_string(count - 1),
+          " (read ",
+          tf.strings.as_string(consumed),
+          " of ",
+          tf.strings.as_string(size),
+          " bytes)",
+        ]
+      )
+      check = _report(
+        damaged, message, on_bad_record, counter._add_file(tf.cast(damaged, tf.int64)) if counter else None
+      )
       with tf.control_dependencies(check):
         indices = count + tf.range(num)
       payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
@@ -103,8 +118,12 @@ def _named_records(files: Sequence[str], shuffle: bool, seed: Optional[int], num
     scanned = blocks.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
     return scanned.filter(lambda paths, indices, records: tf.size(records) > 0)
 
-  return files_ds.interleave(read_file, cycle_length=min(cycle_length, len(files)),
-                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed))
+  return files_ds.interleave(
+    read_file,
+    cycle_length=min(cycle_length, len(files)),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=_deterministic(shuffle, seed),
+  )
 
 
 def _report(is_bad, message_fn, on_bad_record: str, count_op=None) -> list:
@@ -113,6 +132,7 @@ def _report(is_bad, message_fn, on_bad_record: str, count_op=None) -> list:
   The message is only built in the failing branch: formatting it for every batch costs more than
   parsing.
   """
+
   def fail():
     message = message_fn()
     if on_bad_record == _RAISE:
@@ -129,8 +149,9 @@ def _print_skip(message):
   return tf.constant(True)
 
 
-def _batched(records: tf.data.Dataset, batch_size: int, shuffle: bool, shuffle_buffer: int,
-             seed: Optional[int]) -> tf.data.Dataset:
+def _batched(
+  records: tf.data.Dataset, batch_size: int, shuffle: bool, shuffle_buffer: int, seed: Optional[int]
+) -> tf.data.Dataset:
   """Record blocks -> shuffled (optionally) batches of `(paths [B], indices [B], records [B])`."""
   if shuffle:
     return records.unbatch().shuffle(shuffle_buffer, seed=seed).batch(batch_size)
@@ -154,8 +175,9 @@ class _Checks:
   def _message(self, ok, field, problem, detail_fn):
     row = tf.argmin(tf.cast(ok, tf.int32))
     detail = detail_fn(row) if detail_fn is not None else ""
-    return tf.strings.join([self.paths[row], ":", tf.strings.as_string(self.indices[row]),
-                            ": field ", field, " ", problem, detail])
+    return tf.strings.join(
+      [self.paths[row], ":", tf.strings.as_string(self.indices[row]), ": field ", field, " ", problem, detail]
+    )
 
   def enforce(self, on_bad_record: str, counter: Optional[BadRecordCounter]) -> list:
     ops = []
@@ -171,17 +193,24 @@ def _as_string(x):
   return tf.strings.as_string(x)
 
 
-def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.RaggedTensor,
-                         schema: Schema):
+def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.RaggedTensor, schema: Schema):
   num_ids = ids.row_lengths()
-  checks.require(tf.equal(num_ids, 1), schema.id_key, "must hold exactly one id, found ",
-                 lambda row: _as_string(num_ids[row]))
+  checks.require(
+    tf.equal(num_ids, 1),
+    schema.id_key,
+    "must hold exactly one id, found ",
+    lambda row: _as_string(num_ids[row]),
+  )
   low = tf.reduce_min(labels, axis=1, keepdims=False)
   high = tf.reduce_max(labels, axis=1, keepdims=False)
   has = labels.row_lengths() > 0
   in_range = ~has | ((low >= 0) & (high < schema.num_classes))
-  checks.require(in_range, schema.labels_key, f"has a class id outside [0, {schema.num_classes}): ",
-                 lambda row: tf.strings.reduce_join(_as_string(labels[row]), separator=" "))
+  checks.require(
+    in_range,
+    schema.labels_key,
+    f"has a class id outside [0, {schema.num_classes}): ",
+    lambda row: tf.strings.reduce_join(_as_string(labels[row]), separator=" "),
+  )
 
 
 def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
@@ -191,10 +220,16 @@ def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
   return tf.tensor_scatter_nd_update(tf.zeros([rows, num_classes], tf.float32), indices, updates)
 
 
-def _parse_video_batch(paths, indices, serialized, schema: Schema, on_bad_record: str,
-                       counter: Optional[BadRecordCounter], fold_filter):
-  spec = {schema.id_key: tf.io.RaggedFeature(tf.string),
-          schema.labels_key: tf.io.RaggedFeature(tf.int64)}
+def _parse_video_batch(
+  paths,
+  indices,
+  serialized,
+  schema: Schema,
+  on_bad_record: str,
+  counter: Optional[BadRecordCounter],
+  fold_filter,
+):
+  spec = {schema.id_key: tf.io.RaggedFeature(tf.string), schema.labels_key: tf.io.RaggedFeature(tf.int64)}
   for name in schema.video_feature_names:
     spec[name] = tf.io.RaggedFeature(tf.float32)
   parsed = tf.io.parse_example(serialized, spec)
@@ -202,8 +237,12 @@ def _parse_video_batch(paths, indices, serialized, schema: Schema, on_bad_record
   _check_id_and_labels(checks, parsed[schema.id_key], parsed[schema.labels_key], schema)
   for name, size in zip(schema.video_feature_names, schema.feature_sizes):
     length = parsed[name].row_lengths()
-    checks.require(tf.equal(length, size), name, f"must have {size} float values, found ",
-                   lambda row, length=length: _as_string(length[row]))
+    checks.require(
+      tf.equal(length, size),
+      name,
+      f"must have {size} float values, found ",
+      lambda row, length=length: _as_string(length[row]),
+    )
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid)
   all_valid = tf.reduce_all(valid)
@@ -242,13 +281,24 @@ def _check_mode(on_bad_record: str):
     raise ValueError(f"on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
 
 
-def video_dataset(file_pattern: str, batch_size: int, *, schema: Schema = Schema(),
-                  shuffle: bool = False, shuffle_buffer: int = 10_000, seed: Optional[int] = None,
-                  num_epochs: Optional[int] = 1, num_folds: int = 5,
-                  folds: Optional[Sequence[int]] = None, exclude_folds: Optional[Sequence[int]] = None,
-                  drop_remainder: bool = False, on_bad_record: str = _RAISE,
-                  bad_record_counter: Optional[BadRecordCounter] = None,
-                  cycle_length: int = 8, prefetch: bool = True) -> tf.data.Dataset:
+def video_dataset(
+  file_pattern: str,
+  batch_size: int,
+  *,
+  schema: Schema = Schema(),
+  shuffle: bool = False,
+  shuffle_buffer: int = 10_000,
+  seed: Optional[int] = None,
+  num_epochs: Optional[int] = 1,
+  num_folds: int = 5,
+  folds: Optional[Sequence[int]] = None,
+  exclude_folds: Optional[Sequence[int]] = None,
+  drop_remainder: bool = False,
+  on_bad_record: str = _RAISE,
+  bad_record_counter: Optional[BadRecordCounter] = None,
+  cycle_length: int = 8,
+  prefetch: bool = True,
+) -> tf.data.Dataset:
   """Video-level records -> `({"id", "mean_rgb" [B,1024], "mean_audio" [B,128]}, labels [B,C])`.
 
   Args:
@@ -264,14 +314,17 @@ def video_dataset(file_pattern: str, batch_size: int, *, schema: Schema = Schema
   """
   _check_mode(on_bad_record)
   fold_filter = _fold_filter(num_folds, folds, exclude_folds)
-  records = _named_records(list_files(file_pattern), shuffle, seed, num_epochs, on_bad_record,
-                           bad_record_counter, cycle_length)
+  records = _named_records(
+    list_files(file_pattern), shuffle, seed, num_epochs, on_bad_record, bad_record_counter, cycle_length
+  )
   batches = _batched(records, batch_size, shuffle, shuffle_buffer, seed)
   dataset = batches.map(
-      lambda paths, indices, serialized: _parse_video_batch(paths, indices, serialized, schema,
-                                                            on_bad_record,
-                                                   bad_record_counter, fold_filter),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed))
+    lambda paths, indices, serialized: _parse_video_batch(
+      paths, indices, serialized, schema, on_bad_record, bad_record_counter, fold_filter
+    ),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=_deterministic(shuffle, seed),
+  )
   # Filtering makes batches smaller than asked; rebatch restores the size without an element-wise copy.
   if fold_filter is not None or on_bad_record == _SKIP or drop_remainder:
     dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
@@ -288,34 +341,44 @@ def _as_ragged_row(values):
   return tf.RaggedTensor.from_row_lengths(values, tf.reshape(tf.size(values, out_type=tf.int64), [1]))
 
 
-def _parse_frame_record(path, index, serialized, schema: Schema, on_bad_record: str,
-                        counter: Optional[BadRecordCounter]):
+def _parse_frame_record(
+  path, index, serialized, schema: Schema, on_bad_record: str, counter: Optional[BadRecordCounter]
+):
   """One SequenceExample -> (valid, id [1], labels [n], {feature: frame byte strings [frames]})."""
-  context_spec = {schema.id_key: tf.io.RaggedFeature(tf.string),
-                  schema.labels_key: tf.io.RaggedFeature(tf.int64)}
-  sequence_spec = {feature: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
-                   for feature in schema.feature_names}
-  context, sequences = tf.io.parse_single_sequence_example(
-      serialized, context_spec, sequence_spec)
+  context_spec = {
+    schema.id_key: tf.io.RaggedFeature(tf.string),
+    schema.labels_key: tf.io.RaggedFeature(tf.int64),
+  }
+  sequence_spec = {
+    feature: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
+    for feature in schema.feature_names
+  }
+  context, sequences = tf.io.parse_single_sequence_example(serialized, context_spec, sequence_spec)
   checks = _Checks(tf.reshape(path, [1]), tf.reshape(index, [1]))
-  _check_id_and_labels(checks, _as_ragged_row(context[schema.id_key]),
-                       _as_ragged_row(context[schema.labels_key]), schema)
+  _check_id_and_labels(
+    checks, _as_ragged_row(context[schema.id_key]), _as_ragged_row(context[schema.labels_key]), schema
+  )
   first_count = None
   for feature, size in zip(schema.feature_names, schema.feature_sizes):
     frames = sequences[feature]
     count = tf.size(frames, out_type=tf.int64)
     lengths = tf.strings.length(frames)
     checks.require(tf.reshape(count > 0, [1]), feature, "has no frames")
-    checks.require(tf.reshape(tf.reduce_all(tf.equal(lengths, size)), [1]), feature,
-                   f"must have {size} bytes per frame, found ",
-                   lambda row, lengths=lengths, size=size: tf.strings.as_string(
-                       _first_wrong_length(lengths, size)))
+    checks.require(
+      tf.reshape(tf.reduce_all(tf.equal(lengths, size)), [1]),
+      feature,
+      f"must have {size} bytes per frame, found ",
+      lambda row, lengths=lengths, size=size: tf.strings.as_string(_first_wrong_length(lengths, size)),
+    )
     if first_count is None:
       first_count = count
     else:
-      checks.require(tf.reshape(tf.equal(count, first_count), [1]), feature,
-                     f"must have as many frames as {schema.feature_names[0]}, found ",
-                     lambda row, count=count: tf.strings.as_string(count))
+      checks.require(
+        tf.reshape(tf.equal(count, first_count), [1]),
+        feature,
+        f"must have as many frames as {schema.feature_names[0]}, found ",
+        lambda row, count=count: tf.strings.as_string(count),
+      )
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid[0])
   return valid, context[schema.id_key], context[schema.labels_key], sequences
@@ -326,7 +389,7 @@ def _decode_frames(video_id, labels, sequences, schema: Schema):
   features = {"id": tf.reshape(video_id, [])}
   num_frames = None
   for feature, size in zip(schema.feature_names, schema.feature_sizes):
-    frames = sequences[feature][:schema.max_frames]  # truncate before decoding: less work
+    frames = sequences[feature][: schema.max_frames]  # truncate before decoding: less work
     values = dequantize(tf.io.decode_raw(frames, tf.uint8, fixed_length=size))
     values = tf.reshape(values, [-1, size])
     num_frames = tf.shape(values)[0]
@@ -337,13 +400,24 @@ def _decode_frames(video_id, labels, sequences, schema: Schema):
   return features, tf.minimum(multi_hot, 1.0)
 
 
-def frame_dataset(file_pattern: str, batch_size: int, *, schema: Schema = Schema(),
-                  shuffle: bool = False, shuffle_buffer: int = 2_000, seed: Optional[int] = None,
-                  num_epochs: Optional[int] = 1, num_folds: int = 5,
-                  folds: Optional[Sequence[int]] = None, exclude_folds: Optional[Sequence[int]] = None,
-                  drop_remainder: bool = False, on_bad_record: str = _RAISE,
-                  bad_record_counter: Optional[BadRecordCounter] = None,
-                  cycle_length: int = 8, prefetch: bool = True) -> tf.data.Dataset:
+def frame_dataset(
+  file_pattern: str,
+  batch_size: int,
+  *,
+  schema: Schema = Schema(),
+  shuffle: bool = False,
+  shuffle_buffer: int = 2_000,
+  seed: Optional[int] = None,
+  num_epochs: Optional[int] = 1,
+  num_folds: int = 5,
+  folds: Optional[Sequence[int]] = None,
+  exclude_folds: Optional[Sequence[int]] = None,
+  drop_remainder: bool = False,
+  on_bad_record: str = _RAISE,
+  bad_record_counter: Optional[BadRecordCounter] = None,
+  cycle_length: int = 8,
+  prefetch: bool = True,
+) -> tf.data.Dataset:
   """Frame-level records -> `({"id", "rgb" [B,T,1024], "audio" [B,T,128], "num_frames" [B]}, labels)`.
 
   T = `schema.max_frames` (300). Frames are dequantized exactly as the starter code and zero-padded;
@@ -352,21 +426,26 @@ def frame_dataset(file_pattern: str, batch_size: int, *, schema: Schema = Schema
   """
   _check_mode(on_bad_record)
   fold_filter = _fold_filter(num_folds, folds, exclude_folds)
-  records = _named_records(list_files(file_pattern), shuffle, seed, num_epochs, on_bad_record,
-                           bad_record_counter, cycle_length).unbatch()
+  records = _named_records(
+    list_files(file_pattern), shuffle, seed, num_epochs, on_bad_record, bad_record_counter, cycle_length
+  ).unbatch()
   if shuffle:
     records = records.shuffle(shuffle_buffer, seed=seed)
   parsed = records.map(
-      lambda path, index, serialized: _parse_frame_record(path, index, serialized, schema,
-                                                          on_bad_record,
-                                                   bad_record_counter),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed))
+    lambda path, index, serialized: _parse_frame_record(
+      path, index, serialized, schema, on_bad_record, bad_record_counter
+    ),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=_deterministic(shuffle, seed),
+  )
   if on_bad_record == _SKIP:
     parsed = parsed.filter(lambda valid, *_: valid)
   if fold_filter is not None:
     parsed = parsed.filter(lambda valid, video_id, *_: tf.reshape(fold_filter(video_id), []))
-  dataset = parsed.map(lambda valid, video_id, labels, sequences: _decode_frames(
-      video_id, labels, sequences, schema), num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=_deterministic(shuffle, seed))
+  dataset = parsed.map(
+    lambda valid, video_id, labels, sequences: _decode_frames(video_id, labels, sequences, schema),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=_deterministic(shuffle, seed),
+  )
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
   return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset

@@ -37,8 +37,9 @@ class Schema:
 
   def __post_init__(self):
     if len(self.feature_names) != len(self.feature_sizes):
-      raise ValueError(f"feature_names {self.feature_names} and feature_sizes {self.feature_sizes} "
-                       "must have the same length")
+      raise ValueError(
+        f"feature_names {self.feature_names} and feature_sizes {self.feature_sizes} must have the same length"
+      )
     if self.num_classes <= 0 or self.max_frames <= 0 or min(self.feature_sizes) <= 0:
       raise ValueError(f"num_classes, max_frames and feature sizes must be positive: {self}")
 
@@ -69,6 +70,7 @@ def dequantize(quantized, low: float = QUANTIZE_MIN, high: float = QUANTIZE_MAX)
   if isinstance(quantized, np.ndarray):
     return quantized.astype(np.float32) * np.float32(scale) + np.float32(bias)
   import tensorflow as tf  # local: keeps the schema importable without TF for numpy-only users
+
   return tf.cast(quantized, tf.float32) * scale + bias
 
 

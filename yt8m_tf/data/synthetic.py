@@ -74,50 +74,49 @@ class SyntheticConfig:
   logistic model 0.778 (0.833 against the clean labels), of a 2048-unit MLP 0.817 (0.877).
   """
 
-  seed: int = 0                             # same seed and knobs: byte-identical output
-  num_videos: Optional[int] = None          # None: every video of the label file (50k for the sample)
-  num_classes: Optional[int] = None         # None: all 3862; N: the N most frequent in the label file
+  seed: int = 0  # same seed and knobs: byte-identical output
+  num_videos: Optional[int] = None  # None: every video of the label file (50k for the sample)
+  num_classes: Optional[int] = None  # None: all 3862; N: the N most frequent in the label file
   split_fractions: Tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validate, test
   num_shards: Tuple[int, int, int] = (8, 2, 2)  # per split
-  frame_level: bool = True                  # also write frame/ (video/ is the same either way)
+  frame_level: bool = True  # also write frame/ (video/ is the same either way)
   # Frames: clipped log-normal around mean_frames (mean ~29); frame-level records take ~33 MB per 1k videos,
   # video-level ~4.5 MB.
   min_frames: int = 10
   max_frames: int = 60
   mean_frames: float = 30.0
-  frames_spread: float = 0.5                # log-std of the frame count
-  min_shots: int = 1                        # shots: contiguous frame ranges with their own nuisance and
-  max_shots: int = 6                        # their own set of visible labels
+  frames_spread: float = 0.5  # log-std of the frame count
+  min_shots: int = 1  # shots: contiguous frame ranges with their own nuisance and
+  max_shots: int = 6  # their own set of visible labels
   # Class embeddings e_c.
-  latent_dim: int = 256                     # d
-  cooccurrence_rank: int = 64               # rank of the co-occurrence factorization u_c
-  cooccurrence_weight: float = 0.5          # w_co: how much co-occurring classes look alike
-  vertical_weight: float = 0.3              # w_vert: how much classes of one vertical look alike
-  own_weight: float = 0.8                   # w_own: the class's own random direction
-  class_strength_spread: float = 0.25       # log-std of q_c (some classes are less visible than others)
+  latent_dim: int = 256  # d
+  cooccurrence_rank: int = 64  # rank of the co-occurrence factorization u_c
+  cooccurrence_weight: float = 0.5  # w_co: how much co-occurring classes look alike
+  vertical_weight: float = 0.3  # w_vert: how much classes of one vertical look alike
+  own_weight: float = 0.8  # w_own: the class's own random direction
+  class_strength_spread: float = 0.25  # log-std of q_c (some classes are less visible than others)
   # Per-video label appearance.
-  salience_spread: float = 0.3              # log-std of a label's weight in one video
-  shot_visibility: float = 0.85             # P(a non-brief label is visible in a given shot)
-  brief_label_fraction: float = 0.1         # labels visible in only 1..brief_max_frames frames
+  salience_spread: float = 0.3  # log-std of a label's weight in one video
+  shot_visibility: float = 0.85  # P(a non-brief label is visible in a given shot)
+  brief_label_fraction: float = 0.1  # labels visible in only 1..brief_max_frames frames
   brief_max_frames: int = 3
-  brief_boost: float = 2.0                  # brief labels are salient while visible
-  num_styles: int = 3                       # 1 removes the non-linear style effect
-  style_dependence: float = 0.4             # rho: share of appearance that depends on the style
-  style_strength: float = 1.0               # norm of the style vector s_k (how visible the style is)
+  brief_boost: float = 2.0  # brief labels are salient while visible
+  num_styles: int = 3  # 1 removes the non-linear style effect
+  style_dependence: float = 0.4  # rho: share of appearance that depends on the style
+  style_strength: float = 1.0  # norm of the style vector s_k (how visible the style is)
   # Classes whose Vertical1 is here make sound (music, engines, animals, crowds); others leave audio to noise.
-  audio_verticals: Tuple[str, ...] = ("Arts & Entertainment", "Autos & Vehicles", "Pets & Animals",
-                                      "Sports")
+  audio_verticals: Tuple[str, ...] = ("Arts & Entertainment", "Autos & Vehicles", "Pets & Animals", "Sports")
   # Noise (std in latent units; all multiplied by difficulty).
-  difficulty: float = 1.0                   # 1 = calibrated default; 2 doubles every noise std
-  video_noise: float = 0.2                  # sigma_video: per-video nuisance (does not average out)
-  shot_noise: float = 0.1                   # sigma_shot: per-shot nuisance
-  audio_video_noise: float = 0.2            # sigma_audio_video: per-video audio nuisance
-  frame_noise: float = 0.1                  # sigma_frame: per-frame, per-dim feature noise
-  feature_peak_std: float = 0.8             # std of the first rgb/audio dim per frame
+  difficulty: float = 1.0  # 1 = calibrated default; 2 doubles every noise std
+  video_noise: float = 0.2  # sigma_video: per-video nuisance (does not average out)
+  shot_noise: float = 0.1  # sigma_shot: per-shot nuisance
+  audio_video_noise: float = 0.2  # sigma_audio_video: per-video audio nuisance
+  frame_noise: float = 0.1  # sigma_frame: per-frame, per-dim feature noise
+  feature_peak_std: float = 0.8  # std of the first rgb/audio dim per frame
   # Label noise (observed labels; features use the true ones).
-  label_drop_rate: float = 0.05             # P(a true label is not recorded)
-  label_add_rate: float = 0.05              # P(a true label adds a related false one)
-  neighbours_per_class: int = 16            # co-occurrence neighbours an added label is drawn from
+  label_drop_rate: float = 0.05  # P(a true label is not recorded)
+  label_add_rate: float = 0.05  # P(a true label adds a related false one)
+  neighbours_per_class: int = 16  # co-occurrence neighbours an added label is drawn from
 
   def __post_init__(self):
     fractions = tuple(float(f) for f in self.split_fractions)
@@ -129,8 +128,13 @@ class SyntheticConfig:
       raise ValueError(f"need 1 <= min_frames <= max_frames <= 300: {self.min_frames}, {self.max_frames}")
     if not 1 <= self.min_shots <= self.max_shots:
       raise ValueError(f"need 1 <= min_shots <= max_shots: {self.min_shots}, {self.max_shots}")
-    for name in ("label_drop_rate", "label_add_rate", "brief_label_fraction", "shot_visibility",
-                 "style_dependence"):
+    for name in (
+      "label_drop_rate",
+      "label_add_rate",
+      "brief_label_fraction",
+      "shot_visibility",
+      "style_dependence",
+    ):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
     if self.num_styles < 1 or self.latent_dim < 2 or self.cooccurrence_rank < 1 or self.brief_max_frames < 1:
@@ -145,8 +149,11 @@ class SyntheticConfig:
     object.__setattr__(self, "audio_verticals", tuple(self.audio_verticals))
 
   def to_json_dict(self) -> dict:
-    return {field.name: (list(value) if isinstance(value, tuple) else value)
-            for field in dataclasses.fields(self) for value in [getattr(self, field.name)]}
+    return {
+      field.name: (list(value) if isinstance(value, tuple) else value)
+      for field in dataclasses.fields(self)
+      for value in [getattr(self, field.name)]
+    }
 
   @classmethod
   def from_json_dict(cls, values: dict) -> "SyntheticConfig":
@@ -217,33 +224,37 @@ def _feature_profile(size: int, peak: float) -> np.ndarray:
 class _World:
   """The fixed part of the model, with the projections already applied (features = latent @ projection)."""
 
-  rgb_appearance: np.ndarray    # [styles, K, 1024] a_c^k @ P_rgb
+  rgb_appearance: np.ndarray  # [styles, K, 1024] a_c^k @ P_rgb
   audio_appearance: np.ndarray  # [K, 128] e_c @ P_audio, zero rows for classes that are not audible
-  strength: np.ndarray          # [K] q_c
-  rgb_style: np.ndarray         # [styles, 1024] s_k @ P_rgb
-  rgb_projection: np.ndarray    # [d, 1024], profile folded in (projects the nuisance vectors)
+  strength: np.ndarray  # [K] q_c
+  rgb_style: np.ndarray  # [styles, 1024] s_k @ P_rgb
+  rgb_projection: np.ndarray  # [d, 1024], profile folded in (projects the nuisance vectors)
   audio_projection: np.ndarray  # [d, 128]
-  rgb_noise_scale: np.ndarray   # [1024] per-dim scale of the unit uniform frame noise
+  rgb_noise_scale: np.ndarray  # [1024] per-dim scale of the unit uniform frame noise
   audio_noise_scale: np.ndarray  # [128]
-  neighbours: np.ndarray        # [K, M] int32, co-occurrence neighbours (-1 padding)
-  neighbour_cdf: np.ndarray     # [K, M] float64 cumulative P(c'|c); rows of zeros: no neighbour
-  class_cdf: np.ndarray         # [K] cumulative class frequency (fallback for added labels)
+  neighbours: np.ndarray  # [K, M] int32, co-occurrence neighbours (-1 padding)
+  neighbour_cdf: np.ndarray  # [K, M] float64 cumulative P(c'|c); rows of zeros: no neighbour
+  class_cdf: np.ndarray  # [K] cumulative class frequency (fallback for added labels)
 
 
-def _build_world(config: SyntheticConfig, label_sets: LabelSets, vocabulary: Vocabulary,
-                 schema: Schema) -> _World:
+def _build_world(
+  config: SyntheticConfig, label_sets: LabelSets, vocabulary: Vocabulary, schema: Schema
+) -> _World:
   rng = _generator(config.seed, _WORLD)
   num_classes, dim = len(vocabulary), config.latent_dim
   cooccurrence = cooccurrence_counts(label_sets, num_classes)
 
   cooc = cooccurrence_embedding(cooccurrence, config.cooccurrence_rank, rng)
-  cooc /= max(float(np.sqrt(np.mean(np.sum(cooc ** 2, axis=1)))), 1e-12)
+  cooc /= max(float(np.sqrt(np.mean(np.sum(cooc**2, axis=1)))), 1e-12)
   rotation = np.linalg.qr(rng.standard_normal((dim, cooc.shape[1])))[0].astype(np.float32)  # [d, rank]
   verticals, vertical_ids = np.unique(vocabulary.vertical1, return_inverse=True)
   vertical_vectors = rng.standard_normal((len(verticals), dim)).astype(np.float32) / np.sqrt(dim)
   own = rng.standard_normal((num_classes, dim)).astype(np.float32) / np.sqrt(dim)
-  embedding = (config.cooccurrence_weight * cooc @ rotation.T + config.vertical_weight * vertical_vectors[
-      vertical_ids] + config.own_weight * own)
+  embedding = (
+    config.cooccurrence_weight * cooc @ rotation.T
+    + config.vertical_weight * vertical_vectors[vertical_ids]
+    + config.own_weight * own
+  )
   embedding /= np.linalg.norm(embedding, axis=1, keepdims=True)
 
   # Style k transforms the whole latent space (one rotation R_k shared by all classes, like a change of
@@ -257,23 +268,25 @@ def _build_world(config: SyntheticConfig, label_sets: LabelSets, vocabulary: Voc
     rotations -= rotations.mean(axis=0, keepdims=True)
     rotations *= np.sqrt(styles / (styles - 1))  # keeps E|(R_k - mean R) e| ~ 1 after centring
   rho = config.style_dependence if styles > 1 else 0.0
-  appearance = np.sqrt(1.0 - rho) * embedding[None] + np.sqrt(rho) * np.einsum("cd,ked->kce", embedding,
-                                                                                 rotations)
+  appearance = np.sqrt(1.0 - rho) * embedding[None] + np.sqrt(rho) * np.einsum(
+    "cd,ked->kce", embedding, rotations
+  )
   style_vectors = rng.standard_normal((styles, dim)).astype(np.float32)
   style_vectors *= config.style_strength / np.linalg.norm(style_vectors, axis=1, keepdims=True)
   strength = np.exp(config.class_strength_spread * rng.standard_normal(num_classes)).astype(np.float32)
 
   # Scale projections so the typical frame has ~unit variance per dim before the profile.
   noise = config.difficulty
-  labels_power = float(np.mean(label_sets.counts)) * float(np.exp(2 * config.salience_spread ** 2))
-  rgb_power = (labels_power + config.style_strength ** 2 +
-               noise ** 2 * (config.video_noise ** 2 + config.shot_noise ** 2))
-  audio_power = labels_power * 0.3 + noise ** 2 * config.audio_video_noise ** 2
+  labels_power = float(np.mean(label_sets.counts)) * float(np.exp(2 * config.salience_spread**2))
+  rgb_power = (
+    labels_power + config.style_strength**2 + noise**2 * (config.video_noise**2 + config.shot_noise**2)
+  )
+  audio_power = labels_power * 0.3 + noise**2 * config.audio_video_noise**2
   projections = []
   for size, power in ((schema.feature_sizes[0], rgb_power), (schema.feature_sizes[1], audio_power)):
     profile = _feature_profile(size, config.feature_peak_std)
     frame_std = noise * config.frame_noise
-    norm = np.sqrt(power / dim * 1.0 + frame_std ** 2) + 1e-6
+    norm = np.sqrt(power / dim * 1.0 + frame_std**2) + 1e-6
     matrix = rng.standard_normal((dim, size)).astype(np.float32) / np.sqrt(dim)
     projections.append((matrix * (profile / norm), profile / norm * frame_std * np.sqrt(12.0)))
 
@@ -282,12 +295,18 @@ def _build_world(config: SyntheticConfig, label_sets: LabelSets, vocabulary: Voc
   rgb_projection, audio_projection = projections[0][0], projections[1][0]
   audible = np.isin(vocabulary.vertical1, list(config.audio_verticals))
   return _World(
-      rgb_appearance=(appearance.astype(np.float32) @ rgb_projection),
-      audio_appearance=(embedding.astype(np.float32) @ audio_projection) * audible[:, None],
-      strength=strength, rgb_style=style_vectors @ rgb_projection,
-      rgb_projection=rgb_projection, audio_projection=audio_projection,
-      rgb_noise_scale=projections[0][1].astype(np.float32), audio_noise_scale=projections[1][1].astype(np.float32),
-      neighbours=neighbours, neighbour_cdf=neighbour_cdf, class_cdf=np.cumsum(frequency) / frequency.sum())
+    rgb_appearance=(appearance.astype(np.float32) @ rgb_projection),
+    audio_appearance=(embedding.astype(np.float32) @ audio_projection) * audible[:, None],
+    strength=strength,
+    rgb_style=style_vectors @ rgb_projection,
+    rgb_projection=rgb_projection,
+    audio_projection=audio_projection,
+    rgb_noise_scale=projections[0][1].astype(np.float32),
+    audio_noise_scale=projections[1][1].astype(np.float32),
+    neighbours=neighbours,
+    neighbour_cdf=neighbour_cdf,
+    class_cdf=np.cumsum(frequency) / frequency.sum(),
+  )
 
 
 def _neighbour_tables(cooccurrence: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -305,9 +324,15 @@ def _neighbour_tables(cooccurrence: np.ndarray, size: int) -> Tuple[np.ndarray, 
 # Labels: subset, split, noise.
 
 
-def observe_labels(clean: LabelSets, world_neighbours: np.ndarray, neighbour_cdf: np.ndarray,
-                   class_cdf: np.ndarray, drop_rate: float, add_rate: float,
-                   rng: np.random.Generator) -> LabelSets:
+def observe_labels(
+  clean: LabelSets,
+  world_neighbours: np.ndarray,
+  neighbour_cdf: np.ndarray,
+  class_cdf: np.ndarray,
+  drop_rate: float,
+  add_rate: float,
+  rng: np.random.Generator,
+) -> LabelSets:
   """Noisy observed labels: drop each true label (keeping at least one), add co-occurrence neighbours."""
   rows, values = clean.rows, clean.values.astype(np.int64)
   num_classes = len(class_cdf)
@@ -322,8 +347,9 @@ def observe_labels(clean: LabelSets, world_neighbours: np.ndarray, neighbour_cdf
 
   spawns = rng.random(len(values)) < add_rate
   true_keys = rows * num_classes + values
-  added_keys = _related_labels(rows[spawns], values[spawns], true_keys, world_neighbours, neighbour_cdf,
-                               class_cdf, rng)
+  added_keys = _related_labels(
+    rows[spawns], values[spawns], true_keys, world_neighbours, neighbour_cdf, class_cdf, rng
+  )
   keys = np.unique(np.concatenate([true_keys[~dropped], added_keys]))
   out_rows, out_values = keys // num_classes, (keys % num_classes).astype(np.int32)
   offsets = np.zeros(len(clean) + 1, np.int64)
@@ -331,8 +357,9 @@ def observe_labels(clean: LabelSets, world_neighbours: np.ndarray, neighbour_cdf
   return LabelSets(clean.ids, out_values, offsets)
 
 
-def _related_labels(rows, sources, true_keys, neighbours, neighbour_cdf, class_cdf, rng,
-                    attempts: int = 8) -> np.ndarray:
+def _related_labels(
+  rows, sources, true_keys, neighbours, neighbour_cdf, class_cdf, rng, attempts: int = 8
+) -> np.ndarray:
   """Keys row * K + class of one co-occurrence neighbour of each source label, never a true label.
 
   A draw that hits a true or already added label of its video is redrawn (up to `attempts` times, the
@@ -368,7 +395,7 @@ def split_rows(num_videos: int, fractions: Sequence[float], seed: int) -> List[n
   permutation = _generator(seed, _SPLIT).permutation(num_videos)
   sizes = [int(math.floor(f * num_videos)) for f in fractions[:-1]]
   bounds = np.cumsum([0] + sizes + [num_videos - sum(sizes)])
-  return [np.sort(permutation[bounds[i]:bounds[i + 1]]) for i in range(len(fractions))]
+  return [np.sort(permutation[bounds[i] : bounds[i + 1]]) for i in range(len(fractions))]
 
 
 def shard_name(split: str, shard: int, num_shards: int) -> str:
@@ -383,18 +410,18 @@ def shard_name(split: str, shard: int, num_shards: int) -> str:
 class _Plan:
   """Per-video and per-label draws made once for all videos (vectorized, chunk-independent)."""
 
-  num_frames: np.ndarray   # [N] int64
-  num_shots: np.ndarray    # [N] int64
-  style: np.ndarray        # [N] int64
-  weight: np.ndarray       # [E] float32, salience times class strength (x brief_boost when brief)
-  brief: np.ndarray        # [E] bool
+  num_frames: np.ndarray  # [N] int64
+  num_shots: np.ndarray  # [N] int64
+  style: np.ndarray  # [N] int64
+  weight: np.ndarray  # [E] float32, salience times class strength (x brief_boost when brief)
+  brief: np.ndarray  # [E] bool
 
 
 def _make_plan(config: SyntheticConfig, clean: LabelSets, world: _World) -> _Plan:
   rng = _generator(config.seed, _PLAN)
   n = len(clean)
   spread = config.frames_spread
-  frames = np.rint(config.mean_frames * np.exp(spread * rng.standard_normal(n) - spread ** 2 / 2))
+  frames = np.rint(config.mean_frames * np.exp(spread * rng.standard_normal(n) - spread**2 / 2))
   frames = np.clip(frames, config.min_frames, config.max_frames).astype(np.int64)
   shots = rng.integers(config.min_shots, config.max_shots + 1, size=n)
   shots = np.minimum(shots, frames)
@@ -405,8 +432,9 @@ def _make_plan(config: SyntheticConfig, clean: LabelSets, world: _World) -> _Pla
   return _Plan(frames, shots, style, weight.astype(np.float32), brief)
 
 
-def _visibility(rng: np.random.Generator, num_frames: int, num_shots: int, brief: np.ndarray,
-                config: SyntheticConfig) -> Tuple[np.ndarray, np.ndarray]:
+def _visibility(
+  rng: np.random.Generator, num_frames: int, num_shots: int, brief: np.ndarray, config: SyntheticConfig
+) -> Tuple[np.ndarray, np.ndarray]:
   """([T, n] 0/1 float32: which label is visible in which frame, [T] shot of each frame)."""
   num_labels = len(brief)
   cuts = np.sort(rng.choice(np.arange(1, num_frames), num_shots - 1, replace=False)) if num_shots > 1 else []
@@ -421,8 +449,14 @@ def _visibility(rng: np.random.Generator, num_frames: int, num_shots: int, brief
   return np.where(brief[None, :], window, visible).astype(np.float32), shot_of_frame
 
 
-def synthesize_chunk(config: SyntheticConfig, world: _World, plan: _Plan, clean: LabelSets,
-                     rows: np.ndarray, schema: Schema = Schema()) -> Dict[str, np.ndarray]:
+def synthesize_chunk(
+  config: SyntheticConfig,
+  world: _World,
+  plan: _Plan,
+  clean: LabelSets,
+  rows: np.ndarray,
+  schema: Schema = Schema(),
+) -> Dict[str, np.ndarray]:
   """Quantized frames and video-level means of `rows` (indices into `clean`).
 
   Returns rgb [F, 1024] and audio [F, 128] uint8, frame_offsets [n + 1], mean_rgb [n, 1024] and
@@ -457,14 +491,18 @@ def synthesize_chunk(config: SyntheticConfig, world: _World, plan: _Plan, clean:
     shot_of_frame[start:end] = shots + shot_starts[i]
     rng.standard_normal(dtype=np.float32, out=video_latent[i])
     rng.standard_normal(dtype=np.float32, out=audio_video_latent[i])
-    rng.standard_normal(dtype=np.float32, out=shot_latent[shot_starts[i]:shot_starts[i + 1]])
+    rng.standard_normal(dtype=np.float32, out=shot_latent[shot_starts[i] : shot_starts[i + 1]])
     rng.random(dtype=np.float32, out=uniform[start:end])
   scale = config.difficulty / np.sqrt(dim)
   video_of_frame = np.repeat(np.arange(len(rows)), counts)
-  video_rgb = world.rgb_style[plan.style[rows]] + (scale * config.video_noise) * (video_latent @ world.rgb_projection)
+  video_rgb = world.rgb_style[plan.style[rows]] + (scale * config.video_noise) * (
+    video_latent @ world.rgb_projection
+  )
   rgb += video_rgb[video_of_frame]
   rgb += ((scale * config.shot_noise) * (shot_latent @ world.rgb_projection))[shot_of_frame]
-  audio += ((scale * config.audio_video_noise) * (audio_video_latent @ world.audio_projection))[video_of_frame]
+  audio += ((scale * config.audio_video_noise) * (audio_video_latent @ world.audio_projection))[
+    video_of_frame
+  ]
   uniform -= 0.5
   rgb += uniform[:, :rgb_size] * world.rgb_noise_scale
   audio += uniform[:, rgb_size:] * world.audio_noise_scale
@@ -474,8 +512,9 @@ def synthesize_chunk(config: SyntheticConfig, world: _World, plan: _Plan, clean:
     quantized = quantize(values)
     # Dequantization is affine, so the mean of dequantized frames is the dequantized mean code (exact
     # integer sums; the float32 result matches averaging dequantize(frames) to float32 rounding).
-    code_sums = np.stack([quantized[begin:end].sum(axis=0, dtype=np.int64)
-                          for begin, end in zip(offsets[:-1], offsets[1:])])
+    code_sums = np.stack(
+      [quantized[begin:end].sum(axis=0, dtype=np.int64) for begin, end in zip(offsets[:-1], offsets[1:])]
+    )
     code_means = code_sums / counts[:, None].astype(np.float64)
     out[name] = quantized
     out["mean_" + name] = dequantize(code_means)
@@ -495,8 +534,9 @@ class _Dataset:
   dropped_without_labels: int
 
 
-def prepare_labels(config: SyntheticConfig, label_sets_path: Optional[str] = None,
-                   vocabulary_path: Optional[str] = None) -> Tuple[LabelSets, Vocabulary, int]:
+def prepare_labels(
+  config: SyntheticConfig, label_sets_path: Optional[str] = None, vocabulary_path: Optional[str] = None
+) -> Tuple[LabelSets, Vocabulary, int]:
   """Loads the label sets, keeps the class subset and samples num_videos. Returns (clean, vocab, dropped)."""
   vocabulary = labels_lib.load_vocabulary(vocabulary_path)
   total_classes = len(vocabulary)
@@ -511,9 +551,13 @@ def prepare_labels(config: SyntheticConfig, label_sets_path: Optional[str] = Non
     dropped += dropped_by_subset
   if config.num_videos is not None:
     if config.num_videos > len(label_sets):
-      raise ValueError(f"num_videos={config.num_videos} but only {len(label_sets)} videos have labels "
-                       f"in {label_sets_path or 'the packaged sample'}")
-    chosen = np.sort(_generator(config.seed, _SUBSET).choice(len(label_sets), config.num_videos, replace=False))
+      raise ValueError(
+        f"num_videos={config.num_videos} but only {len(label_sets)} videos have labels "
+        f"in {label_sets_path or 'the packaged sample'}"
+      )
+    chosen = np.sort(
+      _generator(config.seed, _SUBSET).choice(len(label_sets), config.num_videos, replace=False)
+    )
     label_sets = label_sets.select(chosen)
   return label_sets, vocabulary, dropped
 
@@ -530,17 +574,27 @@ def _write_json(path: str, value: dict) -> None:
     handle.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def generate(config: SyntheticConfig, out_dir: str, label_sets_path: Optional[str] = None,
-             vocabulary_path: Optional[str] = None, progress: Optional[Callable[[Progress], None]] = None,
-             chunk_size: int = 256, overwrite: bool = False) -> dict:
+def generate(
+  config: SyntheticConfig,
+  out_dir: str,
+  label_sets_path: Optional[str] = None,
+  vocabulary_path: Optional[str] = None,
+  progress: Optional[Callable[[Progress], None]] = None,
+  chunk_size: int = 256,
+  overwrite: bool = False,
+) -> dict:
   """Writes the synthetic dataset under `out_dir`; returns the summary also saved in synthetic_config.json.
 
   A complete directory made by the same config is left as is (its summary is returned); a different config
   raises unless `overwrite`. An interrupted run of the same config resumes, keeping finished shards.
   """
   schema = Schema()
-  identity = {"config": config.to_json_dict(), "label_sets_path": label_sets_path,
-              "vocabulary_path": vocabulary_path, "format_version": FORMAT_VERSION}
+  identity = {
+    "config": config.to_json_dict(),
+    "label_sets_path": label_sets_path,
+    "vocabulary_path": vocabulary_path,
+    "format_version": FORMAT_VERSION,
+  }
   config_path = os.path.join(out_dir, CONFIG_FILE)
   pending_path = os.path.join(out_dir, PENDING_FILE)
   finished = _read_json(config_path)
@@ -558,8 +612,15 @@ def generate(config: SyntheticConfig, out_dir: str, label_sets_path: Optional[st
   clean, vocabulary, dropped = prepare_labels(config, label_sets_path, vocabulary_path)
   schema = schema.with_num_classes(len(vocabulary))
   world = _build_world(config, clean, vocabulary, schema)
-  observed = observe_labels(clean, world.neighbours, world.neighbour_cdf, world.class_cdf,
-                            config.label_drop_rate, config.label_add_rate, _generator(config.seed, _LABEL_NOISE))
+  observed = observe_labels(
+    clean,
+    world.neighbours,
+    world.neighbour_cdf,
+    world.class_cdf,
+    config.label_drop_rate,
+    config.label_add_rate,
+    _generator(config.seed, _LABEL_NOISE),
+  )
   plan = _make_plan(config, clean, world)
   splits = split_rows(len(clean), config.split_fractions, config.seed)
   synthesis = _Synthesis(config, world, plan, clean, observed, schema)
@@ -569,12 +630,18 @@ def generate(config: SyntheticConfig, out_dir: str, label_sets_path: Optional[st
   for split, rows, num_shards in zip(SPLITS, splits, config.num_shards):
     for shard, shard_rows in enumerate(np.array_split(rows, num_shards)):
       name = shard_name(split, shard, num_shards)
-      paths = [os.path.join(out_dir, level, name) for level in ("video", "frame")[:1 + config.frame_level]]
+      paths = [os.path.join(out_dir, level, name) for level in ("video", "frame")[: 1 + config.frame_level]]
       if resume and all(tf.io.gfile.exists(p) for p in paths):
         tracker.add(split, len(shard_rows), int(plan.num_frames[shard_rows].sum()))
         continue
-      _write_shard(synthesis, shard_rows, paths, with_labels=split != "test", chunk_size=chunk_size,
-                   on_chunk=functools.partial(tracker.add, split))
+      _write_shard(
+        synthesis,
+        shard_rows,
+        paths,
+        with_labels=split != "test",
+        chunk_size=chunk_size,
+        on_chunk=functools.partial(tracker.add, split),
+      )
 
   labels_lib.write_label_sets(os.path.join(out_dir, "test_labels.csv"), observed.select(splits[2]))
   labels_lib.write_label_sets(os.path.join(out_dir, "clean_labels.csv"), clean)
@@ -610,18 +677,23 @@ class _ProgressTracker:
     self._videos += videos
     self._frames += frames
     if self._callback is not None:
-      self._callback(Progress(split, self._videos, self._videos_total, self._frames,
-                              time.time() - self._started))
+      self._callback(
+        Progress(split, self._videos, self._videos_total, self._frames, time.time() - self._started)
+      )
 
 
 def _remove_stale_shards(out_dir: str, config: SyntheticConfig) -> None:
   """Deletes shard files of an earlier layout (other shard counts, frame level switched off), so that a glob
   over the directory sees only this config's files."""
-  planned = {os.path.join(out_dir, "video", shard_name(split, shard, count))
-             for split, count in zip(SPLITS, config.num_shards) for shard in range(count)}
+  planned = {
+    os.path.join(out_dir, "video", shard_name(split, shard, count))
+    for split, count in zip(SPLITS, config.num_shards)
+    for shard in range(count)
+  }
   if config.frame_level:
-    planned |= {path.replace(os.path.join(out_dir, "video"), os.path.join(out_dir, "frame"), 1)
-                for path in planned}
+    planned |= {
+      path.replace(os.path.join(out_dir, "video"), os.path.join(out_dir, "frame"), 1) for path in planned
+    }
   for level in ("video", "frame"):
     for split in SPLITS:
       for path in tf.io.gfile.glob(os.path.join(out_dir, level, f"{split}-*.tfrecord")):
@@ -629,25 +701,37 @@ def _remove_stale_shards(out_dir: str, config: SyntheticConfig) -> None:
           tf.io.gfile.remove(path)
 
 
-def _write_shard(synthesis: _Synthesis, shard_rows: np.ndarray, paths: Sequence[str], with_labels: bool,
-                 chunk_size: int, on_chunk: Callable[[int, int], None]) -> None:
+def _write_shard(
+  synthesis: _Synthesis,
+  shard_rows: np.ndarray,
+  paths: Sequence[str],
+  with_labels: bool,
+  chunk_size: int,
+  on_chunk: Callable[[int, int], None],
+) -> None:
   """Writes one shard: video-level to paths[0] and, when given, frame-level to paths[1], chunk by chunk."""
   clean, observed, schema = synthesis.clean, synthesis.observed, synthesis.schema
   with contextlib.ExitStack() as stack:
     writers = [stack.enter_context(atomic_tfrecord_writer(path)) for path in paths]
     for begin in range(0, len(shard_rows), chunk_size):
-      rows = shard_rows[begin:begin + chunk_size]
+      rows = shard_rows[begin : begin + chunk_size]
       chunk = synthesize_chunk(synthesis.config, synthesis.world, synthesis.plan, clean, rows, schema)
       offsets = chunk["frame_offsets"]
       for i, row in enumerate(rows):
         video_id = clean.ids[row]
         labels = observed[row] if with_labels else None
-        writers[0].write(video_example(video_id, labels, {
-            "mean_rgb": chunk["mean_rgb"][i], "mean_audio": chunk["mean_audio"][i]}, schema).SerializeToString())
+        writers[0].write(
+          video_example(
+            video_id, labels, {"mean_rgb": chunk["mean_rgb"][i], "mean_audio": chunk["mean_audio"][i]}, schema
+          ).SerializeToString()
+        )
         if len(writers) > 1:
           frames = slice(offsets[i], offsets[i + 1])
-          writers[1].write(frame_example(video_id, labels, {
-              "rgb": chunk["rgb"][frames], "audio": chunk["audio"][frames]}, schema).SerializeToString())
+          writers[1].write(
+            frame_example(
+              video_id, labels, {"rgb": chunk["rgb"][frames], "audio": chunk["audio"][frames]}, schema
+            ).SerializeToString()
+          )
       on_chunk(len(rows), int(offsets[-1]))
 
 
@@ -656,16 +740,16 @@ def _counts(config, clean, observed, splits, plan, dropped, num_classes) -> dict
   observed_keys = observed.rows * num_classes + observed.values
   kept = np.isin(true_keys, observed_keys)
   return {
-      "videos": {split: int(len(rows)) for split, rows in zip(SPLITS, splits)},
-      "frames": {split: int(plan.num_frames[rows].sum()) for split, rows in zip(SPLITS, splits)},
-      "classes": int(num_classes),
-      "classes_present": int(np.sum(clean.class_counts(num_classes) > 0)),
-      "videos_dropped_without_labels": int(dropped),
-      "clean_labels": int(len(clean.values)),
-      "observed_labels": int(len(observed.values)),
-      "measured_drop_rate": float(1.0 - kept.mean()) if len(kept) else 0.0,
-      "measured_add_rate": float(np.sum(~np.isin(observed_keys, true_keys)) / max(len(true_keys), 1)),
-      "brief_label_fraction": float(plan.brief.mean()) if len(plan.brief) else 0.0,
+    "videos": {split: int(len(rows)) for split, rows in zip(SPLITS, splits)},
+    "frames": {split: int(plan.num_frames[rows].sum()) for split, rows in zip(SPLITS, splits)},
+    "classes": int(num_classes),
+    "classes_present": int(np.sum(clean.class_counts(num_classes) > 0)),
+    "videos_dropped_without_labels": int(dropped),
+    "clean_labels": int(len(clean.values)),
+    "observed_labels": int(len(observed.values)),
+    "measured_drop_rate": float(1.0 - kept.mean()) if len(kept) else 0.0,
+    "measured_add_rate": float(np.sum(~np.isin(observed_keys, true_keys)) / max(len(true_keys), 1)),
+    "brief_label_fraction": float(plan.brief.mean()) if len(plan.brief) else 0.0,
   }
 
 

@@ -39,8 +39,9 @@ def _labels_list(labels, schema: Schema) -> list:
   return labels
 
 
-def video_example(video_id, labels: Sequence[int] | None, features: Mapping[str, np.ndarray],
-                  schema: Schema = Schema()) -> tf.train.Example:
+def video_example(
+  video_id, labels: Sequence[int] | None, features: Mapping[str, np.ndarray], schema: Schema = Schema()
+) -> tf.train.Example:
   """One video-level Example. `features` maps `mean_rgb`/`mean_audio` (schema names) to float vectors.
 
   `labels=None` writes no labels key (like the real test files).
@@ -56,8 +57,9 @@ def video_example(video_id, labels: Sequence[int] | None, features: Mapping[str,
   return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def frame_example(video_id, labels: Sequence[int] | None, frames: Mapping[str, np.ndarray],
-                  schema: Schema = Schema()) -> tf.train.SequenceExample:
+def frame_example(
+  video_id, labels: Sequence[int] | None, frames: Mapping[str, np.ndarray], schema: Schema = Schema()
+) -> tf.train.SequenceExample:
   """One frame-level SequenceExample. `frames` maps `rgb`/`audio` to uint8 arrays [num_frames, size]."""
   context = {schema.id_key: _bytes([_id_bytes(video_id)])}
   if labels is not None:
@@ -67,15 +69,18 @@ def frame_example(video_id, labels: Sequence[int] | None, frames: Mapping[str, n
   for name, size in zip(schema.feature_names, schema.feature_sizes):
     values = np.asarray(frames[name])
     if values.dtype != np.uint8 or values.ndim != 2 or values.shape[1] != size:
-      raise ValueError(f"video {video_id!r}: frames[{name!r}] must be uint8 [num_frames, {size}], "
-                       f"got {values.dtype} {values.shape}")
+      raise ValueError(
+        f"video {video_id!r}: frames[{name!r}] must be uint8 [num_frames, {size}], "
+        f"got {values.dtype} {values.shape}"
+      )
     if num_frames is not None and values.shape[0] != num_frames:
       raise ValueError(f"video {video_id!r}: {name} has {values.shape[0]} frames, expected {num_frames}")
     num_frames = values.shape[0]
     feature_lists[name] = tf.train.FeatureList(feature=[_bytes([row.tobytes()]) for row in values])
   return tf.train.SequenceExample(
-      context=tf.train.Features(feature=context),
-      feature_lists=tf.train.FeatureLists(feature_list=feature_lists))
+    context=tf.train.Features(feature=context),
+    feature_lists=tf.train.FeatureLists(feature_list=feature_lists),
+  )
 
 
 def write_records(path: str, records: Iterable, compression: str = "") -> int:

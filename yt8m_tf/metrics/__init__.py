@@ -2,12 +2,26 @@
 
 from yt8m_tf.metrics.gap import TopKPairs, extract_top_k_pairs, gap_at_k, gap_from_pairs, top_k_per_video
 from yt8m_tf.metrics.keras_metric import GapMetric
-from yt8m_tf.metrics.ranking import (hit_at_one, mean_average_precision, per_class_average_precision, perr,
-                                     positives_per_class)
+from yt8m_tf.metrics.ranking import (
+  hit_at_one,
+  mean_average_precision,
+  per_class_average_precision,
+  perr,
+  positives_per_class,
+)
 from yt8m_tf.metrics.streaming import GapAccumulator
 
 __all__ = [
-    "GapAccumulator", "GapMetric", "TopKPairs", "extract_top_k_pairs", "gap_at_k", "gap_from_pairs",
-    "hit_at_one", "mean_average_precision", "per_class_average_precision", "perr", "positives_per_class",
-    "top_k_per_video",
+  "GapAccumulator",
+  "GapMetric",
+  "TopKPairs",
+  "extract_top_k_pairs",
+  "gap_at_k",
+  "gap_from_pairs",
+  "hit_at_one",
+  "mean_average_precision",
+  "per_class_average_precision",
+  "perr",
+  "positives_per_class",
+  "top_k_per_video",
 ]

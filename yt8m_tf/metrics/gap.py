@@ -139,8 +139,9 @@ def _row_chunks(num_rows: int, chunk_rows: int):
     yield start, min(start + chunk_rows, num_rows)
 
 
-def _map_row_chunks(work: Callable[[int, int], object], num_rows: int, chunk_rows: int,
-                    num_threads: Optional[int]) -> list:
+def _map_row_chunks(
+  work: Callable[[int, int], object], num_rows: int, chunk_rows: int, num_threads: Optional[int]
+) -> list:
   """`work(start, stop)` for every row chunk, results in chunk order.
 
   The heavy numpy calls release the GIL, so threads scale with cores. Chunks write disjoint rows, so the
@@ -155,8 +156,9 @@ def _map_row_chunks(work: Callable[[int, int], object], num_rows: int, chunk_row
     return list(pool.map(lambda bounds: work(*bounds), chunks))
 
 
-def top_k_per_video(scores, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                    num_threads: Optional[int] = None):
+def top_k_per_video(
+  scores, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None
+):
   """Top `k' = min(k, C)` classes of each video.
 
   Args:
@@ -183,8 +185,9 @@ def top_k_per_video(scores, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS,
   return indices, values
 
 
-def extract_top_k_pairs(scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                        num_threads: Optional[int] = None) -> TopKPairs:
+def extract_top_k_pairs(
+  scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None
+) -> TopKPairs:
   """Top-k pairs of every video and the global positive count, in one chunked pass.
 
   Args:
@@ -233,8 +236,9 @@ def gap_from_pairs(pair_scores, pair_is_positive, num_positives: int) -> float:
   num_positive_pairs = int(np.count_nonzero(pair_is_positive))
   num_positives = int(num_positives)
   if num_positives < num_positive_pairs:
-    raise ValueError(f"num_positives={num_positives} is smaller than the number of positive pairs "
-                     f"({num_positive_pairs}).")
+    raise ValueError(
+      f"num_positives={num_positives} is smaller than the number of positive pairs ({num_positive_pairs})."
+    )
   if num_positive_pairs == 0:
     return 0.0
   if not np.issubdtype(pair_scores.dtype, np.floating):
@@ -248,8 +252,9 @@ def gap_from_pairs(pair_scores, pair_is_positive, num_positives: int) -> float:
   return float(np.sum(hits_so_far / positive_ranks) / num_positives)
 
 
-def gap_at_k(scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-             num_threads: Optional[int] = None) -> float:
+def gap_at_k(
+  scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None
+) -> float:
   """GAP@k of [N, C] scores against [N, C] labels: the starter's `calculate_gap` (module docstring).
 
   Args:

@@ -89,8 +89,9 @@ class GapMetric(keras.metrics.Metric):
   rewrites the buffer (8*k*max_videos bytes per replica).
   """
 
-  def __init__(self, k: int = 20, max_videos: int = 200_000, on_overflow: str = "error", name: str = "gap",
-               dtype=None):
+  def __init__(
+    self, k: int = 20, max_videos: int = 200_000, on_overflow: str = "error", name: str = "gap", dtype=None
+  ):
     super().__init__(name=name, dtype=dtype)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
       raise ValueError(f"k must be a positive integer, got {k!r}.")
@@ -103,17 +104,30 @@ class GapMetric(keras.metrics.Metric):
     self.on_overflow = on_overflow
     # only_first_replica: under tf.distribute all replicas hold identical copies (see _gather_replicas).
     self.top_scores = self.add_variable(
-        shape=(max_videos, k), initializer=keras.initializers.Constant(float("-inf")), dtype="float32",
-        aggregation="only_first_replica", name="top_scores")
+      shape=(max_videos, k),
+      initializer=keras.initializers.Constant(float("-inf")),
+      dtype="float32",
+      aggregation="only_first_replica",
+      name="top_scores",
+    )
     # float32 rather than bool/int8: scatter and assign kernels exist for it on every device.
     self.top_is_positive = self.add_variable(
-        shape=(max_videos, k), initializer="zeros", dtype="float32", aggregation="only_first_replica",
-        name="top_is_positive")
+      shape=(max_videos, k),
+      initializer="zeros",
+      dtype="float32",
+      aggregation="only_first_replica",
+      name="top_is_positive",
+    )
     self.positives_per_video = self.add_variable(
-        shape=(max_videos,), initializer="zeros", dtype="float32", aggregation="only_first_replica",
-        name="positives_per_video")
+      shape=(max_videos,),
+      initializer="zeros",
+      dtype="float32",
+      aggregation="only_first_replica",
+      name="positives_per_video",
+    )
     self.videos_seen = self.add_variable(
-        shape=(), initializer="zeros", dtype="int64", aggregation="only_first_replica", name="videos_seen")
+      shape=(), initializer="zeros", dtype="int64", aggregation="only_first_replica", name="videos_seen"
+    )
 
   def update_state(self, y_true, y_pred, sample_weight=None):
     y_pred = tf.cast(tf.convert_to_tensor(y_pred), tf.float32)
@@ -146,9 +160,13 @@ class GapMetric(keras.metrics.Metric):
     else:
       if not _in_xla_context():
         tf.debugging.assert_less_equal(
-            first + batch_size, tf.constant(self.max_videos, tf.int64),
-            message=(f"GapMetric '{self.name}' holds at most max_videos={self.max_videos} videos between "
-                     "resets; raise max_videos (8*k bytes per video) or use on_overflow='window'."))
+          first + batch_size,
+          tf.constant(self.max_videos, tf.int64),
+          message=(
+            f"GapMetric '{self.name}' holds at most max_videos={self.max_videos} videos between "
+            "resets; raise max_videos (8*k bytes per video) or use on_overflow='window'."
+          ),
+        )
       # Without assertions (XLA) clamp the writes; result() then reports NaN.
       rows = tf.minimum(video_index, self.max_videos - 1)
     _scatter_rows(self.top_scores, rows, scores)

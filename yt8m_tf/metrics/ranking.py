@@ -10,8 +10,13 @@ from typing import Optional
 
 import numpy as np
 
-from yt8m_tf.metrics.gap import (DEFAULT_CHUNK_ROWS, _as_score_matrix, _positive, _row_chunks,
-                                 extract_top_k_pairs)
+from yt8m_tf.metrics.gap import (
+  DEFAULT_CHUNK_ROWS,
+  _as_score_matrix,
+  _positive,
+  _row_chunks,
+  extract_top_k_pairs,
+)
 
 MAP_VARIANTS = ("2018", "2019")
 
@@ -41,8 +46,9 @@ def hit_at_one(scores, labels, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> float:
   return hits / num_videos
 
 
-def perr(scores, labels, skip_videos_without_labels: bool = False,
-         chunk_rows: int = DEFAULT_CHUNK_ROWS) -> float:
+def perr(
+  scores, labels, skip_videos_without_labels: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> float:
   """Precision at equal recall rate, as the starter computes it.
 
   A video with n positive labels scores (number of its n top-scored classes that are positive AND have
@@ -67,7 +73,7 @@ def perr(scores, labels, skip_videos_without_labels: bool = False,
     for start, stop in _row_chunks(videos.size, chunk_rows):
       rows = videos[start:stop]
       row_scores = scores[rows]
-      top = np.argpartition(row_scores, num_classes - n, axis=1)[:, num_classes - n:]
+      top = np.argpartition(row_scores, num_classes - n, axis=1)[:, num_classes - n :]
       correct = _positive(labels[rows[:, None], top]) & (np.take_along_axis(row_scores, top, axis=1) > 0)
       precision_sum += np.count_nonzero(correct) / n
   averaged = np.count_nonzero(labels_per_video) if skip_videos_without_labels else num_videos
@@ -85,8 +91,9 @@ def positives_per_class(labels, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndar
   return counts
 
 
-def per_class_average_precision(scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                                num_threads: Optional[int] = None):
+def per_class_average_precision(
+  scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None
+):
   """Per-class AP over the top-k-filtered lists, as the starter's mAP calculator receives them.
 
   Every video contributes its `min(k, C)` top-scored (class, score, label) triplets (same selection as
@@ -116,17 +123,25 @@ def per_class_average_precision(scores, labels, k: int = 20, chunk_rows: int = D
   positives_before_class = np.concatenate([[0], positives_so_far])[class_start]
   hits_in_class = positives_so_far - positives_before_class[sorted_classes]
 
-  precision_sums = np.bincount(sorted_classes[sorted_positive],
-                               weights=hits_in_class[sorted_positive] / rank_in_class[sorted_positive],
-                               minlength=num_classes)
+  precision_sums = np.bincount(
+    sorted_classes[sorted_positive],
+    weights=hits_in_class[sorted_positive] / rank_in_class[sorted_positive],
+    minlength=num_classes,
+  )
   average_precision = np.zeros(num_classes, dtype=np.float64)
   has_positives = num_positives > 0
   average_precision[has_positives] = precision_sums[has_positives] / num_positives[has_positives]
   return average_precision, num_positives
 
 
-def mean_average_precision(scores, labels, k: int = 20, variant: str = "2018",
-                           chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None) -> float:
+def mean_average_precision(
+  scores,
+  labels,
+  k: int = 20,
+  variant: str = "2018",
+  chunk_rows: int = DEFAULT_CHUNK_ROWS,
+  num_threads: Optional[int] = None,
+) -> float:
   """Mean of `per_class_average_precision`.
 
   variant="2018": mean over all C classes, classes without positives counting as AP 0 (the starter during
@@ -137,7 +152,8 @@ def mean_average_precision(scores, labels, k: int = 20, variant: str = "2018",
   if variant not in MAP_VARIANTS:
     raise ValueError(f"variant must be one of {MAP_VARIANTS}, got {variant!r}.")
   average_precision, num_positives = per_class_average_precision(
-      scores, labels, k=k, chunk_rows=chunk_rows, num_threads=num_threads)
+    scores, labels, k=k, chunk_rows=chunk_rows, num_threads=num_threads
+  )
   if variant == "2019":
     average_precision = average_precision[num_positives > 0]
   return float(np.mean(average_precision)) if average_precision.size else 0.0

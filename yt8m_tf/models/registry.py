@@ -27,8 +27,9 @@ class ModelEntry:
   def params(self) -> Dict[str, object]:
     """The builder's keyword parameters and their defaults."""
     signature = inspect.signature(self.builder)
-    return {p.name: p.default for p in signature.parameters.values()
-            if p.default is not inspect.Parameter.empty}
+    return {
+      p.name: p.default for p in signature.parameters.values() if p.default is not inspect.Parameter.empty
+    }
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
@@ -61,8 +62,9 @@ def build(name: str, num_classes: int = 3862, **params) -> keras.Model:
   entry = get(name)
   unknown = set(params) - set(entry.params)
   if unknown:
-    raise TypeError(f"model {name!r} got unknown params {sorted(unknown)}; "
-                    f"valid params: {sorted(entry.params)}")
+    raise TypeError(
+      f"model {name!r} got unknown params {sorted(unknown)}; valid params: {sorted(entry.params)}"
+    )
   return entry.builder(num_classes=num_classes, **params)
 
 

@@ -19,12 +19,14 @@ def inference_function(model: keras.Model) -> Callable:
   """features -> probabilities, traced once per model (and input shapes) rather than per call."""
   if model not in _INFERENCE_FUNCTIONS:
     _INFERENCE_FUNCTIONS[model] = tf.function(
-        lambda features: tf.sigmoid(model(features, training=False)), reduce_retracing=True)
+      lambda features: tf.sigmoid(model(features, training=False)), reduce_retracing=True
+    )
   return _INFERENCE_FUNCTIONS[model]
 
 
-def predict_batches(model: keras.Model, dataset: tf.data.Dataset
-                    ) -> Iterator[Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]]:
+def predict_batches(
+  model: keras.Model, dataset: tf.data.Dataset
+) -> Iterator[Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]]:
   """Yields (ids or None, probabilities, labels) per batch of a `(features, labels)` dataset."""
   infer = inference_function(model)
   for features, labels in dataset:
@@ -47,8 +49,13 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, k: int = 20) -> Dict[
     labeled += int(has_labels.sum())
     if has_labels.any():
       perr_sum += metrics.perr(probabilities[has_labels], labels[has_labels]) * int(has_labels.sum())
-  return {f"gap@{k}": gap.result(), "hit@1": hits / max(videos, 1), "perr": perr_sum / max(labeled, 1),
-          "loss": bce_sum / max(videos, 1), "videos": videos}
+  return {
+    f"gap@{k}": gap.result(),
+    "hit@1": hits / max(videos, 1),
+    "perr": perr_sum / max(labeled, 1),
+    "loss": bce_sum / max(videos, 1),
+    "videos": videos,
+  }
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -68,5 +75,11 @@ class ValidationMetrics(keras.callbacks.Callback):
     if logs is None:
       return
     result = evaluate(self.model, self.dataset, k=self.k)
-    logs.update({"val_gap": result[f"gap@{self.k}"], "val_loss": result["loss"],
-                 "val_hit@1": result["hit@1"], "val_perr": result["perr"]})
+    logs.update(
+      {
+        "val_gap": result[f"gap@{self.k}"],
+        "val_loss": result["loss"],
+        "val_hit@1": result["hit@1"],
+        "val_perr": result["perr"],
+      }
+    )

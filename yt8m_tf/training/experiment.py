@@ -15,7 +15,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import keras
 import numpy as np
@@ -68,8 +68,9 @@ class TrainConfig:
 
   def __post_init__(self):
     if self.distribution_strategy not in STRATEGIES:
-      raise ValueError(f"distribution_strategy must be one of {STRATEGIES}, got "
-                       f"{self.distribution_strategy!r}")
+      raise ValueError(
+        f"distribution_strategy must be one of {STRATEGIES}, got {self.distribution_strategy!r}"
+      )
     if self.fold is not None and not 0 <= self.fold < self.num_folds:
       raise ValueError(f"fold must be in [0, {self.num_folds}), got {self.fold}")
     if self.fold is None and not self.eval_data_pattern:
@@ -107,12 +108,17 @@ def _check_or_write_config(config: TrainConfig) -> None:
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       previous = json.load(f)
-    changed = sorted(k for k in set(current) | set(previous)
-                     if k not in _RESUMABLE_CHANGES and current.get(k) != previous.get(k))
+    changed = sorted(
+      k
+      for k in set(current) | set(previous)
+      if k not in _RESUMABLE_CHANGES and current.get(k) != previous.get(k)
+    )
     if changed:
       details = ", ".join(f"{k}: {previous.get(k)!r} -> {current.get(k)!r}" for k in changed)
-      raise ValueError(f"{config.train_dir} holds a run made with other settings ({details}); "
-                       "use a new --train_dir or delete the old one")
+      raise ValueError(
+        f"{config.train_dir} holds a run made with other settings ({details}); "
+        "use a new --train_dir or delete the old one"
+      )
   tf.io.gfile.makedirs(config.train_dir)
   with atomic_open(path) as f:
     json.dump(current, f, indent=1, sort_keys=True)
@@ -123,17 +129,21 @@ def apply_training_transforms(dataset: tf.data.Dataset, config: TrainConfig) -> 
   mixes the final targets). Random draws are seeded from `config.seed`: a run replays exactly."""
   if config.soft_labels:
     from yt8m_tf.stacking import soft_labels  # the store comes with the stacking stage
+
     store = soft_labels.SoftLabelStore.load(config.soft_labels)
-    dataset = dataset.map(store.target_transform(config.soft_label_weight),
-                          num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(
+      store.target_transform(config.soft_label_weight), num_parallel_calls=tf.data.AUTOTUNE
+    )
   if config.frame_sampler:
     from yt8m_tf.training import frame_sampling
+
     params = dict(config.frame_sampler_params)
     params.setdefault("pad_to", config.max_frames)  # frame models take a fixed number of frames
     sampler = frame_sampling.get_sampler(config.frame_sampler, **params)
     dataset = sampler.map_dataset(dataset, seed=config.seed)
   if config.mixup_alpha > 0:
     from yt8m_tf.training import mixup
+
     dataset = mixup.mixup_dataset(dataset, config.mixup_alpha, seed=config.seed + 1)
   return dataset
 
@@ -151,9 +161,17 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
   # With steps_per_epoch an epoch is that many batches of an endless stream (the seed's
   # pseudo-epochs); without it, one pass over the data.
   num_epochs = None if config.steps_per_epoch else 1
-  train = reader(config.train_data_pattern, batch_size, schema=config.schema, shuffle=True,
-                 seed=config.seed, num_epochs=num_epochs, shuffle_buffer=config.shuffle_buffer,
-                 drop_remainder=True, **folds)
+  train = reader(
+    config.train_data_pattern,
+    batch_size,
+    schema=config.schema,
+    shuffle=True,
+    seed=config.seed,
+    num_epochs=num_epochs,
+    shuffle_buffer=config.shuffle_buffer,
+    drop_remainder=True,
+    **folds,
+  )
   keep = input_keys(config.kind, config.schema)
   needs_ids = bool(config.soft_labels)
   train = train.map(lambda f, l: ({k: f[k] for k in keep + (("id",) if needs_ids else ())}, l))
@@ -169,8 +187,13 @@ def validation_dataset(config: TrainConfig) -> tf.data.Dataset:
   """Hard-labeled validation data: the held-out fold, or `eval_data_pattern` without folds."""
   reader = data.video_dataset if config.kind == models.VIDEO else data.frame_dataset
   if config.fold is not None:
-    dataset = reader(config.train_data_pattern, config.batch_size, schema=config.schema,
-                     num_folds=config.num_folds, folds=[config.fold])
+    dataset = reader(
+      config.train_data_pattern,
+      config.batch_size,
+      schema=config.schema,
+      num_folds=config.num_folds,
+      folds=[config.fold],
+    )
   else:
     dataset = reader(config.eval_data_pattern, config.batch_size, schema=config.schema)
   keep = input_keys(config.kind, config.schema)
@@ -191,6 +214,7 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
   """Cluster-centroid models get k-means centroids (and idf) fitted on the real frames of the training
   folds before training; they are cached in train_dir so a resumed run does not refit."""
   from yt8m_tf.models.frame import centroids as centroid_lib
+
   layers = centroid_lib._centroid_layers(model)  # pylint: disable=protected-access
   if not layers:
     return
@@ -201,8 +225,14 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
       centers, idf = cached["centroids"], cached["idf"]
   else:
     folds = {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
-    frames = data.frame_dataset(config.train_data_pattern, config.batch_size, schema=config.schema,
-                                shuffle=True, seed=config.seed, **folds)
+    frames = data.frame_dataset(
+      config.train_data_pattern,
+      config.batch_size,
+      schema=config.schema,
+      shuffle=True,
+      seed=config.seed,
+      **folds,
+    )
     if config.kmeans_max_batches:
       frames = frames.take(config.kmeans_max_batches)
     centers = centroid_lib.fit_kmeans_on_dataset(frames, layers[0].num_clusters, seed=config.seed)
@@ -225,17 +255,33 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     model = build_model(config)
     loss = losses.get_loss(config.loss)
     # Rank losses pad to B*C*30B under XLA; they run without it.
-    trainer.compile_model(model, config.learning_rate, loss=loss, clip_norm=config.clip_norm,
-                          jit_compile="auto" if losses.loss_supports_jit(loss) else False)
+    trainer.compile_model(
+      model,
+      config.learning_rate,
+      loss=loss,
+      clip_norm=config.clip_norm,
+      jit_compile="auto" if losses.loss_supports_jit(loss) else False,
+    )
   train = training_dataset(config)
   # Non-chief workers write their checkpoints to a scratch directory, as tf.distribute requires.
-  train_dir = config.train_dir if chief else os.path.join(config.train_dir, "workers",
-                                                          str(strategy.cluster_resolver.task_id))
-  return trainer.fit(model, train, validation_dataset(config), train_dir=train_dir,
-                     epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-                     validation_steps=config.validation_steps, lr_factor=config.lr_factor,
-                     lr_patience=config.lr_patience,
-                     early_stopping_patience=config.early_stopping_patience, verbose=config.verbose)
+  train_dir = (
+    config.train_dir
+    if chief
+    else os.path.join(config.train_dir, "workers", str(strategy.cluster_resolver.task_id))
+  )
+  return trainer.fit(
+    model,
+    train,
+    validation_dataset(config),
+    train_dir=train_dir,
+    epochs=config.epochs,
+    steps_per_epoch=config.steps_per_epoch,
+    validation_steps=config.validation_steps,
+    lr_factor=config.lr_factor,
+    lr_patience=config.lr_patience,
+    early_stopping_patience=config.early_stopping_patience,
+    verbose=config.verbose,
+  )
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -243,5 +289,7 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
   if resolver is None or not resolver.cluster_spec().as_dict():
     return True
   return resolver.task_type in ("chief", None) or (
-      resolver.task_type == "worker" and resolver.task_id == 0
-      and "chief" not in resolver.cluster_spec().as_dict())
+    resolver.task_type == "worker"
+    and resolver.task_id == 0
+    and "chief" not in resolver.cluster_spec().as_dict()
+  )

@@ -121,8 +121,14 @@ def _normalized(x, n):
 # Random samplers (seed §3.2)
 
 
-def random_crop(features, min_len: int, max_len: int, seed=None, frame_keys: Sequence[str] = FRAME_KEYS,
-                pad_to: Optional[int] = None):
+def random_crop(
+  features,
+  min_len: int,
+  max_len: int,
+  seed=None,
+  frame_keys: Sequence[str] = FRAME_KEYS,
+  pad_to: Optional[int] = None,
+):
   """A random crop per video: length ~ U{min_len..max_len} clipped to the video's real frames, start
   uniform over the positions where the crop fits. Output L = max_len."""
   _check_positive(min_len=min_len, max_len=max_len)
@@ -140,8 +146,9 @@ def random_crop(features, min_len: int, max_len: int, seed=None, frame_keys: Seq
   return _gather(features, keys, index, length, pad_to)
 
 
-def bootstrap(features, length: int, seed=None, frame_keys: Sequence[str] = FRAME_KEYS,
-              pad_to: Optional[int] = None):
+def bootstrap(
+  features, length: int, seed=None, frame_keys: Sequence[str] = FRAME_KEYS, pad_to: Optional[int] = None
+):
   """Per video, `length` indices drawn uniformly WITH replacement from its real frames, sorted.
 
   A video with fewer than `length` real frames keeps all of them once, in order. Output L = length.
@@ -158,8 +165,14 @@ def bootstrap(features, length: int, seed=None, frame_keys: Sequence[str] = FRAM
   return _gather(features, keys, index, count, pad_to)
 
 
-def regular_intervals(features, min_step: int, max_step: int, seed=None,
-                      frame_keys: Sequence[str] = FRAME_KEYS, pad_to: Optional[int] = None):
+def regular_intervals(
+  features,
+  min_step: int,
+  max_step: int,
+  seed=None,
+  frame_keys: Sequence[str] = FRAME_KEYS,
+  pad_to: Optional[int] = None,
+):
   """One random step s ~ U{min_step..max_step} per batch; frames 0, s, 2s, ... below each video's
   `num_frames` (ceil(n / s) frames). Output L = ceil(T / min_step), the most any step can give."""
   _check_positive(min_step=min_step, max_step=max_step)
@@ -175,8 +188,9 @@ def regular_intervals(features, min_step: int, max_step: int, seed=None,
   return _gather(features, keys, tf.tile(index, [tf.shape(n)[0], 1]), count, pad_to)
 
 
-def random_segment_means(features, max_segments: int, seed=None, frame_keys: Sequence[str] = FRAME_KEYS,
-                         pad_to: Optional[int] = None):
+def random_segment_means(
+  features, max_segments: int, seed=None, frame_keys: Sequence[str] = FRAME_KEYS, pad_to: Optional[int] = None
+):
   """Random temporal average pooling: per video min(max_segments, n) segments whose borders are frame 0
   plus distinct random frames in 1..n-1; each output frame is the mean of one segment (all frames of
   the video are covered). Output L = max_segments."""
@@ -214,8 +228,13 @@ def random_segment_means(features, max_segments: int, seed=None, frame_keys: Seq
 # Cosine-similarity selection (seed §3.3), deterministic
 
 
-def shot_boundaries(features, k: int, frame_keys: Sequence[str] = FRAME_KEYS, similarity_key: str = "rgb",
-                    pad_to: Optional[int] = None):
+def shot_boundaries(
+  features,
+  k: int,
+  frame_keys: Sequence[str] = FRAME_KEYS,
+  similarity_key: str = "rgb",
+  pad_to: Optional[int] = None,
+):
   """Frame 0 plus the first frames of the k sharpest cuts: the k real frames t >= 1 with the lowest
   |cos(x_t, x_{t-1})| on `similarity_key` (x / (||x|| + 1e-5)), in temporal order. Ties go to the
   earlier frame. Output L = k + 1; a video with n <= k + 1 real frames keeps all of them."""
@@ -233,8 +252,13 @@ def shot_boundaries(features, k: int, frame_keys: Sequence[str] = FRAME_KEYS, si
   return _gather(features, keys, index, count, pad_to)
 
 
-def farthest_point(features, k: int, frame_keys: Sequence[str] = FRAME_KEYS, similarity_key: str = "rgb",
-                   pad_to: Optional[int] = None):
+def farthest_point(
+  features,
+  k: int,
+  frame_keys: Sequence[str] = FRAME_KEYS,
+  similarity_key: str = "rgb",
+  pad_to: Optional[int] = None,
+):
   """Greedy farthest-point selection in |cos| among real frames, returned in temporal order.
 
   S = {0}; best_t = |cos(x_0, x_t)|; repeat: next = argmin of best over real frames not in S (ties to
@@ -274,12 +298,12 @@ def farthest_point(features, k: int, frame_keys: Sequence[str] = FRAME_KEYS, sim
 # Registry
 
 SAMPLERS = {
-    "random_crop": random_crop,
-    "bootstrap": bootstrap,
-    "regular_intervals": regular_intervals,
-    "random_segment_means": random_segment_means,
-    "shot_boundaries": shot_boundaries,
-    "farthest_point": farthest_point,
+  "random_crop": random_crop,
+  "bootstrap": bootstrap,
+  "regular_intervals": regular_intervals,
+  "random_segment_means": random_segment_means,
+  "shot_boundaries": shot_boundaries,
+  "farthest_point": farthest_point,
 }
 RANDOM_SAMPLERS = ("random_crop", "bootstrap", "regular_intervals", "random_segment_means")
 
@@ -301,8 +325,9 @@ class FrameSampler:
       signature.bind(None, **params)
     except TypeError as e:
       accepted = [p for p in signature.parameters if p not in ("features", "seed")]
-      raise TypeError(f"bad parameters {sorted(params)} for frame sampler {name!r} (accepts {accepted}): "
-                      f"{e}") from None
+      raise TypeError(
+        f"bad parameters {sorted(params)} for frame sampler {name!r} (accepts {accepted}): {e}"
+      ) from None
     self.name = name
     self.params = dict(params)
     self._fn = fn
@@ -315,8 +340,9 @@ class FrameSampler:
     out = self._fn(features, **kwargs)
     return out if labels is None else (out, labels)
 
-  def map_dataset(self, dataset: tf.data.Dataset, seed: Optional[int] = None,
-                  num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+  def map_dataset(
+    self, dataset: tf.data.Dataset, seed: Optional[int] = None, num_parallel_calls=tf.data.AUTOTUNE
+  ) -> tf.data.Dataset:
     """The sampler on every batch of `dataset` (elements `features` or `(features, labels)`)."""
     if not self.random:
       return dataset.map(self, num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -332,5 +358,15 @@ def get_sampler(name: str, **params) -> FrameSampler:
   return FrameSampler(name, **params)
 
 
-__all__ = ["FRAME_KEYS", "FrameSampler", "SAMPLERS", "bootstrap", "farthest_point", "get_sampler",
-           "random_crop", "random_segment_means", "regular_intervals", "shot_boundaries"]
+__all__ = [
+  "FRAME_KEYS",
+  "FrameSampler",
+  "SAMPLERS",
+  "bootstrap",
+  "farthest_point",
+  "get_sampler",
+  "random_crop",
+  "random_segment_means",
+  "regular_intervals",
+  "shot_boundaries",
+]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -18,11 +17,19 @@ def input_keys(kind: str, schema: data.Schema) -> tuple:
   raise ValueError(f"unknown model kind {kind!r}")
 
 
-def dataset_for(kind: str, file_pattern: str, batch_size: int, *, schema: data.Schema,
-                keep_ids: bool = False, **reader_kwargs) -> tf.data.Dataset:
+def dataset_for(
+  kind: str,
+  file_pattern: str,
+  batch_size: int,
+  *,
+  schema: data.Schema,
+  keep_ids: bool = False,
+  **reader_kwargs,
+) -> tf.data.Dataset:
   """The reader for `kind`, with features restricted to the model inputs (plus `id` if keep_ids)."""
   reader = data.video_dataset if kind == VIDEO else data.frame_dataset
   dataset = reader(file_pattern, batch_size, schema=schema, **reader_kwargs)
   keys = input_keys(kind, schema) + (("id",) if keep_ids else ())
-  return dataset.map(lambda features, labels: ({k: features[k] for k in keys}, labels),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+  return dataset.map(
+    lambda features, labels: ({k: features[k] for k in keys}, labels), num_parallel_calls=tf.data.AUTOTUNE
+  )

@@ -72,8 +72,10 @@ class _BatchLoss(_Loss):
 
   def __call__(self, y_true, y_pred, sample_weight=None):
     if sample_weight is not None:
-      raise ValueError(f"{type(self).__name__} is a batch-level loss (pairs across the whole batch); "
-                       "sample_weight is not supported.")
+      raise ValueError(
+        f"{type(self).__name__} is a batch-level loss (pairs across the whole batch); "
+        "sample_weight is not supported."
+      )
     return super().__call__(y_true, y_pred)
 
 
@@ -116,8 +118,9 @@ class StarterCrossEntropy(_Loss):
 
   def call(self, y_true, logits):
     y, x = _float(y_true), _float(logits)
-    losses = -(y * tf.math.log(tf.sigmoid(x) + self.epsilon)
-               + (1.0 - y) * tf.math.log(tf.sigmoid(-x) + self.epsilon))
+    losses = -(
+      y * tf.math.log(tf.sigmoid(x) + self.epsilon) + (1.0 - y) * tf.math.log(tf.sigmoid(-x) + self.epsilon)
+    )
     return tf.reduce_sum(losses, axis=-1)
 
 
@@ -169,22 +172,27 @@ class LabelsTagsBCE(_Loss):
   The seed's config uses `bce_with_logits_labels1_tags2` (lw = 1, tw = 2).
   """
 
-  def __init__(self, num_labels: int = NUM_LABELS, labels_weight: float = 1.0, tags_weight: float = 2.0,
-               **kwargs):
+  def __init__(
+    self, num_labels: int = NUM_LABELS, labels_weight: float = 1.0, tags_weight: float = 2.0, **kwargs
+  ):
     super().__init__(**kwargs)
     self.num_labels = int(num_labels)
     self.labels_weight = float(labels_weight)
     self.tags_weight = float(tags_weight)
 
   def _params(self):
-    return {"num_labels": self.num_labels, "labels_weight": self.labels_weight,
-            "tags_weight": self.tags_weight}
+    return {
+      "num_labels": self.num_labels,
+      "labels_weight": self.labels_weight,
+      "tags_weight": self.tags_weight,
+    }
 
   def call(self, y_true, logits):
     losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=_float(y_true), logits=_float(logits))
     k = self.num_labels
-    return (self.labels_weight * tf.reduce_mean(losses[:, :k], axis=-1)
-            + self.tags_weight * tf.reduce_mean(losses[:, k:], axis=-1))
+    return self.labels_weight * tf.reduce_mean(losses[:, :k], axis=-1) + self.tags_weight * tf.reduce_mean(
+      losses[:, k:], axis=-1
+    )
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -212,7 +220,9 @@ class MSE(_Loss):
 # Batch-level rank losses
 
 
-def hardest_negative_pairs(y_true, logits, top_neg_count: int = TOP_NEG_COUNT, positive_threshold: float = 0.0):
+def hardest_negative_pairs(
+  y_true, logits, top_neg_count: int = TOP_NEG_COUNT, positive_threshold: float = 0.0
+):
   """Seed `_get_pos_neg_scores_diff`: `diff[p, n] = s_n - s_p` for every batch positive p and each of
   the `top_neg_count * B` highest-scoring batch negatives n.
 
@@ -267,8 +277,14 @@ class SoftRankingLoss(_RankLoss):
   a constant model, give zero loss and gradient); `ignore_ties=False` keeps every pair.
   """
 
-  def __init__(self, top_neg_count: int = TOP_NEG_COUNT, margin: float = 1.0, ignore_ties: bool = True,
-               positive_threshold: float = 0.0, **kwargs):
+  def __init__(
+    self,
+    top_neg_count: int = TOP_NEG_COUNT,
+    margin: float = 1.0,
+    ignore_ties: bool = True,
+    positive_threshold: float = 0.0,
+    **kwargs,
+  ):
     super().__init__(top_neg_count=top_neg_count, positive_threshold=positive_threshold, **kwargs)
     self.margin = float(margin)
     self.ignore_ties = bool(ignore_ties)
@@ -277,12 +293,14 @@ class SoftRankingLoss(_RankLoss):
     return {**super()._params(), "margin": self.margin, "ignore_ties": self.ignore_ties}
 
   def call(self, y_true, logits):
-    return soft_ranking_loss(y_true, logits, self.top_neg_count, self.margin, self.ignore_ties,
-                             self.positive_threshold)
+    return soft_ranking_loss(
+      y_true, logits, self.top_neg_count, self.margin, self.ignore_ties, self.positive_threshold
+    )
 
 
-def soft_ranking_loss(y_true, logits, top_neg_count=TOP_NEG_COUNT, margin=1.0, ignore_ties=True,
-                      positive_threshold=0.0):
+def soft_ranking_loss(
+  y_true, logits, top_neg_count=TOP_NEG_COUNT, margin=1.0, ignore_ties=True, positive_threshold=0.0
+):
   diff, valid = hardest_negative_pairs(y_true, logits, top_neg_count, positive_threshold)
   if ignore_ties:
     valid = tf.logical_and(valid, tf.not_equal(diff, 0.0))
@@ -313,7 +331,9 @@ class LSEPLoss(_RankLoss):
     flat = tf.reshape(masked, [-1])
     # logsumexp of an all -inf (or empty) vector would be -inf / NaN: guard by the pair count.
     safe = tf.where(count > 0, flat, tf.zeros_like(flat))
-    log_mean = tf.reduce_logsumexp(tf.concat([safe, [-float("inf")]], 0)) - tf.math.log(tf.maximum(count, 1.0))
+    log_mean = tf.reduce_logsumexp(tf.concat([safe, [-float("inf")]], 0)) - tf.math.log(
+      tf.maximum(count, 1.0)
+    )
     return tf.where(count > 0, tf.nn.softplus(log_mean), 0.0)
 
 
@@ -326,8 +346,14 @@ class HingeRankingLoss(_RankLoss):
   margin 1). All pairs count (`ignore_ties=False`): a tied pair violates the margin.
   """
 
-  def __init__(self, top_neg_count: int = TOP_NEG_COUNT, margin: float = 1.0, ignore_ties: bool = False,
-               positive_threshold: float = 0.0, **kwargs):
+  def __init__(
+    self,
+    top_neg_count: int = TOP_NEG_COUNT,
+    margin: float = 1.0,
+    ignore_ties: bool = False,
+    positive_threshold: float = 0.0,
+    **kwargs,
+  ):
     super().__init__(top_neg_count=top_neg_count, positive_threshold=positive_threshold, **kwargs)
     self.margin = float(margin)
     self.ignore_ties = bool(ignore_ties)
@@ -347,8 +373,15 @@ class BCEWithSoftRank(_RankLoss):
   """Seed `bce_with_soft_rank_with_logits`: BCE (mean over B*C) + alpha * soft_ranking_loss, alpha = 0.1
   (soft ranking with its defaults: 30*B hardest negatives, margin 1, ties dropped)."""
 
-  def __init__(self, alpha: float = 0.1, top_neg_count: int = TOP_NEG_COUNT, margin: float = 1.0,
-               ignore_ties: bool = True, positive_threshold: float = 0.0, **kwargs):
+  def __init__(
+    self,
+    alpha: float = 0.1,
+    top_neg_count: int = TOP_NEG_COUNT,
+    margin: float = 1.0,
+    ignore_ties: bool = True,
+    positive_threshold: float = 0.0,
+    **kwargs,
+  ):
     super().__init__(top_neg_count=top_neg_count, positive_threshold=positive_threshold, **kwargs)
     self.alpha = float(alpha)
     self.margin = float(margin)
@@ -360,39 +393,40 @@ class BCEWithSoftRank(_RankLoss):
   def call(self, y_true, logits):
     y, x = _float(y_true), _float(logits)
     return _bce_mean(y, x) + self.alpha * soft_ranking_loss(
-        y, x, self.top_neg_count, self.margin, self.ignore_ties, self.positive_threshold)
+      y, x, self.top_neg_count, self.margin, self.ignore_ties, self.positive_threshold
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Registry and target mixing
 
 LOSSES: Dict[str, Type[_Loss]] = {
-    "bce": BinaryCrossEntropy,
-    "starter_ce": StarterCrossEntropy,
-    "starter_hinge": StarterHinge,
-    "starter_softmax": StarterSoftmax,
-    "soft_ranking": SoftRankingLoss,
-    "sigmoid_ranking": SigmoidRankingLoss,
-    "hinge_ranking": HingeRankingLoss,
-    "lsep": LSEPLoss,
-    "bce_soft_rank": BCEWithSoftRank,
-    "bce_labels_tags": LabelsTagsBCE,
-    "mse": MSE,
+  "bce": BinaryCrossEntropy,
+  "starter_ce": StarterCrossEntropy,
+  "starter_hinge": StarterHinge,
+  "starter_softmax": StarterSoftmax,
+  "soft_ranking": SoftRankingLoss,
+  "sigmoid_ranking": SigmoidRankingLoss,
+  "hinge_ranking": HingeRankingLoss,
+  "lsep": LSEPLoss,
+  "bce_soft_rank": BCEWithSoftRank,
+  "bce_labels_tags": LabelsTagsBCE,
+  "mse": MSE,
 }
 
 # Names used by the seed's configs (`train_kwargs.criterion`) and the starter's `--label_loss`.
 ALIASES: Dict[str, str] = {
-    "bce_with_logits": "bce",
-    "binary_cross_entropy_with_logits": "bce",
-    "soft_ranking_loss": "soft_ranking",
-    "sigmoid_ranking_loss_with_logits": "sigmoid_ranking",
-    "lsep_loss": "lsep",
-    "bce_with_soft_rank_with_logits": "bce_soft_rank",
-    "bce_with_logits_labels1_tags2": "bce_labels_tags",
-    "mse_loss": "mse",
-    "CrossEntropyLoss": "starter_ce",
-    "HingeLoss": "starter_hinge",
-    "SoftmaxLoss": "starter_softmax",
+  "bce_with_logits": "bce",
+  "binary_cross_entropy_with_logits": "bce",
+  "soft_ranking_loss": "soft_ranking",
+  "sigmoid_ranking_loss_with_logits": "sigmoid_ranking",
+  "lsep_loss": "lsep",
+  "bce_with_soft_rank_with_logits": "bce_soft_rank",
+  "bce_with_logits_labels1_tags2": "bce_labels_tags",
+  "mse_loss": "mse",
+  "CrossEntropyLoss": "starter_ce",
+  "HingeLoss": "starter_hinge",
+  "SoftmaxLoss": "starter_softmax",
 }
 
 
@@ -403,14 +437,16 @@ def get_loss(name: str, **params) -> keras.losses.Loss:
     known = sorted(LOSSES) + sorted(ALIASES)
     close = difflib.get_close_matches(str(name), known, n=3)
     hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(f"unknown loss {name!r}.{hint} Known losses: {sorted(LOSSES)}; "
-                     f"aliases: {sorted(ALIASES)}")
+    raise ValueError(
+      f"unknown loss {name!r}.{hint} Known losses: {sorted(LOSSES)}; aliases: {sorted(ALIASES)}"
+    )
   cls = LOSSES[key]
   try:
     return cls(**params)
   except TypeError as e:
-    raise TypeError(f"bad parameters {sorted(params)} for loss {name!r} ({cls.__name__}{inspect.signature(cls)}): "
-                    f"{e}") from None
+    raise TypeError(
+      f"bad parameters {sorted(params)} for loss {name!r} ({cls.__name__}{inspect.signature(cls)}): {e}"
+    ) from None
 
 
 def loss_supports_jit(loss) -> bool:
@@ -432,8 +468,11 @@ def mix_targets(hard, soft, weight):
     weight = tf.constant(float(weight), tf.float32)
   else:
     weight = _float(weight)
-    with tf.control_dependencies([
+    with tf.control_dependencies(
+      [
         tf.debugging.assert_greater_equal(weight, 0.0, message="soft-target weight must be >= 0"),
-        tf.debugging.assert_less_equal(weight, 1.0, message="soft-target weight must be <= 1")]):
+        tf.debugging.assert_less_equal(weight, 1.0, message="soft-target weight must be <= 1"),
+      ]
+    ):
       weight = tf.identity(weight)
   return weight * soft + (1.0 - weight) * hard

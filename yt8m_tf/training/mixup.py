@@ -52,8 +52,9 @@ def split_seed(seed, num: int) -> tf.Tensor:
   return tf.random.experimental.stateless_split(as_seed(seed), num)
 
 
-def seeded_map(dataset: tf.data.Dataset, fn: Callable, seed: Optional[int] = None,
-               num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+def seeded_map(
+  dataset: tf.data.Dataset, fn: Callable, seed: Optional[int] = None, num_parallel_calls=tf.data.AUTOTUNE
+) -> tf.data.Dataset:
   """`dataset.map(lambda *element: fn(*element, seed=s))` with a fresh stateless seed `s` per element.
 
   Seeds come from `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`: reproducible for a
@@ -104,7 +105,9 @@ def _mix(x, lam, perm):
   dtype = x.dtype
   compute = tf.float64 if dtype == tf.float64 else tf.float32
   x = tf.cast(x, compute)
-  weight = tf.reshape(tf.cast(lam, compute), tf.concat([tf.shape(lam), tf.ones([tf.rank(x) - 1], tf.int32)], 0))
+  weight = tf.reshape(
+    tf.cast(lam, compute), tf.concat([tf.shape(lam), tf.ones([tf.rank(x) - 1], tf.int32)], 0)
+  )
   mixed = weight * x + (1.0 - weight) * tf.gather(x, perm)
   return tf.cast(mixed, dtype)
 
@@ -142,12 +145,20 @@ def mixup_batch(features, labels, alpha: float = 0.4, seed=None):
   return out, _mix(labels, lam, perm)
 
 
-def mixup_dataset(dataset: tf.data.Dataset, alpha: float = 0.4, seed: Optional[int] = None,
-                  num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+def mixup_dataset(
+  dataset: tf.data.Dataset,
+  alpha: float = 0.4,
+  seed: Optional[int] = None,
+  num_parallel_calls=tf.data.AUTOTUNE,
+) -> tf.data.Dataset:
   """`mixup_batch` on every element of a BATCHED `(features, labels)` dataset, a fresh seed per batch."""
   _check_alpha(alpha)
   spec = dataset.element_spec
   if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], dict)):
     raise ValueError(f"mixup_dataset needs batched (features dict, labels) elements, got {spec}")
-  return seeded_map(dataset, lambda features, labels, seed: mixup_batch(features, labels, alpha, seed),
-                    seed=seed, num_parallel_calls=num_parallel_calls)
+  return seeded_map(
+    dataset,
+    lambda features, labels, seed: mixup_batch(features, labels, alpha, seed),
+    seed=seed,
+    num_parallel_calls=num_parallel_calls,
+  )

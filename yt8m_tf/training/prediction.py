@@ -30,8 +30,8 @@ INDEX_FILE = "index.json"
 
 @dataclasses.dataclass
 class PredictionChunk:
-  ids: np.ndarray                # [n] bytes
-  scores: np.ndarray             # [n, K] or [n, C] float16
+  ids: np.ndarray  # [n] bytes
+  scores: np.ndarray  # [n, K] or [n, C] float16
   classes: Optional[np.ndarray]  # [n, K] uint16, None for full rows
 
   def dense(self, num_classes: int) -> np.ndarray:
@@ -97,8 +97,12 @@ class PredictionWriter:
   def close(self) -> dict:
     if self._pending_videos:
       self._flush(self._pending_videos)
-    index = {"num_videos": self._num_videos, "num_classes": self.num_classes, "top_k": self.top_k,
-             "parts": self._parts}
+    index = {
+      "num_videos": self._num_videos,
+      "num_classes": self.num_classes,
+      "top_k": self.top_k,
+      "parts": self._parts,
+    }
     with atomic_open(os.path.join(self.out_dir, INDEX_FILE)) as f:
       json.dump(index, f, indent=1)
     return index
@@ -124,13 +128,19 @@ def read_predictions(store_dir: str) -> Iterator[PredictionChunk]:
       yield PredictionChunk(arrays["ids"], arrays["scores"], arrays.get("classes"))
 
 
-def predict_to_store(fold_models: Sequence[keras.Model], dataset: tf.data.Dataset, out_dir: str,
-                     num_classes: int, top_k: Optional[int] = 100) -> dict:
+def predict_to_store(
+  fold_models: Sequence[keras.Model],
+  dataset: tf.data.Dataset,
+  out_dir: str,
+  num_classes: int,
+  top_k: Optional[int] = 100,
+) -> dict:
   """Writes the predictions of the mean logits of `fold_models` on `dataset` (which keeps `id`).
 
   One model: its out-of-fold predictions. K models: the test predictions averaged over folds (the
   seed averaged logits, not probabilities).
   """
+
   @tf.function(reduce_retracing=True)
   def mean_probabilities(features):
     logits = tf.add_n([model(features, training=False) for model in fold_models]) / len(fold_models)
@@ -148,9 +158,15 @@ def fold_dirs(model_dir: str, num_folds: int) -> List[str]:
   return [os.path.join(model_dir, f"fold_{k}") for k in range(num_folds)]
 
 
-def predict_kfold(model_dir: str, num_folds: int, test_data_pattern: Optional[str] = None,
-                  out_dir: Optional[str] = None, top_k: Optional[int] = 100, batch_size: int = 512,
-                  log=print) -> dict:
+def predict_kfold(
+  model_dir: str,
+  num_folds: int,
+  test_data_pattern: Optional[str] = None,
+  out_dir: Optional[str] = None,
+  top_k: Optional[int] = 100,
+  batch_size: int = 512,
+  log=print,
+) -> dict:
   """OOF predictions (each fold's best model on its held-out fold) into `out_dir/oof`, and test
   predictions (mean logits of the K best models) into `out_dir/test`. Finished stores are kept.
 
@@ -165,12 +181,17 @@ def predict_kfold(model_dir: str, num_folds: int, test_data_pattern: Optional[st
     with tf.io.gfile.GFile(os.path.join(directory, experiment.CONFIG_FILE)) as f:
       config = experiment.TrainConfig(**json.load(f))
     if config.fold != k or config.num_folds != num_folds:
-      raise ValueError(f"{directory} was trained with fold={config.fold}, num_folds={config.num_folds}; "
-                       f"expected fold={k}, num_folds={num_folds}")
+      raise ValueError(
+        f"{directory} was trained with fold={config.fold}, num_folds={config.num_folds}; "
+        f"expected fold={k}, num_folds={num_folds}"
+      )
     configs.append(config)
   first = configs[0]
-  if any((c.model, c.train_data_pattern, c.num_classes) != (first.model, first.train_data_pattern,
-                                                             first.num_classes) for c in configs):
+  if any(
+    (c.model, c.train_data_pattern, c.num_classes)
+    != (first.model, first.train_data_pattern, first.num_classes)
+    for c in configs
+  ):
     raise ValueError(f"the folds under {model_dir} differ in model, data or classes")
 
   def load(k):
@@ -185,8 +206,15 @@ def predict_kfold(model_dir: str, num_folds: int, test_data_pattern: Optional[st
     for k in range(num_folds):
       model = load(k)
       infer = tf.function(lambda f, m=model: tf.sigmoid(m(f, training=False)), reduce_retracing=True)
-      dataset = dataset_for(first.kind, first.train_data_pattern, batch_size, schema=first.schema,
-                            keep_ids=True, num_folds=num_folds, folds=[k])
+      dataset = dataset_for(
+        first.kind,
+        first.train_data_pattern,
+        batch_size,
+        schema=first.schema,
+        keep_ids=True,
+        num_folds=num_folds,
+        folds=[k],
+      )
       for features, _ in dataset:
         writer.add(features["id"].numpy(), infer({n: v for n, v in features.items() if n != "id"}).numpy())
       log(f"  oof: fold {k} done")

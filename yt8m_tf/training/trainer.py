@@ -68,24 +68,37 @@ class _BestModelCheckpoint(keras.callbacks.Callback):
     save_model_atomically(self.model, self.path)
 
 
-def compile_model(model: keras.Model, learning_rate: float, loss=None, clip_norm: Optional[float] = 10.0,
-                  jit_compile="auto") -> keras.Model:
+def compile_model(
+  model: keras.Model, learning_rate: float, loss=None, clip_norm: Optional[float] = 10.0, jit_compile="auto"
+) -> keras.Model:
   """Adam + BCE-with-logits (mean), the seed's default L1 set-up (gradient global-norm clip 10).
 
   No metrics on training batches: validation GAP comes from `ValidationMetrics` once per epoch.
   """
   optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm)
-  model.compile(optimizer=optimizer,
-                loss=loss or keras.losses.BinaryCrossentropy(from_logits=True),
-                jit_compile=jit_compile)
+  model.compile(
+    optimizer=optimizer,
+    loss=loss or keras.losses.BinaryCrossentropy(from_logits=True),
+    jit_compile=jit_compile,
+  )
   return model
 
 
-def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.data.Dataset, *,
-        train_dir: str, epochs: int, steps_per_epoch: Optional[int] = None,
-        validation_steps: Optional[int] = None, lr_factor: float = 0.5, lr_patience: int = 0,
-        early_stopping_patience: Optional[int] = None, extra_callbacks=(), verbose: int = 1
-        ) -> List[Dict[str, float]]:
+def fit(
+  model: keras.Model,
+  train_data: tf.data.Dataset,
+  validation_data: tf.data.Dataset,
+  *,
+  train_dir: str,
+  epochs: int,
+  steps_per_epoch: Optional[int] = None,
+  validation_steps: Optional[int] = None,
+  lr_factor: float = 0.5,
+  lr_patience: int = 0,
+  early_stopping_patience: Optional[int] = None,
+  extra_callbacks=(),
+  verbose: int = 1,
+) -> List[Dict[str, float]]:
   """Trains a compiled model, keeping the best one by validation GAP. Returns per-epoch logs.
 
   With `steps_per_epoch`, an epoch is that many batches of a repeating dataset (the seed's
@@ -96,22 +109,30 @@ def fit(model: keras.Model, train_data: tf.data.Dataset, validation_data: tf.dat
   monitor = "val_gap"
   history = _SaveHistory(train_dir)
   callbacks = [
-      ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data),
-      keras.callbacks.BackupAndRestore(os.path.join(train_dir, "backup")),
-      keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=lr_factor,
-                                        patience=lr_patience, min_lr=1e-7, verbose=verbose),
-      keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
-      _BestModelCheckpoint(train_dir, monitor, history),
-      history,  # last: it records the learning rate ReduceLROnPlateau set for the next epoch
+    ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data),
+    keras.callbacks.BackupAndRestore(os.path.join(train_dir, "backup")),
+    keras.callbacks.ReduceLROnPlateau(
+      monitor=monitor, mode="max", factor=lr_factor, patience=lr_patience, min_lr=1e-7, verbose=verbose
+    ),
+    keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
+    _BestModelCheckpoint(train_dir, monitor, history),
+    history,  # last: it records the learning rate ReduceLROnPlateau set for the next epoch
   ]
   if early_stopping_patience is not None:
-    callbacks.insert(2, keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                      patience=early_stopping_patience))
+    callbacks.insert(
+      2, keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping_patience)
+    )
   with warnings.catch_warnings():
     if steps_per_epoch is None:
       # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch
       # without steps_per_epoch is: one pass over finite data.
       warnings.filterwarnings("ignore", message="Your input ran out of data")
-    model.fit(train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
-              callbacks=callbacks + list(extra_callbacks), verbose=verbose)
+    model.fit(
+      train_data,
+      epochs=epochs,
+      steps_per_epoch=steps_per_epoch,
+      shuffle=False,
+      callbacks=callbacks + list(extra_callbacks),
+      verbose=verbose,
+    )
   return history.epochs

@@ -20,8 +20,15 @@ from yt8m_tf import data, metrics, models
 from yt8m_tf.training import experiment, prediction
 
 # Flags a zoo run sets for every member; a flagfile may not override them.
-_RUN_FIELDS = {"train_dir", "train_data_pattern", "eval_data_pattern", "fold", "num_folds", "num_classes",
-               "max_frames"}
+_RUN_FIELDS = {
+  "train_dir",
+  "train_data_pattern",
+  "eval_data_pattern",
+  "fold",
+  "num_folds",
+  "num_classes",
+  "max_frames",
+}
 _JSON_FIELDS = {"model_params", "frame_sampler_params"}
 
 
@@ -41,7 +48,7 @@ def parse_flagfile(path: str) -> Dict[str, object]:
     if not has_value:  # absl boolean forms
       name, raw = (name[2:], "false") if name.startswith("no") and name[2:] in fields else (name, "true")
     if name not in fields or name in _RUN_FIELDS:
-      hint = "set by the zoo run" if name in _RUN_FIELDS else f"not a train_main flag"
+      hint = "set by the zoo run" if name in _RUN_FIELDS else "not a train_main flag"
       raise ValueError(f"{path}:{number}: --{name} is {hint}")
     try:
       values[name] = _convert(name, raw, fields[name])
@@ -68,20 +75,36 @@ def _convert(name: str, raw: str, field: dataclasses.Field):
 
 
 def member_names(zoo_dir: str) -> List[str]:
-  names = sorted(os.path.basename(p)[:-len(".flags")] for p in tf.io.gfile.glob(os.path.join(zoo_dir, "*.flags")))
+  names = sorted(
+    os.path.basename(p)[: -len(".flags")] for p in tf.io.gfile.glob(os.path.join(zoo_dir, "*.flags"))
+  )
   if not names:
     raise FileNotFoundError(f"no *.flags files in {zoo_dir}")
   return names
 
 
-def member_config(zoo_dir: str, name: str, workdir: str, fold: int, num_folds: int,
-                  train_data_pattern: str, num_classes: int, max_frames: int, **overrides
-                  ) -> experiment.TrainConfig:
+def member_config(
+  zoo_dir: str,
+  name: str,
+  workdir: str,
+  fold: int,
+  num_folds: int,
+  train_data_pattern: str,
+  num_classes: int,
+  max_frames: int,
+  **overrides,
+) -> experiment.TrainConfig:
   values = parse_flagfile(os.path.join(zoo_dir, f"{name}.flags"))
   values.update(overrides)
   return experiment.TrainConfig(
-      train_dir=os.path.join(workdir, name, f"fold_{fold}"), train_data_pattern=train_data_pattern,
-      fold=fold, num_folds=num_folds, num_classes=num_classes, max_frames=max_frames, **values)
+    train_dir=os.path.join(workdir, name, f"fold_{fold}"),
+    train_data_pattern=train_data_pattern,
+    fold=fold,
+    num_folds=num_folds,
+    num_classes=num_classes,
+    max_frames=max_frames,
+    **values,
+  )
 
 
 def _finished(config: experiment.TrainConfig) -> bool:
@@ -92,16 +115,22 @@ def _finished(config: experiment.TrainConfig) -> bool:
     return len(json.load(f)) >= config.epochs
 
 
-def labels_by_id(file_pattern: str, schema: data.Schema, frame_level: bool = False,
-                 batch_size: int = 1024) -> Dict[bytes, np.ndarray]:
+def labels_by_id(
+  file_pattern: str, schema: data.Schema, frame_level: bool = False, batch_size: int = 1024
+) -> Dict[bytes, np.ndarray]:
   """Video id -> its positive class ids. Frame-level files are read for their context only (the
   records were validated when the models trained on them)."""
   if not frame_level:
     dataset = data.video_dataset(file_pattern, batch_size, schema=schema)
-    return {video_id: np.flatnonzero(row) for features, labels in dataset
-            for video_id, row in zip(features["id"].numpy(), labels.numpy())}
-  context = {schema.id_key: tf.io.FixedLenFeature([], tf.string),
-             schema.labels_key: tf.io.VarLenFeature(tf.int64)}
+    return {
+      video_id: np.flatnonzero(row)
+      for features, labels in dataset
+      for video_id, row in zip(features["id"].numpy(), labels.numpy())
+    }
+  context = {
+    schema.id_key: tf.io.FixedLenFeature([], tf.string),
+    schema.labels_key: tf.io.VarLenFeature(tf.int64),
+  }
   records = tf.data.TFRecordDataset(data.list_files(file_pattern)).batch(batch_size)
   result = {}
   for batch in records:
@@ -117,8 +146,11 @@ def store_gap(store_dir: str, labels: Dict[bytes, np.ndarray], k: int = 20) -> f
   accumulator = metrics.GapAccumulator(k=k)
   for chunk in prediction.read_predictions(store_dir):
     scores = chunk.scores.astype(np.float32)
-    classes = chunk.classes if chunk.classes is not None else np.broadcast_to(
-        np.arange(scores.shape[1]), scores.shape)
+    classes = (
+      chunk.classes
+      if chunk.classes is not None
+      else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    )
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     top_scores = np.take_along_axis(scores, order, axis=1)
     top_classes = np.take_along_axis(classes, order, axis=1).astype(np.int64)
@@ -128,28 +160,43 @@ def store_gap(store_dir: str, labels: Dict[bytes, np.ndarray], k: int = 20) -> f
   return accumulator.result()
 
 
-def run_zoo(zoo_dir: str, workdir: str, train_data_pattern: str, num_classes: int, num_folds: int = 5,
-            test_data_pattern: Optional[str] = None, max_frames: int = 300, members: Optional[List[str]] = None,
-            top_k: int = 100, log=print, **overrides) -> Dict[str, dict]:
+def run_zoo(
+  zoo_dir: str,
+  workdir: str,
+  train_data_pattern: str,
+  num_classes: int,
+  num_folds: int = 5,
+  test_data_pattern: Optional[str] = None,
+  max_frames: int = 300,
+  members: Optional[List[str]] = None,
+  top_k: int = 100,
+  log=print,
+  **overrides,
+) -> Dict[str, dict]:
   """Trains every member K-fold, predicts OOF and test, and returns {name: {"oof_gap", ...}}."""
   schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
   labels = None
   results = {}
   for name in members or member_names(zoo_dir):
     for fold in range(num_folds):
-      config = member_config(zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes,
-                             max_frames, **overrides)
+      config = member_config(
+        zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
+      )
       if _finished(config):
         continue
       log(f"[zoo] {name} fold {fold}: training {config.model}")
       experiment.run_training(config)
     log(f"[zoo] {name}: predicting")
-    stores = prediction.predict_kfold(os.path.join(workdir, name), num_folds, test_data_pattern,
-                                      top_k=top_k, log=lambda *_: None)
+    stores = prediction.predict_kfold(
+      os.path.join(workdir, name), num_folds, test_data_pattern, top_k=top_k, log=lambda *_: None
+    )
     if labels is None:
       labels = labels_by_id(train_data_pattern, schema, frame_level=config.kind == models.FRAME)
     oof_dir = os.path.join(workdir, name, "predictions", "oof")
-    results[name] = {"model": config.model, "oof_gap": store_gap(oof_dir, labels),
-                     "oof_videos": stores["oof"]["num_videos"]}
+    results[name] = {
+      "model": config.model,
+      "oof_gap": store_gap(oof_dir, labels),
+      "oof_videos": stores["oof"]["num_videos"],
+    }
     log(f"[zoo] {name}: OOF GAP@20 {results[name]['oof_gap']:.4f}")
   return results

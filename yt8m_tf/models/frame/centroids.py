@@ -34,7 +34,6 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from yt8m_tf.models.inputs import frame_inputs
 from yt8m_tf.models.layers import FrameMask, MaskedPooling
@@ -61,8 +60,13 @@ def _chunk_rows(k: int, chunk_elements: int) -> int:
   return max(1, chunk_elements // max(k, 1))
 
 
-def nearest_centroids(x: np.ndarray, centroids: np.ndarray, chunk_elements: int = 1 << 24,
-                      centroid_sq_norms: Optional[np.ndarray] = None, return_distances: bool = False):
+def nearest_centroids(
+  x: np.ndarray,
+  centroids: np.ndarray,
+  chunk_elements: int = 1 << 24,
+  centroid_sq_norms: Optional[np.ndarray] = None,
+  return_distances: bool = False,
+):
   """Index of the nearest centroid (L2) of each row of x [n, d]; chunked so that no more than
   `chunk_elements` scores are held at once. With `return_distances`, also the squared distances."""
   if centroid_sq_norms is None:
@@ -71,13 +75,14 @@ def nearest_centroids(x: np.ndarray, centroids: np.ndarray, chunk_elements: int 
   indices = np.empty(len(x), np.int64)
   distances = np.empty(len(x), np.float32) if return_distances else None
   for start in range(0, len(x), rows):
-    chunk = x[start:start + rows]
+    chunk = x[start : start + rows]
     scores = centroid_sq_norms[None, :] - 2.0 * (chunk @ centroids.T)
     best = np.argmin(scores, axis=1)
-    indices[start:start + rows] = best
+    indices[start : start + rows] = best
     if return_distances:
-      distances[start:start + rows] = np.maximum(
-          scores[np.arange(len(chunk)), best] + np.einsum("nd,nd->n", chunk, chunk), 0.0)
+      distances[start : start + rows] = np.maximum(
+        scores[np.arange(len(chunk)), best] + np.einsum("nd,nd->n", chunk, chunk), 0.0
+      )
   return (indices, distances) if return_distances else indices
 
 
@@ -107,9 +112,18 @@ def _segment_sums(x: np.ndarray, indices: np.ndarray, k: int):
   return clusters, sums, counts
 
 
-def fit_kmeans(frames: FrameSource, k: int, *, num_passes: int = 3, init: str = "k-means++",
-               init_size: Optional[int] = None, seed: int = 0, reassign_empty: bool = True,
-               chunk_elements: int = 1 << 24, verbose: bool = False) -> np.ndarray:
+def fit_kmeans(
+  frames: FrameSource,
+  k: int,
+  *,
+  num_passes: int = 3,
+  init: str = "k-means++",
+  init_size: Optional[int] = None,
+  seed: int = 0,
+  reassign_empty: bool = True,
+  chunk_elements: int = 1 << 24,
+  verbose: bool = False,
+) -> np.ndarray:
   """Streaming mini-batch k-means (Sculley 2010) over batches of real frames; returns [k, d] float32.
 
   Args:
@@ -142,14 +156,16 @@ def fit_kmeans(frames: FrameSource, k: int, *, num_passes: int = 3, init: str = 
   if num_passes < 1:
     raise ValueError(f"num_passes must be >= 1, got {num_passes}")
   if not callable(frames) and isinstance(frames, collections.abc.Iterator):
-    raise ValueError("frames is a one-shot iterator; pass a list, a re-iterable object or a callable "
-                     "returning a fresh iterator (it is read once for init and once per pass)")
+    raise ValueError(
+      "frames is a one-shot iterator; pass a list, a re-iterable object or a callable "
+      "returning a fresh iterator (it is read once for init and once per pass)"
+    )
   rng = np.random.default_rng(seed)
   init_size = max(init_size or max(3 * k, 10_000), k)
 
   gathered, size = [], 0
   for batch in _batches(frames):
-    gathered.append(batch[:init_size - size])
+    gathered.append(batch[: init_size - size])
     size += len(gathered[-1])
     if size >= init_size:
       break
@@ -207,8 +223,13 @@ class DatasetFrames:
   `frame_stride` keeps every stride-th real frame (neighbouring frames are near duplicates).
   """
 
-  def __init__(self, dataset, feature_names: Sequence[str] = ("rgb", "audio"),
-               max_batches: Optional[int] = None, frame_stride: int = 1):
+  def __init__(
+    self,
+    dataset,
+    feature_names: Sequence[str] = ("rgb", "audio"),
+    max_batches: Optional[int] = None,
+    frame_stride: int = 1,
+  ):
     self.dataset = dataset
     self.feature_names = tuple(feature_names)
     self.max_batches = max_batches
@@ -219,12 +240,18 @@ class DatasetFrames:
       if self.max_batches is not None and i >= self.max_batches:
         break
       frames = real_frames(element, self.feature_names)
-      yield frames[::self.frame_stride] if self.frame_stride > 1 else frames
+      yield frames[:: self.frame_stride] if self.frame_stride > 1 else frames
 
 
-def fit_kmeans_on_dataset(dataset, k: int, *, feature_names: Sequence[str] = ("rgb", "audio"),
-                          max_batches: Optional[int] = None, frame_stride: int = 1,
-                          **kmeans_kwargs) -> np.ndarray:
+def fit_kmeans_on_dataset(
+  dataset,
+  k: int,
+  *,
+  feature_names: Sequence[str] = ("rgb", "audio"),
+  max_batches: Optional[int] = None,
+  frame_stride: int = 1,
+  **kmeans_kwargs,
+) -> np.ndarray:
   """`fit_kmeans` over the real frames of a `yt8m_tf.data.frame_dataset` (padding never enters)."""
   return fit_kmeans(DatasetFrames(dataset, feature_names, max_batches, frame_stride), k, **kmeans_kwargs)
 
@@ -251,8 +278,9 @@ class NearestCentroid(keras.layers.Layer):
   `set_centroids`. Not differentiable with respect to x (there is nothing to learn below it).
   """
 
-  def __init__(self, num_clusters: int, output_mode: str = "histogram", chunk_size: int = 4096,
-               seed: int = 0, **kwargs):
+  def __init__(
+    self, num_clusters: int, output_mode: str = "histogram", chunk_size: int = 4096, seed: int = 0, **kwargs
+  ):
     super().__init__(**kwargs)
     if output_mode not in OUTPUT_MODES:
       raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
@@ -264,10 +292,15 @@ class NearestCentroid(keras.layers.Layer):
   def build(self, input_shape):
     self.feature_size = int(input_shape[-1])
     self.centroids = self.add_weight(
-        name="centroids", shape=(self.num_clusters, self.feature_size), trainable=False,
-        initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed), autocast=False)
-    self.idf = self.add_weight(name="idf", shape=(self.num_clusters,), initializer="ones",
-                               trainable=False, autocast=False)
+      name="centroids",
+      shape=(self.num_clusters, self.feature_size),
+      trainable=False,
+      initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed),
+      autocast=False,
+    )
+    self.idf = self.add_weight(
+      name="idf", shape=(self.num_clusters,), initializer="ones", trainable=False, autocast=False
+    )
 
   def nearest(self, x):
     """Nearest-centroid indices (int32) of the rows of x [n, d]."""
@@ -283,21 +316,23 @@ class NearestCentroid(keras.layers.Layer):
       scores = sq_norms[None, :] - 2.0 * tf.matmul(chunk, centroids, transpose_b=True)
       return tf.argmin(scores, axis=1, output_type=tf.int32)
 
-    indices = tf.map_fn(score, chunks, fn_output_signature=tf.TensorSpec([None], tf.int32),
-                        parallel_iterations=1)
+    indices = tf.map_fn(
+      score, chunks, fn_output_signature=tf.TensorSpec([None], tf.int32), parallel_iterations=1
+    )
     return tf.reshape(indices, [-1])[:n]
 
   def call(self, x, mask):
     x = tf.cast(x, tf.float32)
     real = tf.cast(mask, tf.float32) > 0
-    positions = tf.where(real)                                  # [n_real, 2] (video, frame)
-    indices = self.nearest(tf.gather_nd(x, positions))          # [n_real]
+    positions = tf.where(real)  # [n_real, 2] (video, frame)
+    indices = self.nearest(tf.gather_nd(x, positions))  # [n_real]
     outputs = []
     if self.output_mode in ("histogram", "both"):
       batch = tf.shape(x)[0]
       segments = tf.cast(positions[:, 0], tf.int32) * self.num_clusters + indices
-      counts = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), segments,
-                                            batch * self.num_clusters)
+      counts = tf.math.unsorted_segment_sum(
+        tf.ones_like(indices, tf.float32), segments, batch * self.num_clusters
+      )
       counts = tf.reshape(counts, [batch, self.num_clusters])
       num_frames = tf.reduce_sum(tf.cast(real, tf.float32), axis=1, keepdims=True)
       outputs.append(counts / tf.maximum(num_frames, 1.0) * tf.convert_to_tensor(self.idf)[None, :])
@@ -315,8 +350,13 @@ class NearestCentroid(keras.layers.Layer):
     return [histogram, tuple(x_shape)]
 
   def get_config(self):
-    return {**super().get_config(), "num_clusters": self.num_clusters, "output_mode": self.output_mode,
-            "chunk_size": self.chunk_size, "seed": self.seed}
+    return {
+      **super().get_config(),
+      "num_clusters": self.num_clusters,
+      "output_mode": self.output_mode,
+      "chunk_size": self.chunk_size,
+      "seed": self.seed,
+    }
 
 
 def _centroid_layers(model) -> list:
@@ -337,15 +377,22 @@ def set_centroids(model: keras.Model, centroids, idf=None) -> None:
   centroids = np.asarray(centroids, np.float32)
   for layer in layers:
     if tuple(layer.centroids.shape) != centroids.shape:
-      raise ValueError(f"centroids have shape {centroids.shape}, layer {layer.name!r} expects "
-                       f"{tuple(layer.centroids.shape)}")
+      raise ValueError(
+        f"centroids have shape {centroids.shape}, layer {layer.name!r} expects {tuple(layer.centroids.shape)}"
+      )
     layer.centroids.assign(centroids)
     if idf is not None:
       layer.idf.assign(np.asarray(idf, np.float32).reshape(layer.idf.shape))
 
 
-def compute_idf(dataset, centroids, *, feature_names: Sequence[str] = ("rgb", "audio"),
-                max_batches: Optional[int] = None, chunk_size: int = 4096) -> np.ndarray:
+def compute_idf(
+  dataset,
+  centroids,
+  *,
+  feature_names: Sequence[str] = ("rgb", "audio"),
+  max_batches: Optional[int] = None,
+  chunk_size: int = 4096,
+) -> np.ndarray:
   """Smoothed inverse document frequency of each centroid over the videos of a frame dataset:
   idf_k = log((1 + N) / (1 + df_k)) + 1, df_k = videos with at least one real frame nearest to c_k."""
   centroids = np.asarray(centroids, np.float32)
@@ -359,8 +406,10 @@ def compute_idf(dataset, centroids, *, feature_names: Sequence[str] = ("rgb", "a
       break
     features = element[0] if isinstance(element, (tuple, list)) else element
     x = tf.concat([tf.cast(features[name], tf.float32) for name in feature_names], axis=-1)
-    mask = tf.cast(tf.range(tf.shape(x)[1])[None, :] < tf.reshape(
-        tf.cast(features["num_frames"], tf.int32), [-1, 1]), tf.float32)
+    mask = tf.cast(
+      tf.range(tf.shape(x)[1])[None, :] < tf.reshape(tf.cast(features["num_frames"], tf.int32), [-1, 1]),
+      tf.float32,
+    )
     histogram = np.asarray(layer(x, mask))
     document_frequency += (histogram > 0).sum(axis=0)
     videos += len(histogram)
@@ -375,11 +424,20 @@ REPRESENTATIONS = ("histogram", "sequence", "both")
 
 
 @register("ClusterCentroids", kind=FRAME)
-def cluster_centroids(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                      num_clusters: int = 10000, centroids=None, idf=None,
-                      representation: str = "histogram", l2_normalize: bool = True,
-                      hidden_size: int = 2048, num_hidden_layers: int = 1, dropout: float = 0.5,
-                      chunk_size: int = 4096) -> keras.Model:
+def cluster_centroids(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  num_clusters: int = 10000,
+  centroids=None,
+  idf=None,
+  representation: str = "histogram",
+  l2_normalize: bool = True,
+  hidden_size: int = 2048,
+  num_hidden_layers: int = 1,
+  dropout: float = 0.5,
+  chunk_size: int = 4096,
+) -> keras.Model:
   """Frames -> nearest of `num_clusters` k-means centroids of concat(rgb, audio) -> MLP -> logits.
 
   representation "histogram" (default): bag-of-centroids frequencies * idf, L2-normalized if
@@ -392,7 +450,8 @@ def cluster_centroids(num_classes: int = 3862, feature_sizes=(1024, 128), max_fr
   inputs = frame_inputs(feature_sizes, max_frames)
   mask = FrameMask(max_frames, name="frame_mask")(inputs["num_frames"])
   frames = keras.layers.Concatenate(axis=-1, name="concat_frames")(
-      [inputs[name] for name in inputs if name != "num_frames"])
+    [inputs[name] for name in inputs if name != "num_frames"]
+  )
   mode = {"histogram": "histogram", "sequence": "centroids", "both": "both"}[representation]
   quantizer = NearestCentroid(num_clusters, mode, chunk_size, name="nearest_centroid")
   quantized = quantizer(frames, mask)

@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from yt8m_tf.models.inputs import frame_inputs
-from yt8m_tf.models.layers import FrameMask, MaskedPooling, masked_softmax
+from yt8m_tf.models.layers import FrameMask, MaskedPooling, masked_softmax, class_summed_l2
 from yt8m_tf.models.registry import FRAME, register
 from yt8m_tf.models.video.moe import MixtureOfExperts
 from yt8m_tf.models.video.resnet_like import resnet_like_head, torch_dense
@@ -89,9 +89,9 @@ class AttentionPooling(keras.layers.Layer):
     self.score.build(x_shape)
 
   def call(self, x, mask):
-    weights = masked_softmax(self.score(x), mask, axis=1)             # [B, T, H]
+    weights = masked_softmax(self.score(x), mask, axis=1)  # [B, T, H]
     x = ops.where(_valid(mask, x), x, ops.zeros_like(x))
-    pooled = ops.einsum("bth,btd->bhd", weights, x)                    # [B, H, D]
+    pooled = ops.einsum("bth,btd->bhd", weights, x)  # [B, H, D]
     return ops.reshape(pooled, (-1, self.num_heads * x.shape[-1]))
 
   def compute_output_shape(self, x_shape, mask_shape=None):
@@ -127,8 +127,11 @@ class SoftAssignment(keras.layers.Layer):
     self.logits.build(input_shape)
     if self.learnable_power:
       self.power_weight = self.add_weight(
-          name="power", shape=(), initializer=keras.initializers.Constant(self.power),
-          constraint=keras.constraints.NonNeg())
+        name="power",
+        shape=(),
+        initializer=keras.initializers.Constant(self.power),
+        constraint=keras.constraints.NonNeg(),
+      )
 
   def call(self, x):
     z = self.logits(x)
@@ -141,8 +144,12 @@ class SoftAssignment(keras.layers.Layer):
     return (*input_shape[:-1], self.num_clusters)
 
   def get_config(self):
-    return {**super().get_config(), "num_clusters": self.num_clusters, "power": self.power,
-            "learnable_power": self.learnable_power}
+    return {
+      **super().get_config(),
+      "num_clusters": self.num_clusters,
+      "power": self.power,
+      "learnable_power": self.learnable_power,
+    }
 
 
 def model_inputs(feature_sizes: Sequence[int], max_frames: int):
@@ -168,14 +175,16 @@ def fcn_head(x, num_classes: int, hidden_sizes: Sequence[int] = (), dropout: flo
 
 
 @register("FrameLevelLogistic", kind=FRAME)
-def frame_level_logistic(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                         l2_penalty: float = 1e-8) -> keras.Model:
+def frame_level_logistic(
+  num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, l2_penalty: float = 1e-8
+) -> keras.Model:
   """The starter's FrameLevelLogisticModel: mean over the real frames -> Dense logits (L2 on the kernel)."""
   inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
   x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
   x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
-  logits = keras.layers.Dense(num_classes, kernel_regularizer=keras.regularizers.L2(l2_penalty),
-                              name="logits")(x)
+  logits = keras.layers.Dense(
+    num_classes, kernel_regularizer=class_summed_l2(l2_penalty, num_classes), name="logits"
+  )(x)
   return keras.Model(inputs, logits, name="FrameLevelLogistic")
 
 
@@ -183,15 +192,26 @@ def _video_classifier(x, num_classes: int, classifier: str, num_mixtures: int, l
   if classifier == "moe":
     return MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(x)
   if classifier == "logistic":
-    return keras.layers.Dense(num_classes, kernel_regularizer=keras.regularizers.L2(l2_penalty),
-                              name="logits")(x)
+    return keras.layers.Dense(
+      num_classes, kernel_regularizer=class_summed_l2(l2_penalty, num_classes), name="logits"
+    )(x)
   raise ValueError(f"classifier must be 'moe' or 'logistic', got {classifier!r}")
 
 
 @register("DBoF", kind=FRAME)
-def dbof(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, cluster_size: int = 8192,
-         hidden_size: int = 1024, pooling: str = "max", activation: str = "relu6", batch_norm: bool = True,
-         classifier: str = "moe", num_mixtures: int = 2, l2_penalty: float = 1e-8) -> keras.Model:
+def dbof(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cluster_size: int = 8192,
+  hidden_size: int = 1024,
+  pooling: str = "max",
+  activation: str = "relu6",
+  batch_norm: bool = True,
+  classifier: str = "moe",
+  num_mixtures: int = 2,
+  l2_penalty: float = 1e-8,
+) -> keras.Model:
   """The starter's DbofModel (2018: relu6, max pooling, MoE with 2 mixtures) on all real frames.
 
   `pooling` is "max", "mean" or "sum" over the real frames; `activation` any Keras activation ("relu6" in the
@@ -216,10 +236,20 @@ def dbof(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 3
 
 
 @register("SoftBoW", kind=FRAME)
-def soft_bow(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, num_clusters: int = 1000,
-             softmax_power: float | None = None, learnable_power: bool = False, bow_dropout: float = 0.4,
-             inner_size: int = 1024, av_id_block_num: int = 1, concat_id_block_num: int = 1,
-             dropout: float = 0.5, context_gating: bool = False) -> keras.Model:
+def soft_bow(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  num_clusters: int = 1000,
+  softmax_power: float | None = None,
+  learnable_power: bool = False,
+  bow_dropout: float = 0.4,
+  inner_size: int = 1024,
+  av_id_block_num: int = 1,
+  concat_id_block_num: int = 1,
+  dropout: float = 0.5,
+  context_gating: bool = False,
+) -> keras.Model:
   """The seed's BoWResnetLike ("VLADBoW", a soft bag of words).
 
   Per modality: s_t = SoftAssignment(num_clusters, softmax_power)(x_t); hist = sum over the real frames of s_t
@@ -235,8 +265,16 @@ def soft_bow(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int
     if bow_dropout > 0:
       h = keras.layers.Dropout(bow_dropout, name=f"{name}_hist_dropout")(h)
     hists[name] = h
-  logits = resnet_like_head(hists["audio"], hists["video"], num_classes, inner_size, av_id_block_num,
-                            concat_id_block_num, dropout, context_gating)
+  logits = resnet_like_head(
+    hists["audio"],
+    hists["video"],
+    num_classes,
+    inner_size,
+    av_id_block_num,
+    concat_id_block_num,
+    dropout,
+    context_gating,
+  )
   return keras.Model(inputs, logits, name="SoftBoW")
 
 
@@ -244,10 +282,19 @@ register("VLADBoW", kind=FRAME)(soft_bow)
 
 
 @register("TimeDistributedPooling", kind=FRAME)
-def time_distributed_pooling(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                             projection: str = "dense", units: int = 1024, num_layers: int = 1,
-                             kernel_size: int = 3, batch_norm: bool = True, attention_heads: int = 1,
-                             hidden_sizes: Sequence[int] = (1024,), dropout: float = 0.0) -> keras.Model:
+def time_distributed_pooling(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  projection: str = "dense",
+  units: int = 1024,
+  num_layers: int = 1,
+  kernel_size: int = 3,
+  batch_norm: bool = True,
+  attention_heads: int = 1,
+  hidden_sizes: Sequence[int] = (1024,),
+  dropout: float = 0.0,
+) -> keras.Model:
   """Per-frame embedding followed by a learned temporal pooling.
 
   concat(rgb, audio) -> num_layers x [Dense(units) ("dense") or Conv1D(units, kernel_size, 'same') ("conv")

@@ -38,9 +38,11 @@ def _preset(name: str, builder, **defaults):
 
 def _uniform_dense(units: int, fan_in: int, name: str, use_bias: bool = True):
   """Dense with weights and bias U(+-1/sqrt(fan_in)) for a given fan_in: a slice of a wider nn.Linear."""
-  limit = fan_in ** -0.5
+  limit = fan_in**-0.5
   init = keras.initializers.RandomUniform(-limit, limit)
-  return keras.layers.Dense(units, use_bias=use_bias, name=name, kernel_initializer=init, bias_initializer=init)
+  return keras.layers.Dense(
+    units, use_bias=use_bias, name=name, kernel_initializer=init, bias_initializer=init
+  )
 
 
 def _torch_bn(name: str):
@@ -49,9 +51,16 @@ def _torch_bn(name: str):
 
 
 @register("StackedRNN", kind=FRAME)
-def stacked_rnn(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, cell: str = "lstm",
-                num_layers: int = 2, units: int = 1024, hidden_sizes: Sequence[int] = (2048,),
-                dropout: float = 0.1) -> keras.Model:
+def stacked_rnn(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cell: str = "lstm",
+  num_layers: int = 2,
+  units: int = 1024,
+  hidden_sizes: Sequence[int] = (2048,),
+  dropout: float = 0.1,
+) -> keras.Model:
   """Stacked unidirectional LSTM/GRU over concat(rgb, audio); the representation is the concatenation of every
   layer's final state at the last real frame (LSTM: [h, c] per layer, GRU: h), then the seed's FCN head
   (Linear -> Dropout -> ReLU per hidden size). The defaults are the seed's EarlyConcatLSTM."""
@@ -71,17 +80,34 @@ def stacked_rnn(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: 
   return keras.Model(inputs, logits, name="StackedRNN")
 
 
-_preset("EarlyConcatLSTM", stacked_rnn, cell="lstm", num_layers=2, units=1024, hidden_sizes=(2048,), dropout=0.1)
-_preset("EarlyConcatLSTM2", stacked_rnn, cell="lstm", num_layers=3, units=512, hidden_sizes=(1024, 1024),
-        dropout=0.0)
-_preset("EarlyConcatGRU2", stacked_rnn, cell="gru", num_layers=3, units=1024, hidden_sizes=(1024, 1024),
-        dropout=0.0)
+_preset(
+  "EarlyConcatLSTM", stacked_rnn, cell="lstm", num_layers=2, units=1024, hidden_sizes=(2048,), dropout=0.1
+)
+_preset(
+  "EarlyConcatLSTM2",
+  stacked_rnn,
+  cell="lstm",
+  num_layers=3,
+  units=512,
+  hidden_sizes=(1024, 1024),
+  dropout=0.0,
+)
+_preset(
+  "EarlyConcatGRU2", stacked_rnn, cell="gru", num_layers=3, units=1024, hidden_sizes=(1024, 1024), dropout=0.0
+)
 
 
 @register("BiLSTMAttention", kind=FRAME)
-def bilstm_attention(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                     layers_number: int = 1, video_hidden: int = 1024, audio_hidden: int = 128,
-                     hidden_sizes: Sequence[int] = (4096, 4096), dropout: float = 0.0) -> keras.Model:
+def bilstm_attention(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  layers_number: int = 1,
+  video_hidden: int = 1024,
+  audio_hidden: int = 128,
+  hidden_sizes: Sequence[int] = (4096, 4096),
+  dropout: float = 0.0,
+) -> keras.Model:
   """The seed's EarlyConcatLSTM4, per modality (video, audio):
     x = ReLU(Dense(d)(x_t)) (d = the modality's feature size);
     layers_number x: x = concat(x, BiLSTM(hidden)(x))  (densely connected; hidden 1024 video, 128 audio);
@@ -146,7 +172,7 @@ class GlobalContextAttention(keras.layers.Layer):
       if i > 0:
         v = v + ops.expand_dims(self.context_dense[i - 1](ops.concatenate(contexts, axis=-1)), 1)
       v = ops.relu(v)
-      weights = masked_softmax(self.score_dense[i](v)[..., 0], mask, axis=1)          # [B, T]
+      weights = masked_softmax(self.score_dense[i](v)[..., 0], mask, axis=1)  # [B, T]
       v = ops.where(ops.expand_dims(mask, -1) > 0, v, ops.zeros_like(v))
       contexts.append(ops.einsum("bt,btd->bd", weights, v))
     x = ops.where(ops.expand_dims(mask, -1) > 0, x, ops.zeros_like(x))
@@ -163,9 +189,16 @@ class GlobalContextAttention(keras.layers.Layer):
 
 
 @register("AttentionModel", kind=FRAME)
-def attention_model(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, num_layers: int = 3,
-                    hidden_size: int = 1024, hidden_sizes: Sequence[int] = (4096, 4096), dropout: float = 0.0,
-                    batch_norm: bool = True) -> keras.Model:
+def attention_model(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  num_layers: int = 3,
+  hidden_size: int = 1024,
+  hidden_sizes: Sequence[int] = (4096, 4096),
+  dropout: float = 0.0,
+  batch_norm: bool = True,
+) -> keras.Model:
   """The seed's AttentionModel: GlobalContextAttention(L=num_layers, H=hidden_size) on concat(rgb, audio)
   -> BatchNorm (if batch_norm) -> FCN(hidden_sizes, dropout) -> logits."""
   inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)

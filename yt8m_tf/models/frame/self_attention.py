@@ -61,8 +61,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     if d_model % num_heads:
       raise ValueError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
     self.d_model, self.num_heads, self.ff_dim, self.dropout = d_model, num_heads, ff_dim, dropout
-    self.attention = keras.layers.MultiHeadAttention(num_heads, d_model // num_heads, dropout=dropout,
-                                                     name="attention")
+    self.attention = keras.layers.MultiHeadAttention(
+      num_heads, d_model // num_heads, dropout=dropout, name="attention"
+    )
     self.ff_in = keras.layers.Dense(ff_dim, activation="relu", name="ff_in")
     self.ff_out = keras.layers.Dense(d_model, name="ff_out")
     self.norm_attention = keras.layers.LayerNormalization(epsilon=1e-5, name="norm_attention")
@@ -90,14 +91,26 @@ class TransformerEncoderBlock(keras.layers.Layer):
     return x_shape
 
   def get_config(self):
-    return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
-            "ff_dim": self.ff_dim, "dropout": self.dropout}
+    return {
+      **super().get_config(),
+      "d_model": self.d_model,
+      "num_heads": self.num_heads,
+      "ff_dim": self.ff_dim,
+      "dropout": self.dropout,
+    }
 
 
 @register("SelfAttentionEncoder", kind=FRAME)
-def self_attention_encoder(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                           d_model: int = 512, num_heads: int = 8, num_layers: int = 2, ff_dim: int = 2048,
-                           dropout: float = 0.1) -> keras.Model:
+def self_attention_encoder(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  d_model: int = 512,
+  num_heads: int = 8,
+  num_layers: int = 2,
+  ff_dim: int = 2048,
+  dropout: float = 0.1,
+) -> keras.Model:
   """Transformer encoder over the real frames (module docstring); `dropout` is used on the input, inside the
   attention, on both residual branches and inside the FFN."""
   inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)

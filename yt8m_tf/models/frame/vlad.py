@@ -59,7 +59,7 @@ import keras
 from keras import ops
 
 from yt8m_tf.models.inputs import frame_inputs
-from yt8m_tf.models.layers import ContextGating, FrameMask
+from yt8m_tf.models.layers import ContextGating, FrameMask, class_summed_l2
 from yt8m_tf.models.registry import FRAME, register
 from yt8m_tf.models.video.moe import MixtureOfExperts
 
@@ -95,8 +95,9 @@ class MaskedBatchNormalization(keras.layers.Layer):
   leaves them unchanged. Inference: moving averages. Same defaults as keras BatchNormalization.
   """
 
-  def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
-               scale: bool = True, **kwargs):
+  def __init__(
+    self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True, scale: bool = True, **kwargs
+  ):
     super().__init__(**kwargs)
     self.momentum = momentum
     self.epsilon = epsilon
@@ -107,10 +108,12 @@ class MaskedBatchNormalization(keras.layers.Layer):
     dim = (input_shape[-1],)
     self.gamma = self.add_weight(name="gamma", shape=dim, initializer="ones") if self.scale else None
     self.beta = self.add_weight(name="beta", shape=dim, initializer="zeros") if self.center else None
-    self.moving_mean = self.add_weight(name="moving_mean", shape=dim, initializer="zeros",
-                                       trainable=False, autocast=False)
-    self.moving_variance = self.add_weight(name="moving_variance", shape=dim, initializer="ones",
-                                           trainable=False, autocast=False)
+    self.moving_mean = self.add_weight(
+      name="moving_mean", shape=dim, initializer="zeros", trainable=False, autocast=False
+    )
+    self.moving_variance = self.add_weight(
+      name="moving_variance", shape=dim, initializer="ones", trainable=False, autocast=False
+    )
 
   def call(self, inputs, mask=None, training=None):
     x = inputs
@@ -118,19 +121,26 @@ class MaskedBatchNormalization(keras.layers.Layer):
       axes = tuple(range(len(x.shape) - 1))
       if mask is None:
         mask = ops.ones_like(x[..., 0])
-      valid = _expand_mask(mask, x) > 0                  # where(), not a product: NaN padding is fine
+      valid = _expand_mask(mask, x) > 0  # where(), not a product: NaN padding is fine
       count = ops.sum(ops.cast(valid, x.dtype) * ops.ones_like(x[..., :1]))
       denominator = ops.maximum(count, 1.0)
       mean = ops.sum(ops.where(valid, x, 0.0), axis=axes) / denominator
       variance = ops.sum(ops.where(valid, ops.square(x - mean), 0.0), axis=axes) / denominator
       has_frames = count > 0
-      self.moving_mean.assign(ops.where(
-          has_frames, self.moving_mean * self.momentum + ops.cast(mean, "float32") * (1 - self.momentum),
-          self.moving_mean))
-      self.moving_variance.assign(ops.where(
+      self.moving_mean.assign(
+        ops.where(
+          has_frames,
+          self.moving_mean * self.momentum + ops.cast(mean, "float32") * (1 - self.momentum),
+          self.moving_mean,
+        )
+      )
+      self.moving_variance.assign(
+        ops.where(
           has_frames,
           self.moving_variance * self.momentum + ops.cast(variance, "float32") * (1 - self.momentum),
-          self.moving_variance))
+          self.moving_variance,
+        )
+      )
     else:
       mean = ops.cast(self.moving_mean, x.dtype)
       variance = ops.cast(self.moving_variance, x.dtype)
@@ -145,8 +155,13 @@ class MaskedBatchNormalization(keras.layers.Layer):
     return inputs_shape
 
   def get_config(self):
-    return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon,
-            "center": self.center, "scale": self.scale}
+    return {
+      **super().get_config(),
+      "momentum": self.momentum,
+      "epsilon": self.epsilon,
+      "center": self.center,
+      "scale": self.scale,
+    }
 
 
 class _WillowPooling(keras.layers.Layer):
@@ -166,14 +181,16 @@ class _WillowPooling(keras.layers.Layer):
   def build(self, input_shape):
     n = int(input_shape[-1])
     self.feature_size = n
-    self.cluster_weights = self.add_weight(name="cluster_weights", shape=(n, self.cluster_size),
-                                           initializer=self._normal(n))
+    self.cluster_weights = self.add_weight(
+      name="cluster_weights", shape=(n, self.cluster_size), initializer=self._normal(n)
+    )
     if self.add_batch_norm:
       self.cluster_bn = MaskedBatchNormalization(name="cluster_bn")
       self.cluster_bn.build(tuple(input_shape[:-1]) + (self.cluster_size,))
     else:
-      self.cluster_biases = self.add_weight(name="cluster_biases", shape=(self.cluster_size,),
-                                            initializer=self._normal(n))
+      self.cluster_biases = self.add_weight(
+        name="cluster_biases", shape=(self.cluster_size,), initializer=self._normal(n)
+      )
     self._build_pooling(n)
 
   def _build_pooling(self, n):
@@ -200,8 +217,7 @@ class _WillowPooling(keras.layers.Layer):
     return (x_shape[0], self._output_dim(int(x_shape[-1])))
 
   def get_config(self):
-    return {**super().get_config(), "cluster_size": self.cluster_size,
-            "add_batch_norm": self.add_batch_norm}
+    return {**super().get_config(), "cluster_size": self.cluster_size, "add_batch_norm": self.add_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -209,8 +225,9 @@ class NetVLAD(_WillowPooling):
   """WILLOW NetVLAD: V_jk = sum_t a_k(x_t)(x_tj - c_jk), intra-L2 over j, flatten, global L2."""
 
   def _build_pooling(self, n):
-    self.centers = self.add_weight(name="cluster_centers", shape=(n, self.cluster_size),
-                                   initializer=self._normal(n))
+    self.centers = self.add_weight(
+      name="cluster_centers", shape=(n, self.cluster_size), initializer=self._normal(n)
+    )
 
   def call(self, x, mask, training=None):
     x = zero_padding(x, mask)
@@ -239,18 +256,26 @@ class NetFV(_WillowPooling):
   our default). Both halves are intra-L2-normalized over j, flattened, then globally L2-normalized.
   """
 
-  def __init__(self, cluster_size: int, add_batch_norm: bool = True, couple_weights: bool = False,
-               coupling_factor: float = 0.01, **kwargs):
+  def __init__(
+    self,
+    cluster_size: int,
+    add_batch_norm: bool = True,
+    couple_weights: bool = False,
+    coupling_factor: float = 0.01,
+    **kwargs,
+  ):
     super().__init__(cluster_size, add_batch_norm, **kwargs)
     self.couple_weights = couple_weights
     self.coupling_factor = coupling_factor
 
   def _build_pooling(self, n):
-    self.covar_weights = self.add_weight(name="covar_weights", shape=(n, self.cluster_size),
-                                         initializer=self._normal(n, mean=1.0))
+    self.covar_weights = self.add_weight(
+      name="covar_weights", shape=(n, self.cluster_size), initializer=self._normal(n, mean=1.0)
+    )
     if not self.couple_weights:
-      self.centers = self.add_weight(name="cluster_centers", shape=(n, self.cluster_size),
-                                     initializer=self._normal(n))
+      self.centers = self.add_weight(
+        name="cluster_centers", shape=(n, self.cluster_size), initializer=self._normal(n)
+      )
 
   def _output_dim(self, n):
     return 2 * n * self.cluster_size
@@ -260,9 +285,9 @@ class NetFV(_WillowPooling):
     a = self._assignment(x, mask, training)
     centers = self.coupling_factor * self.cluster_weights if self.couple_weights else self.centers
     sigma = ops.square(self.covar_weights) + 1e-6
-    a_sum = ops.expand_dims(ops.sum(a, axis=1), 1)                  # [B, 1, K]
-    first = self._weighted_sum(a, x)                                 # sum_t a x      [B, N, K]
-    second = self._weighted_sum(a, ops.square(x))                    # sum_t a x^2    [B, N, K]
+    a_sum = ops.expand_dims(ops.sum(a, axis=1), 1)  # [B, 1, K]
+    first = self._weighted_sum(a, x)  # sum_t a x      [B, N, K]
+    second = self._weighted_sum(a, ops.square(x))  # sum_t a x^2    [B, N, K]
     fv1 = (first - a_sum * centers) / sigma
     fv2 = (second - 2.0 * centers * first + a_sum * ops.square(centers)) / ops.square(sigma) - a_sum
     flat = self.feature_size * self.cluster_size
@@ -271,8 +296,11 @@ class NetFV(_WillowPooling):
     return ops.concatenate([fv1, fv2], axis=1)
 
   def get_config(self):
-    return {**super().get_config(), "couple_weights": self.couple_weights,
-            "coupling_factor": self.coupling_factor}
+    return {
+      **super().get_config(),
+      "couple_weights": self.couple_weights,
+      "coupling_factor": self.coupling_factor,
+    }
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -299,16 +327,20 @@ class NeXtVLAD(keras.layers.Layer):
     frames_shape = tuple(input_shape[:-1])
     self.expand = keras.layers.Dense(self.expanded_size, kernel_initializer="he_normal", name="expansion")
     self.expand.build(input_shape)
-    self.attention = keras.layers.Dense(self.groups, activation="sigmoid", kernel_initializer="he_normal",
-                                        name="group_attention")
+    self.attention = keras.layers.Dense(
+      self.groups, activation="sigmoid", kernel_initializer="he_normal", name="group_attention"
+    )
     self.attention.build(frames_shape + (self.expanded_size,))
-    self.cluster_weights = self.add_weight(name="cluster_weights",
-                                           shape=(self.expanded_size, self.groups * self.cluster_size),
-                                           initializer="he_normal")
+    self.cluster_weights = self.add_weight(
+      name="cluster_weights",
+      shape=(self.expanded_size, self.groups * self.cluster_size),
+      initializer="he_normal",
+    )
     self.cluster_bn = MaskedBatchNormalization(name="cluster_bn")
     self.cluster_bn.build(frames_shape + (self.groups * self.cluster_size,))
-    self.centers = self.add_weight(name="cluster_centers", shape=(self.group_size, self.cluster_size),
-                                   initializer="he_normal")
+    self.centers = self.add_weight(
+      name="cluster_centers", shape=(self.group_size, self.cluster_size), initializer="he_normal"
+    )
     self.vlad_bn = keras.layers.BatchNormalization(name="vlad_bn")
     self.vlad_bn.build((input_shape[0], self.output_dim))
 
@@ -319,14 +351,14 @@ class NeXtVLAD(keras.layers.Layer):
   def call(self, x, mask, training=None):
     max_frames = x.shape[1]
     mask = ops.cast(mask, x.dtype)
-    expanded = self.expand(zero_padding(x, mask))                              # [B, T, lambda*N]
-    attention = self.attention(expanded) * ops.expand_dims(mask, -1)          # [B, T, G]
+    expanded = self.expand(zero_padding(x, mask))  # [B, T, lambda*N]
+    attention = self.attention(expanded) * ops.expand_dims(mask, -1)  # [B, T, G]
     logits = self.cluster_bn(ops.matmul(expanded, self.cluster_weights), mask, training=training)
     logits = ops.reshape(logits, (-1, max_frames, self.groups, self.cluster_size))
     assignment = ops.softmax(logits, axis=-1) * ops.expand_dims(attention, -1)  # [B, T, G, K]
     assignment = ops.reshape(assignment, (-1, max_frames * self.groups, self.cluster_size))
     grouped = ops.reshape(expanded, (-1, max_frames * self.groups, self.group_size))
-    vlad = ops.matmul(ops.transpose(grouped, (0, 2, 1)), assignment)         # [B, lambda*N/G, K]
+    vlad = ops.matmul(ops.transpose(grouped, (0, 2, 1)), assignment)  # [B, lambda*N/G, K]
     vlad = vlad - ops.expand_dims(ops.sum(assignment, axis=1), 1) * self.centers
     vlad = ops.reshape(l2_normalize(vlad, axis=1), (-1, self.output_dim))
     return self.vlad_bn(vlad, training=training)
@@ -336,8 +368,12 @@ class NeXtVLAD(keras.layers.Layer):
     return (x_shape[0], self.cluster_size * self.expansion * n // self.groups)
 
   def get_config(self):
-    return {**super().get_config(), "cluster_size": self.cluster_size, "groups": self.groups,
-            "expansion": self.expansion}
+    return {
+      **super().get_config(),
+      "cluster_size": self.cluster_size,
+      "groups": self.groups,
+      "expansion": self.expansion,
+    }
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -350,13 +386,13 @@ class SEContextGating(keras.layers.Layer):
 
   def build(self, input_shape):
     width = int(input_shape[-1])
-    self.squeeze = keras.layers.Dense(max(width // self.reduction, 1), use_bias=False,
-                                      kernel_initializer="he_normal", name="gating_1")
+    self.squeeze = keras.layers.Dense(
+      max(width // self.reduction, 1), use_bias=False, kernel_initializer="he_normal", name="gating_1"
+    )
     self.squeeze.build(input_shape)
     self.norm = keras.layers.BatchNormalization(name="gating_bn")
     self.norm.build((input_shape[0], self.squeeze.units))
-    self.excite = keras.layers.Dense(width, use_bias=False, kernel_initializer="he_normal",
-                                     name="gating_2")
+    self.excite = keras.layers.Dense(width, use_bias=False, kernel_initializer="he_normal", name="gating_2")
     self.excite.build((input_shape[0], self.squeeze.units))
 
   def call(self, h, training=None):
@@ -384,8 +420,10 @@ class ProbabilityGating(keras.layers.Layer):
   def build(self, input_shape):
     classes = int(input_shape[-1])
     self.gating_weights = self.add_weight(
-        name="gating_prob_weights", shape=(classes, classes),
-        initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(classes)))
+      name="gating_prob_weights",
+      shape=(classes, classes),
+      initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(classes)),
+    )
     self.norm = keras.layers.BatchNormalization(name="gating_prob_bn")
     self.norm.build(input_shape)
 
@@ -409,9 +447,23 @@ def _split_frames(feature_sizes, max_frames):
   return inputs, mask, modalities
 
 
-def _willow_model(model_name, pooling_cls, pooling_kwargs, num_classes, feature_sizes, max_frames,
-                  cluster_size, hidden_size, add_batch_norm, relu, gating, classifier, num_mixtures,
-                  l2_penalty, probability_gating):
+def _willow_model(
+  model_name,
+  pooling_cls,
+  pooling_kwargs,
+  num_classes,
+  feature_sizes,
+  max_frames,
+  cluster_size,
+  hidden_size,
+  add_batch_norm,
+  relu,
+  gating,
+  classifier,
+  num_mixtures,
+  l2_penalty,
+  probability_gating,
+):
   if classifier not in ("moe", "logistic"):
     raise ValueError(f"classifier must be 'moe' or 'logistic', got {classifier!r}")
   inputs, mask, modalities = _split_frames(feature_sizes, max_frames)
@@ -421,14 +473,18 @@ def _willow_model(model_name, pooling_cls, pooling_kwargs, num_classes, feature_
     if add_batch_norm:
       x = MaskedBatchNormalization(name=f"{name}_input_bn")(x, mask)
     clusters = cluster_size if i == 0 else max(cluster_size // 2, 1)
-    pooled.append(pooling_cls(clusters, add_batch_norm=add_batch_norm, name=f"{name}_pooling",
-                              **pooling_kwargs)(x, mask))
+    pooled.append(
+      pooling_cls(clusters, add_batch_norm=add_batch_norm, name=f"{name}_pooling", **pooling_kwargs)(x, mask)
+    )
   h = keras.layers.Concatenate(name="concat_pooled")(pooled)
   hidden_bn = add_batch_norm and relu  # WILLOW: BN only with the ReLU, otherwise a bias
   h = keras.layers.Dense(
-      hidden_size, use_bias=not hidden_bn, name="hidden",
-      kernel_initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(cluster_size)),
-      bias_initializer=keras.initializers.RandomNormal(stddev=0.01))(h)
+    hidden_size,
+    use_bias=not hidden_bn,
+    name="hidden",
+    kernel_initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(cluster_size)),
+    bias_initializer=keras.initializers.RandomNormal(stddev=0.01),
+  )(h)
   if hidden_bn:
     h = keras.layers.BatchNormalization(name="hidden_bn")(h)
   if relu:
@@ -438,63 +494,142 @@ def _willow_model(model_name, pooling_cls, pooling_kwargs, num_classes, feature_
   if classifier == "moe":
     logits = MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(h)
   else:
-    regularizer = keras.regularizers.L2(l2_penalty)
-    logits = keras.layers.Dense(num_classes, kernel_regularizer=regularizer,
-                                bias_regularizer=regularizer, name="logits")(h)
+    regularizer = class_summed_l2(l2_penalty, num_classes)
+    logits = keras.layers.Dense(
+      num_classes, kernel_regularizer=regularizer, bias_regularizer=regularizer, name="logits"
+    )(h)
   if probability_gating:
     logits = ProbabilityGating(name="probability_gating")(logits)
   return keras.Model(inputs, logits, name=model_name)
 
 
 @register("NetVLADModel", kind=FRAME)
-def netvlad_model(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                  cluster_size: int = 64, hidden_size: int = 1024, add_batch_norm: bool = True,
-                  relu: bool = False, gating: bool = True, classifier: str = "moe",
-                  num_mixtures: int = 2, l2_penalty: float = 1e-6,
-                  probability_gating: bool = True) -> keras.Model:
+def netvlad_model(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cluster_size: int = 64,
+  hidden_size: int = 1024,
+  add_batch_norm: bool = True,
+  relu: bool = False,
+  gating: bool = True,
+  classifier: str = "moe",
+  num_mixtures: int = 2,
+  l2_penalty: float = 1e-6,
+  probability_gating: bool = True,
+) -> keras.Model:
   """WILLOW Gated NetVLAD (published: cluster_size=256, hidden_size=1024)."""
-  return _willow_model("NetVLADModel", NetVLAD, {}, num_classes, feature_sizes, max_frames,
-                       cluster_size, hidden_size, add_batch_norm, relu, gating, classifier,
-                       num_mixtures, l2_penalty, probability_gating)
+  return _willow_model(
+    "NetVLADModel",
+    NetVLAD,
+    {},
+    num_classes,
+    feature_sizes,
+    max_frames,
+    cluster_size,
+    hidden_size,
+    add_batch_norm,
+    relu,
+    gating,
+    classifier,
+    num_mixtures,
+    l2_penalty,
+    probability_gating,
+  )
 
 
 @register("NetRVLADModel", kind=FRAME)
-def netrvlad_model(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                   cluster_size: int = 64, hidden_size: int = 1024, add_batch_norm: bool = True,
-                   relu: bool = False, gating: bool = True, classifier: str = "moe",
-                   num_mixtures: int = 2, l2_penalty: float = 1e-6,
-                   probability_gating: bool = True) -> keras.Model:
+def netrvlad_model(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cluster_size: int = 64,
+  hidden_size: int = 1024,
+  add_batch_norm: bool = True,
+  relu: bool = False,
+  gating: bool = True,
+  classifier: str = "moe",
+  num_mixtures: int = 2,
+  l2_penalty: float = 1e-6,
+  probability_gating: bool = True,
+) -> keras.Model:
   """WILLOW Gated NetRVLAD (--lightvlad; published: cluster_size=256, hidden_size=1024)."""
-  return _willow_model("NetRVLADModel", NetRVLAD, {}, num_classes, feature_sizes, max_frames,
-                       cluster_size, hidden_size, add_batch_norm, relu, gating, classifier,
-                       num_mixtures, l2_penalty, probability_gating)
+  return _willow_model(
+    "NetRVLADModel",
+    NetRVLAD,
+    {},
+    num_classes,
+    feature_sizes,
+    max_frames,
+    cluster_size,
+    hidden_size,
+    add_batch_norm,
+    relu,
+    gating,
+    classifier,
+    num_mixtures,
+    l2_penalty,
+    probability_gating,
+  )
 
 
 @register("NetFVModel", kind=FRAME)
-def netfv_model(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                cluster_size: int = 64, hidden_size: int = 1024, add_batch_norm: bool = True,
-                relu: bool = False, gating: bool = True, classifier: str = "moe",
-                num_mixtures: int = 2, l2_penalty: float = 1e-6, probability_gating: bool = True,
-                couple_weights: bool = False, coupling_factor: float = 0.01) -> keras.Model:
+def netfv_model(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cluster_size: int = 64,
+  hidden_size: int = 1024,
+  add_batch_norm: bool = True,
+  relu: bool = False,
+  gating: bool = True,
+  classifier: str = "moe",
+  num_mixtures: int = 2,
+  l2_penalty: float = 1e-6,
+  probability_gating: bool = True,
+  couple_weights: bool = False,
+  coupling_factor: float = 0.01,
+) -> keras.Model:
   """WILLOW Gated NetFV (published: cluster_size=128, hidden_size=1024, fv_couple_weights=False)."""
-  return _willow_model("NetFVModel", NetFV,
-                       {"couple_weights": couple_weights, "coupling_factor": coupling_factor},
-                       num_classes, feature_sizes, max_frames, cluster_size, hidden_size,
-                       add_batch_norm, relu, gating, classifier, num_mixtures, l2_penalty,
-                       probability_gating)
+  return _willow_model(
+    "NetFVModel",
+    NetFV,
+    {"couple_weights": couple_weights, "coupling_factor": coupling_factor},
+    num_classes,
+    feature_sizes,
+    max_frames,
+    cluster_size,
+    hidden_size,
+    add_batch_norm,
+    relu,
+    gating,
+    classifier,
+    num_mixtures,
+    l2_penalty,
+    probability_gating,
+  )
 
 
 @register("NeXtVLADModel", kind=FRAME)
-def nextvlad_model(num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300,
-                   cluster_size: int = 128, hidden_size: int = 2048, groups: int = 8,
-                   expansion: int = 2, gating_reduction: int = 8, drop_rate: float = 0.5,
-                   l2_penalty: float = 1e-5) -> keras.Model:
+def nextvlad_model(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cluster_size: int = 128,
+  hidden_size: int = 2048,
+  groups: int = 8,
+  expansion: int = 2,
+  gating_reduction: int = 8,
+  drop_rate: float = 0.5,
+  l2_penalty: float = 1e-5,
+) -> keras.Model:
   """NeXtVLAD (linrongc, scripts/train_nextvlad_local.sh): rgb K clusters / G groups, audio K//2 / G//2."""
   inputs, mask, modalities = _split_frames(feature_sizes, max_frames)
   pooled = []
   for i, name in enumerate(modalities):
-    clusters, group_count = (cluster_size, groups) if i == 0 else (max(cluster_size // 2, 1),
-                                                                   max(groups // 2, 1))
+    clusters, group_count = (
+      (cluster_size, groups) if i == 0 else (max(cluster_size // 2, 1), max(groups // 2, 1))
+    )
     pooled.append(NeXtVLAD(clusters, group_count, expansion, name=f"{name}_nextvlad")(inputs[name], mask))
   h = keras.layers.Concatenate(name="concat_pooled")(pooled)
   if drop_rate > 0:
@@ -502,7 +637,8 @@ def nextvlad_model(num_classes: int = 3862, feature_sizes=(1024, 128), max_frame
   h = keras.layers.Dense(hidden_size, use_bias=False, kernel_initializer="he_normal", name="hidden")(h)
   h = keras.layers.BatchNormalization(name="hidden_bn")(h)
   h = SEContextGating(gating_reduction, name="context_gating")(h)
-  regularizer = keras.regularizers.L2(l2_penalty)
-  logits = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, bias_regularizer=regularizer,
-                              name="logits")(h)
+  regularizer = class_summed_l2(l2_penalty, num_classes)
+  logits = keras.layers.Dense(
+    num_classes, kernel_regularizer=regularizer, bias_regularizer=regularizer, name="logits"
+  )(h)
   return keras.Model(inputs, logits, name="NeXtVLADModel")

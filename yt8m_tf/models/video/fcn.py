@@ -89,8 +89,12 @@ def _residual(x, name: str):
 
 
 @register("EarlyConcatFCN", kind=VIDEO)
-def early_concat_fcn(num_classes: int = 3862, feature_sizes=(1024, 128),
-                     inner_sizes: Sequence[int] = (1024, 1024), dropout: float = 0.0) -> keras.Model:
+def early_concat_fcn(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  inner_sizes: Sequence[int] = (1024, 1024),
+  dropout: float = 0.0,
+) -> keras.Model:
   inputs, x = _concat_inputs(feature_sizes)
   for i, width in enumerate(inner_sizes):
     x = _dense(x, int(width), name=f"fc{i + 1}")
@@ -101,8 +105,7 @@ def early_concat_fcn(num_classes: int = 3862, feature_sizes=(1024, 128),
 
 
 @register("AttentiveFCN", kind=VIDEO)
-def attentive_fcn(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096
-                  ) -> keras.Model:
+def attentive_fcn(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096) -> keras.Model:
   inputs, x = _concat_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _self_gate(x)
@@ -111,8 +114,9 @@ def attentive_fcn(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size
 
 
 @register("AttentiveFCN2", kind=VIDEO)
-def attentive_fcn2(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 2048,
-                   n_heads: int = 5) -> keras.Model:
+def attentive_fcn2(
+  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 2048, n_heads: int = 5
+) -> keras.Model:
   inputs, x = _concat_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2", activation="relu")
@@ -125,8 +129,9 @@ def attentive_fcn2(num_classes: int = 3862, feature_sizes=(1024, 128), inner_siz
   return keras.Model(inputs, logits, name="AttentiveFCN2")
 
 
-def _attentive_fcn3_like(name: str, num_classes, feature_sizes, inner_size, dropout,
-                         gate_activation="sigmoid"):
+def _attentive_fcn3_like(
+  name: str, num_classes, feature_sizes, inner_size, dropout, gate_activation="sigmoid"
+):
   inputs, x = _concat_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2", activation="relu")
@@ -137,21 +142,25 @@ def _attentive_fcn3_like(name: str, num_classes, feature_sizes, inner_size, drop
 
 
 @register("AttentiveFCN3", kind=VIDEO)
-def attentive_fcn3(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096,
-                   dropout: float = 0.3) -> keras.Model:
+def attentive_fcn3(
+  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
+) -> keras.Model:
   return _attentive_fcn3_like("AttentiveFCN3", num_classes, feature_sizes, inner_size, dropout)
 
 
 @register("AttentiveFCN4", kind=VIDEO)
-def attentive_fcn4(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096,
-                   dropout: float = 0.3) -> keras.Model:
-  return _attentive_fcn3_like("AttentiveFCN4", num_classes, feature_sizes, inner_size, dropout,
-                              gate_activation="softmax")
+def attentive_fcn4(
+  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
+) -> keras.Model:
+  return _attentive_fcn3_like(
+    "AttentiveFCN4", num_classes, feature_sizes, inner_size, dropout, gate_activation="softmax"
+  )
 
 
 @register("AttentiveFCN5", kind=VIDEO)
-def attentive_fcn5(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096,
-                   dropout: float = 0.3) -> keras.Model:
+def attentive_fcn5(
+  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
+) -> keras.Model:
   inputs, x = _concat_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1")  # no activation
   x = FeatureSort(name="sort_features")(x)
@@ -163,8 +172,9 @@ def attentive_fcn5(num_classes: int = 3862, feature_sizes=(1024, 128), inner_siz
 
 
 @register("AttentiveFCN6", kind=VIDEO)
-def attentive_fcn6(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096,
-                   dropout: float = 0.3) -> keras.Model:
+def attentive_fcn6(
+  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
+) -> keras.Model:
   inputs, x = _concat_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2")
@@ -177,8 +187,9 @@ def attentive_fcn6(num_classes: int = 3862, feature_sizes=(1024, 128), inner_siz
 
 
 @register("AttentiveFCN7", kind=VIDEO)
-def attentive_fcn7(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096,
-                   dropout: float = 0.3) -> keras.Model:
+def attentive_fcn7(
+  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
+) -> keras.Model:
   inputs, x = _concat_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2")

@@ -26,9 +26,12 @@ def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True) -> ke
   """Dense initialized like PyTorch's nn.Linear: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
   limit = 1.0 / math.sqrt(fan_in)
   return keras.layers.Dense(
-      units, use_bias=use_bias, name=name,
-      kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
-      bias_initializer=keras.initializers.RandomUniform(-limit, limit))
+    units,
+    use_bias=use_bias,
+    name=name,
+    kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+    bias_initializer=keras.initializers.RandomUniform(-limit, limit),
+  )
 
 
 def fc_block(x, units: int, dropout: float, name: str):
@@ -46,9 +49,18 @@ def identity_block(x, inner: int, dropout: float, name: str):
   return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x)
 
 
-def resnet_like_head(audio, video, num_classes: int, inner_size: int = 2048, av_id_block_num: int = 1,
-                     concat_id_block_num: int = 1, dropout: float = 0.5, context_gating: bool = False,
-                     video_part: float = 1.0, audio_part: float = 1.0):
+def resnet_like_head(
+  audio,
+  video,
+  num_classes: int,
+  inner_size: int = 2048,
+  av_id_block_num: int = 1,
+  concat_id_block_num: int = 1,
+  dropout: float = 0.5,
+  context_gating: bool = False,
+  video_part: float = 1.0,
+  audio_part: float = 1.0,
+):
   """The ResNetLike graph on two [B, *] tensors; reused by frame-level models that pool first."""
   parts = video_part + audio_part
   audio_width = int(round(2 * inner_size * audio_part / parts))
@@ -71,12 +83,29 @@ def resnet_like_head(audio, video, num_classes: int, inner_size: int = 2048, av_
 
 
 @register("ResNetLike", kind=VIDEO)
-def resnet_like(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 2048,
-                av_id_block_num: int = 1, concat_id_block_num: int = 1, dropout: float = 0.5,
-                context_gating: bool = False, video_part: float = 1.0, audio_part: float = 1.0
-                ) -> keras.Model:
+def resnet_like(
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  inner_size: int = 2048,
+  av_id_block_num: int = 1,
+  concat_id_block_num: int = 1,
+  dropout: float = 0.5,
+  context_gating: bool = False,
+  video_part: float = 1.0,
+  audio_part: float = 1.0,
+) -> keras.Model:
   inputs = video_inputs(feature_sizes)
   rgb, audio = inputs["mean_rgb"], inputs["mean_audio"]
-  logits = resnet_like_head(audio, rgb, num_classes, inner_size, av_id_block_num, concat_id_block_num,
-                            dropout, context_gating, video_part, audio_part)
+  logits = resnet_like_head(
+    audio,
+    rgb,
+    num_classes,
+    inner_size,
+    av_id_block_num,
+    concat_id_block_num,
+    dropout,
+    context_gating,
+    video_part,
+    audio_part,
+  )
   return keras.Model(inputs, logits, name="ResNetLike")
