@@ -18,12 +18,12 @@ import os
 import time
 from typing import Callable, Dict, List, Optional
 
-import keras
 import tensorflow as tf
 
 from yt8m_tf import data, models, training
 from yt8m_tf.data import synthetic
 from yt8m_tf.files import atomic_open
+from yt8m_tf.training import experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,35 +124,27 @@ class Pipeline:
   def stage_baseline(self) -> dict:
     config = self.config
     schema = self.schema()
-    keras.utils.set_random_seed(config.seed)
     name = config.baseline_model
     kind = models.get(name).kind
-    train_dir = os.path.join(config.workdir, "l1", name)
-    model = models.build(name, num_classes=schema.num_classes, **config.baseline_params)
-    training.compile_model(model, learning_rate=config.learning_rate)
-    train_ds = training.dataset_for(
-      kind,
-      self.pattern(kind, "train"),
-      config.batch_size,
-      schema=schema,
-      shuffle=True,
-      seed=config.seed,
-      num_epochs=None,
-    )
-    val_ds = training.dataset_for(kind, self.pattern(kind, "validate"), config.batch_size, schema=schema)
     train_videos = self.result("data")["videos"]["train"]
-    history = training.fit(
-      model,
-      train_ds,
-      val_ds,
-      train_dir=train_dir,
+    train_config = experiment.TrainConfig(
+      model=name,
+      model_params=dict(config.baseline_params),
+      train_dir=os.path.join(config.workdir, "l1", name),
+      train_data_pattern=self.pattern(kind, "train"),
+      eval_data_pattern=self.pattern(kind, "validate"),
+      num_classes=schema.num_classes,
+      max_frames=schema.max_frames,
+      batch_size=config.batch_size,
       epochs=config.epochs,
       steps_per_epoch=max(1, train_videos // config.batch_size),
-      verbose=2,
+      learning_rate=config.learning_rate,
+      seed=config.seed,
     )
+    history = experiment.run_training(train_config)
     return {
       "model": name,
-      "train_dir": train_dir,
+      "train_dir": train_config.train_dir,
       "epochs": len(history),
       "best_val_gap": max(e["val_gap"] for e in history),
     }
@@ -162,12 +154,10 @@ class Pipeline:
     schema = self.schema()
     kind = models.get(baseline["model"]).kind
     model = models.load_model(os.path.join(baseline["train_dir"], training.BEST_MODEL))
-    results = {}
-    for split in ("validate",):
-      dataset = training.dataset_for(
-        kind, self.pattern(kind, split), self.config.batch_size, schema=schema, keep_ids=True
-      )
-      results[split] = training.evaluate(model, dataset)
+    dataset = training.dataset_for(
+      kind, self.pattern(kind, "validate"), self.config.batch_size, schema=schema, keep_ids=True
+    )
+    results = {"validate": training.evaluate(model, dataset)}
     return {"model": baseline["model"], "metrics": results}
 
   def run(self) -> dict:

@@ -24,7 +24,7 @@ import tensorflow as tf
 from yt8m_tf import data, models
 from yt8m_tf.files import atomic_open
 from yt8m_tf.training import losses, trainer
-from yt8m_tf.training.inputs import input_keys
+from yt8m_tf.training.inputs import dataset_for
 
 CONFIG_FILE = "config.json"
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -124,6 +124,11 @@ def _check_or_write_config(config: TrainConfig) -> None:
     json.dump(current, f, indent=1, sort_keys=True)
 
 
+def _training_folds(config: TrainConfig) -> dict:
+  """Reader arguments selecting the training videos: all folds but the held-out one (if any)."""
+  return {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
+
+
 def apply_training_transforms(dataset: tf.data.Dataset, config: TrainConfig) -> tf.data.Dataset:
   """Per-batch training transforms, in order: soft-label targets, frame sampling, mixup (last, so it
   mixes the final targets). Random draws are seeded from `config.seed`: a run replays exactly."""
@@ -155,29 +160,26 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
   batches are sharded (policy DATA: every worker reads every file and keeps its share of batches,
   which works for any number of files).
   """
-  reader = data.video_dataset if config.kind == models.VIDEO else data.frame_dataset
-  batch_size = config.batch_size
-  folds = {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
   # With steps_per_epoch an epoch is that many batches of an endless stream (the seed's
   # pseudo-epochs); without it, one pass over the data.
   num_epochs = None if config.steps_per_epoch else 1
-  train = reader(
+  needs_ids = bool(config.soft_labels)  # soft labels are looked up by video id
+  train = dataset_for(
+    config.kind,
     config.train_data_pattern,
-    batch_size,
+    config.batch_size,
     schema=config.schema,
+    keep_ids=needs_ids,
     shuffle=True,
     seed=config.seed,
     num_epochs=num_epochs,
     shuffle_buffer=config.shuffle_buffer,
     drop_remainder=True,
-    **folds,
+    **_training_folds(config),
   )
-  keep = input_keys(config.kind, config.schema)
-  needs_ids = bool(config.soft_labels)
-  train = train.map(lambda f, l: ({k: f[k] for k in keep + (("id",) if needs_ids else ())}, l))
   train = apply_training_transforms(train, config)
   if needs_ids:
-    train = train.map(lambda f, l: ({k: f[k] for k in keep}, l))
+    train = train.map(lambda f, l: ({k: v for k, v in f.items() if k != "id"}, l))
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   return train.with_options(options).prefetch(tf.data.AUTOTUNE)
@@ -185,19 +187,16 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
 
 def validation_dataset(config: TrainConfig) -> tf.data.Dataset:
   """Hard-labeled validation data: the held-out fold, or `eval_data_pattern` without folds."""
-  reader = data.video_dataset if config.kind == models.VIDEO else data.frame_dataset
   if config.fold is not None:
-    dataset = reader(
+    return dataset_for(
+      config.kind,
       config.train_data_pattern,
       config.batch_size,
       schema=config.schema,
       num_folds=config.num_folds,
       folds=[config.fold],
     )
-  else:
-    dataset = reader(config.eval_data_pattern, config.batch_size, schema=config.schema)
-  keep = input_keys(config.kind, config.schema)
-  return dataset.map(lambda f, l: ({k: f[k] for k in keep}, l))
+  return dataset_for(config.kind, config.eval_data_pattern, config.batch_size, schema=config.schema)
 
 
 def build_model(config: TrainConfig) -> keras.Model:
@@ -224,14 +223,13 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
       cached = np.load(io.BytesIO(f.read()))
       centers, idf = cached["centroids"], cached["idf"]
   else:
-    folds = {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
     frames = data.frame_dataset(
       config.train_data_pattern,
       config.batch_size,
       schema=config.schema,
       shuffle=True,
       seed=config.seed,
-      **folds,
+      **_training_folds(config),
     )
     if config.kmeans_max_batches:
       frames = frames.take(config.kmeans_max_batches)

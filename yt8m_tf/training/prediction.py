@@ -24,6 +24,8 @@ import tensorflow as tf
 from yt8m_tf import models
 from yt8m_tf.files import atomic_open
 from yt8m_tf.metrics import top_k_per_video
+from yt8m_tf.training.evaluation import predict_batches
+from yt8m_tf.training.inputs import dataset_for
 
 INDEX_FILE = "index.json"
 
@@ -173,7 +175,6 @@ def predict_kfold(
   `model_dir/fold_k/` are train_main runs made with `--fold=k --num_folds=num_folds`.
   """
   from yt8m_tf.training import experiment  # local: experiment imports this module's siblings
-  from yt8m_tf.training.inputs import dataset_for
 
   out_dir = out_dir or os.path.join(model_dir, "predictions")
   configs = []
@@ -205,7 +206,6 @@ def predict_kfold(
     writer = PredictionWriter(oof_dir, first.num_classes, top_k)
     for k in range(num_folds):
       model = load(k)
-      infer = tf.function(lambda f, m=model: tf.sigmoid(m(f, training=False)), reduce_retracing=True)
       dataset = dataset_for(
         first.kind,
         first.train_data_pattern,
@@ -215,8 +215,8 @@ def predict_kfold(
         num_folds=num_folds,
         folds=[k],
       )
-      for features, _ in dataset:
-        writer.add(features["id"].numpy(), infer({n: v for n, v in features.items() if n != "id"}).numpy())
+      for ids, probabilities, _ in predict_batches(model, dataset):
+        writer.add(ids, probabilities)
       log(f"  oof: fold {k} done")
     writer.close()
   results["oof"] = read_index(oof_dir)
