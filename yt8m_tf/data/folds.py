@@ -49,6 +49,17 @@ def fold_mask_tensor(
   return keep
 
 
+def check_fold_arguments(
+  num_folds: int, folds: Optional[Sequence[int]] = None, exclude_folds: Optional[Sequence[int]] = None
+) -> None:
+  """Raises ValueError unless the fold arguments describe a valid selection (as fold_mask_tensor needs)."""
+  _check_num_folds(num_folds)
+  if folds is not None:
+    _checked(folds, num_folds)
+  if exclude_folds:
+    _checked(exclude_folds, num_folds)
+
+
 def _checked(folds: Sequence[int], num_folds: int) -> list:
   folds = [int(f) for f in folds]
   bad = [f for f in folds if not 0 <= f < num_folds]

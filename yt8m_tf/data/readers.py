@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
-from yt8m_tf.data.folds import fold_mask_tensor
+from yt8m_tf.data.folds import check_fold_arguments, fold_mask_tensor
 from yt8m_tf.data.schema import Schema, dequantize
 
 _RAISE, _SKIP = "raise", "skip"
@@ -129,8 +129,7 @@ def _named_records(
 def _report(is_bad, message_fn, on_bad_record: str, count_op=None) -> list:
   """Ops that raise (mode raise) or log (mode skip) `message_fn()` when the scalar `is_bad` holds.
 
-  The message is only built in the failing branch: formatting it for every batch costs more than
-  parsing.
+  The message is only built in the failing branch, so valid input never pays for string formatting.
   """
 
   def fail():
@@ -189,17 +188,13 @@ class _Checks:
     return ops
 
 
-def _as_string(x):
-  return tf.strings.as_string(x)
-
-
 def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.RaggedTensor, schema: Schema):
   num_ids = ids.row_lengths()
   checks.require(
     tf.equal(num_ids, 1),
     schema.id_key,
     "must hold exactly one id, found ",
-    lambda row: _as_string(num_ids[row]),
+    lambda row: tf.strings.as_string(num_ids[row]),
   )
   low = tf.reduce_min(labels, axis=1, keepdims=False)
   high = tf.reduce_max(labels, axis=1, keepdims=False)
@@ -209,7 +204,7 @@ def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.Ragge
     in_range,
     schema.labels_key,
     f"has a class id outside [0, {schema.num_classes}): ",
-    lambda row: tf.strings.reduce_join(_as_string(labels[row]), separator=" "),
+    lambda row: tf.strings.reduce_join(tf.strings.as_string(labels[row]), separator=" "),
   )
 
 
@@ -241,7 +236,7 @@ def _parse_video_batch(
       tf.equal(length, size),
       name,
       f"must have {size} float values, found ",
-      lambda row, length=length: _as_string(length[row]),
+      lambda row, length=length: tf.strings.as_string(length[row]),
     )
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid)
@@ -267,7 +262,7 @@ def _valid_rows(ragged: tf.RaggedTensor, valid, all_valid) -> tf.RaggedTensor:
 def _fold_filter(num_folds: int, folds, exclude_folds):
   if folds is None and not exclude_folds:
     return None
-  fold_mask_tensor(tf.constant(["probe"]), num_folds, folds, exclude_folds)  # validates arguments now
+  check_fold_arguments(num_folds, folds, exclude_folds)  # fail at construction, not mid-iteration
   return lambda ids: fold_mask_tensor(ids, num_folds, folds, exclude_folds)
 
 

@@ -51,7 +51,11 @@ class _SaveHistory(keras.callbacks.Callback):
 
 
 class _BestModelCheckpoint(keras.callbacks.Callback):
-  """Saves best.keras when the monitored metric improves; the best value survives a resume."""
+  """Saves best.keras when the monitored metric improves; the best value survives a resume.
+
+  Not keras.callbacks.ModelCheckpoint: that writes in place, so a run killed mid-save would leave a
+  half-written best.keras; this one writes a temporary file and renames it.
+  """
 
   def __init__(self, train_dir: str, monitor: str, history: _SaveHistory):
     super().__init__()
