@@ -268,14 +268,9 @@ class _RankLoss(_BatchLoss):
     return hardest_negative_pairs(y_true, logits, self.top_neg_count, self.positive_threshold)
 
 
-@keras.saving.register_keras_serializable(package="yt8m_tf")
-class SoftRankingLoss(_RankLoss):
-  """Seed `soft_ranking_loss`: mean over (positive, hardest negative) pairs of softplus(s_n - s_p + margin).
-
-  margin = 1, 30*B hardest negatives of the batch. The seed keeps only pairs with s_n - s_p != 0
-  (`torch.nonzero(diff)`); `ignore_ties=True` reproduces that (it also makes exactly tied logits, e.g.
-  a constant model, give zero loss and gradient); `ignore_ties=False` keeps every pair.
-  """
+class _MarginRankLoss(_RankLoss):
+  """A rank loss with a margin over (positive, hardest negative) pairs; `ignore_ties` drops pairs whose
+  scores are exactly equal (the seed's `torch.nonzero(diff)`)."""
 
   def __init__(
     self,
@@ -291,6 +286,16 @@ class SoftRankingLoss(_RankLoss):
 
   def _params(self):
     return {**super()._params(), "margin": self.margin, "ignore_ties": self.ignore_ties}
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class SoftRankingLoss(_MarginRankLoss):
+  """Seed `soft_ranking_loss`: mean over (positive, hardest negative) pairs of softplus(s_n - s_p + margin).
+
+  margin = 1, 30*B hardest negatives of the batch. The seed keeps only pairs with s_n - s_p != 0
+  (`torch.nonzero(diff)`); `ignore_ties=True` reproduces that (it also makes exactly tied logits, e.g.
+  a constant model, give zero loss and gradient); `ignore_ties=False` keeps every pair.
+  """
 
   def call(self, y_true, logits):
     return soft_ranking_loss(
@@ -338,7 +343,7 @@ class LSEPLoss(_RankLoss):
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
-class HingeRankingLoss(_RankLoss):
+class HingeRankingLoss(_MarginRankLoss):
   """Hinge ranking: mean over (positive, hardest negative) pairs of max(0, s_n - s_p + margin).
 
   The slides list a "hinge ranking loss" among the losses tried, but the seed code has none; this is
@@ -346,20 +351,8 @@ class HingeRankingLoss(_RankLoss):
   margin 1). All pairs count (`ignore_ties=False`): a tied pair violates the margin.
   """
 
-  def __init__(
-    self,
-    top_neg_count: int = TOP_NEG_COUNT,
-    margin: float = 1.0,
-    ignore_ties: bool = False,
-    positive_threshold: float = 0.0,
-    **kwargs,
-  ):
-    super().__init__(top_neg_count=top_neg_count, positive_threshold=positive_threshold, **kwargs)
-    self.margin = float(margin)
-    self.ignore_ties = bool(ignore_ties)
-
-  def _params(self):
-    return {**super()._params(), "margin": self.margin, "ignore_ties": self.ignore_ties}
+  def __init__(self, ignore_ties: bool = False, **kwargs):
+    super().__init__(ignore_ties=ignore_ties, **kwargs)
 
   def call(self, y_true, logits):
     diff, valid = self._pairs(y_true, logits)
@@ -369,26 +362,16 @@ class HingeRankingLoss(_RankLoss):
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
-class BCEWithSoftRank(_RankLoss):
+class BCEWithSoftRank(_MarginRankLoss):
   """Seed `bce_with_soft_rank_with_logits`: BCE (mean over B*C) + alpha * soft_ranking_loss, alpha = 0.1
   (soft ranking with its defaults: 30*B hardest negatives, margin 1, ties dropped)."""
 
-  def __init__(
-    self,
-    alpha: float = 0.1,
-    top_neg_count: int = TOP_NEG_COUNT,
-    margin: float = 1.0,
-    ignore_ties: bool = True,
-    positive_threshold: float = 0.0,
-    **kwargs,
-  ):
-    super().__init__(top_neg_count=top_neg_count, positive_threshold=positive_threshold, **kwargs)
+  def __init__(self, alpha: float = 0.1, **kwargs):
+    super().__init__(**kwargs)
     self.alpha = float(alpha)
-    self.margin = float(margin)
-    self.ignore_ties = bool(ignore_ties)
 
   def _params(self):
-    return {**super()._params(), "alpha": self.alpha, "margin": self.margin, "ignore_ties": self.ignore_ties}
+    return {**super()._params(), "alpha": self.alpha}
 
   def call(self, y_true, logits):
     y, x = _float(y_true), _float(logits)
