@@ -63,7 +63,9 @@ def throughput(model, batch_size, steps, repeats, max_frames):
   features, labels = batch_for(model, batch_size, max_frames)
   trainer.compile_model(model, learning_rate=1e-3)
   dataset = tf.data.Dataset.from_tensors((features, labels)).repeat()
-  model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, allocation
+  model.fit(
+    dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False
+  )  # warm-up: tracing, allocation
   train = []
   for _ in range(repeats):
     start = time.perf_counter()

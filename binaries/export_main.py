@@ -1,0 +1,83 @@
+"""Exports a trained video-level model as a TF Serving SavedModel, after checking its size budget.
+
+  python -m binaries.export_main --train_dir=runs/distill/EnsembleModel --export_base=exports \
+      --model_name=ensemble --fp16
+
+Reads `--model_path` (a .keras file) or `<train_dir>/best.keras`, prints the per-component size account
+(refusing, before writing anything, above --size_budget_bytes) and writes
+`<export_base>/<model_name>/<version>/` with the `serving_default` and `from_examples` signatures.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+from absl import app, flags, logging  # noqa: E402
+
+from yt8m_tf import data, export, models  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_path", None, "A .keras model file (e.g. train_dir/best.keras).")
+flags.DEFINE_string("train_dir", None, "A train_main run directory: exports its best.keras.")
+flags.DEFINE_string("export_base", None, "Root of the TF Serving model directories.", required=True)
+flags.DEFINE_string("model_name", None, "Served model name; default: the run's model name.")
+flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
+flags.DEFINE_bool("fp16", False, "Store the weights as float16 (computation stays float32).")
+flags.DEFINE_integer("size_budget_bytes", export.DEFAULT_BUDGET_BYTES, "Refuse exports storing more bytes.")
+flags.DEFINE_integer("top_k", export.DEFAULT_TOP_K, "Top classes returned per video.")
+flags.DEFINE_integer("num_classes", None, "Class count; default: the model's output size.")
+flags.DEFINE_list("feature_names", ["rgb", "audio"], "Feature names; video-level keys are mean_<name>.")
+flags.DEFINE_list("feature_sizes", ["1024", "128"], "Feature sizes, in the order of --feature_names.")
+flags.DEFINE_string("id_key", "id", "Video id key of the records (video_id for the 2017 data).")
+
+
+def _model_path_and_run_config():
+  if bool(FLAGS.model_path) == bool(FLAGS.train_dir):
+    raise app.UsageError("give exactly one of --model_path and --train_dir")
+  if FLAGS.model_path:
+    return FLAGS.model_path, {}
+  config_path = os.path.join(FLAGS.train_dir, "config.json")
+  config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+  return os.path.join(FLAGS.train_dir, "best.keras"), config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # TF's INFO lines while saving would bury the size account
+  model_path, config = _model_path_and_run_config()
+  model = models.load_model(model_path)
+  num_classes = FLAGS.num_classes or config.get("num_classes") or int(model.outputs[0].shape[-1])
+  schema = data.Schema(
+    id_key=FLAGS.id_key,
+    feature_names=tuple(FLAGS.feature_names),
+    feature_sizes=tuple(int(s) for s in FLAGS.feature_sizes),
+    num_classes=num_classes,
+  )
+  model_name = FLAGS.model_name or config.get("model") or model.name
+  print(f"exporting {model_path} ({model.count_params():,} parameters) as {model_name}")
+  try:
+    result = export.export_keras_model(
+      model,
+      FLAGS.export_base,
+      model_name,
+      schema,
+      fp16=FLAGS.fp16,
+      version=FLAGS.version,
+      top_k=FLAGS.top_k,
+      size_budget_bytes=FLAGS.size_budget_bytes,
+    )
+  except (export.ModelTooLargeError, FileExistsError) as error:
+    sys.exit(f"error: {error}")
+  print(result.summary())
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

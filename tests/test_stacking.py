@@ -1,0 +1,190 @@
+"""Candidates against a per-video loop oracle; the K-fold GBT stacker end to end on tiny stores."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from yt8m_tf.data import folds
+from yt8m_tf.stacking import candidates, stacker
+from yt8m_tf.stacking.soft_labels import SoftLabelStore
+from yt8m_tf.training import prediction, zoo
+
+NUM_CLASSES = 30
+
+
+def _fixture(tmp_path, num_videos=300, models=("alpha", "beta"), top_k=8, seed=0):
+  """Two prediction stores whose scores are noisy versions of the labels, plus the labels."""
+  rng = np.random.default_rng(seed)
+  ids = np.array([f"v{i:05d}".encode() for i in range(num_videos)])
+  labels = {v: np.sort(rng.choice(NUM_CLASSES, rng.integers(1, 4), replace=False)) for v in ids}
+  truth = np.zeros((num_videos, NUM_CLASSES), np.float32)
+  for row, v in enumerate(ids):
+    truth[row, labels[v]] = 1
+  stores, dense = {}, {}
+  for m, name in enumerate(models):
+    logits = 2.5 * truth + rng.normal(scale=1.0 + 0.5 * m, size=truth.shape)
+    probabilities = 1 / (1 + np.exp(-logits))
+    writer = prediction.PredictionWriter(str(tmp_path / name), NUM_CLASSES, top_k=top_k, part_size=70)
+    for start in range(0, num_videos, 50):  # parts of 70 videos from batches of 50: chunks re-slice
+      writer.add(ids[start : start + 50], probabilities[start : start + 50])
+    writer.close()
+    stores[name] = str(tmp_path / name)
+    dense[name] = probabilities  # the store ranks these, then keeps float16 scores
+  return ids, labels, stores, dense
+
+
+def _oracle_rows(ids, labels, dense, prior, top_k, top_n):
+  """Per video loop over the definition in candidates.py."""
+  rows = []
+  for row, video in enumerate(ids):
+    tops = {}
+    for name, p in dense.items():
+      order = np.argsort(-p[row], kind="stable")[:top_k]
+      stored = p[row].astype(np.float16).astype(np.float32)
+      tops[name] = {int(c): (stored[c], rank + 1) for rank, c in enumerate(order)}
+    union = sorted(set().union(*[[c for c, (_, r) in t.items() if r <= top_n] for t in tops.values()]))
+    for c in union:
+      features = {"class_id": c}
+      for name, t in tops.items():
+        features[f"score_{name}"], features[f"rank_{name}"] = t.get(c, (np.nan, np.nan))
+      present = [t[c][0] if c in t else 0.0 for t in tops.values()]
+      features["mean_score"] = np.mean(present)
+      features["max_score"] = np.max(present)
+      features["num_models"] = sum(c in t and t[c][1] <= top_n for t in tops.values())
+      features["prior"] = prior[c]
+      rows.append((row, c, features, int(c in labels[video])))
+  return rows
+
+
+def test_candidate_rows_match_a_loop_oracle(tmp_path):
+  ids, labels, stores, dense = _fixture(tmp_path)
+  prior = candidates.class_prior(labels, NUM_CLASSES)
+  out = str(tmp_path / "cands")
+  index = candidates.build_candidates(stores, out, prior, labels, top_n=5, chunk_videos=64, part_videos=100)
+  rows = candidates.load_candidates(out)
+  expected = _oracle_rows(ids, labels, dense, prior, top_k=8, top_n=5)
+
+  assert index["rows"] == len(expected) == len(rows.class_id)
+  assert index["videos"] == len(ids) and len(index["parts"]) == 3
+  np.testing.assert_array_equal(rows.ids, ids)
+  np.testing.assert_array_equal(rows.row_video, [r[0] for r in expected])
+  np.testing.assert_array_equal(rows.class_id, [r[1] for r in expected])
+  np.testing.assert_array_equal(rows.target, [r[3] for r in expected])
+  for name in candidates.feature_names(list(stores)):
+    np.testing.assert_allclose(rows.features[name], [r[2][name] for r in expected], rtol=1e-6, err_msg=name)
+  np.testing.assert_array_equal(rows.num_positives, [len(labels[v]) for v in ids])
+  # Recall is below 1 here (top_n=5 of 30 noisy classes), so GAP must count the missed positives.
+  assert 0.5 < index["candidate_recall"] < 1.0
+
+
+def test_row_gap_of_a_model_score_equals_its_store_gap(tmp_path):
+  _, labels, stores, _ = _fixture(tmp_path)
+  prior = candidates.class_prior(labels, NUM_CLASSES)
+  out = str(tmp_path / "cands")
+  candidates.build_candidates(stores, out, prior, labels, top_n=20)
+  rows = candidates.load_candidates(out)
+  for name in stores:
+    row_gap = candidates.rows_gap(rows, rows.features[f"score_{name}"])
+    # Equal up to the order of float16 ties (rows list ties by class id, the store by rank).
+    assert row_gap == pytest.approx(zoo.store_gap(stores[name], labels), abs=1e-4)
+
+
+def test_misaligned_stores_are_an_error_naming_them(tmp_path):
+  _, labels, stores, _ = _fixture(tmp_path)
+  rng = np.random.default_rng(1)
+  other = prediction.PredictionWriter(str(tmp_path / "other"), NUM_CLASSES, top_k=8)
+  other.add([f"w{i}".encode() for i in range(300)], rng.random((300, NUM_CLASSES)))
+  other.close()
+  prior = candidates.class_prior(labels, NUM_CLASSES)
+  with pytest.raises(ValueError, match="other"):
+    candidates.build_candidates(
+      {"alpha": stores["alpha"], "other": str(tmp_path / "other")}, str(tmp_path / "c"), prior, labels
+    )
+  assert not candidates.is_complete(str(tmp_path / "c"))
+
+
+def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path):
+  ids, labels, stores, _ = _fixture(tmp_path, num_videos=400)
+  prior = candidates.class_prior(labels, NUM_CLASSES)
+  train_dir, test_dir = str(tmp_path / "train"), str(tmp_path / "test")
+  train_ids = ids[:300]
+  test_stores = {}
+  # Test candidates from the last 100 videos' predictions (a store of their own).
+  for name, path in stores.items():
+    chunks = list(prediction.read_predictions(path))
+    writer = prediction.PredictionWriter(str(tmp_path / f"test_{name}"), NUM_CLASSES, top_k=8)
+    for chunk in chunks:
+      keep = ~np.isin(chunk.ids, train_ids)
+      dense = chunk.dense(NUM_CLASSES)[keep]
+      if keep.any():
+        writer.add(chunk.ids[keep], dense)
+    writer.close()
+    test_stores[name] = str(tmp_path / f"test_{name}")
+  train_labels = {v: labels[v] for v in train_ids}
+  # Train candidates: the first 300 videos only.
+  train_stores = {}
+  for name, path in stores.items():
+    writer = prediction.PredictionWriter(str(tmp_path / f"train_{name}"), NUM_CLASSES, top_k=8)
+    for chunk in prediction.read_predictions(path):
+      keep = np.isin(chunk.ids, train_ids)
+      if keep.any():
+        writer.add(chunk.ids[keep], chunk.dense(NUM_CLASSES)[keep])
+    writer.close()
+    train_stores[name] = str(tmp_path / f"train_{name}")
+  candidates.build_candidates(train_stores, train_dir, prior, train_labels)
+  candidates.build_candidates(test_stores, test_dir, prior, labels)
+
+  config = stacker.StackerConfig(
+    num_trees=20, shrinkage=0.3, max_depth=3, early_stopping_trees=5, inner_split=4
+  )
+  out = str(tmp_path / "stacker")
+  report = stacker.run_stacking(
+    train_dir,
+    out,
+    num_folds=2,
+    num_classes=NUM_CLASSES,
+    config=config,
+    test_candidates=test_dir,
+    log=lambda *_: None,
+  )
+
+  rows = candidates.load_candidates(train_dir)
+  oof = np.load(os.path.join(out, "oof_scores.npy"))
+  assert oof.shape == rows.class_id.shape and np.all((oof > 0) & (oof < 1))
+  assert len(np.unique(oof)) > 10  # probabilities, not 0/1 decisions
+  # Each fold's OOF scores come from the model that did not train on that fold.
+  video_fold = folds.fold_of(rows.ids, 2)
+  for k in range(2):
+    info = json.load(open(os.path.join(out, f"fold_{k}", "info.json")))
+    assert 1 <= info["trees"] <= 20
+    held_out = rows.select_videos(video_fold == k)
+    assert info["oof_gap"] == pytest.approx(
+      candidates.rows_gap(held_out, oof[video_fold[rows.row_video] == k])
+    )
+  # The stacker beats noise and is reported next to the L1 models.
+  assert report["oof"]["stacker"] > 0.5
+  assert set(report["oof"]) == {"stacker", "l1/alpha", "l1/beta", "l1_mean"}
+  assert "test" in report and report["test"]["stacker"] > 0.5
+  test_scores = np.load(os.path.join(out, "test_scores.npy"))
+  assert test_scores.shape == candidates.load_candidates(test_dir).class_id.shape
+
+  store = SoftLabelStore.load(os.path.join(out, "soft_labels.npz"))
+  assert len(store) == len(train_ids)
+  dense = store.lookup(rows.ids)
+  np.testing.assert_allclose(dense[rows.row_video, rows.class_id], oof, rtol=1e-6)
+  assert np.count_nonzero(dense) == np.count_nonzero(oof)
+
+  # Resume: a finished run returns its report without training; a lost report re-reads the folds.
+  os.remove(os.path.join(out, "report.json"))
+  again = stacker.run_stacking(
+    train_dir,
+    out,
+    num_folds=2,
+    num_classes=NUM_CLASSES,
+    config=config,
+    test_candidates=test_dir,
+    log=lambda *_: None,
+  )
+  assert again["oof"] == report["oof"]

@@ -1,0 +1,163 @@
+"""Batch inference with an exported SavedModel: test TFRecords -> Kaggle submission CSV.
+
+Only the SavedModel is needed, not the model code: raw serialized records go through its `from_examples`
+signature, which parses them, scores them and returns ids with the top classes. Exports containing TF-DF
+components need TF-DF's custom ops; they are loaded on demand when the plain load reports them missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from yt8m_tf.data import readers
+from yt8m_tf.data.schema import Schema
+from yt8m_tf.export import submission
+from yt8m_tf.export.saved_model import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, list_versions
+
+_TFDF_OP_PREFIX = "SimpleML"
+
+
+def resolve_export_dir(model_dir: str) -> str:
+  """A SavedModel version directory, or a `<model_name>` directory -> its highest version."""
+  if tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
+    return model_dir
+  versions = [
+    v
+    for v in list_versions(model_dir)
+    if tf.io.gfile.exists(os.path.join(model_dir, str(v), "saved_model.pb"))
+  ]
+  if not versions:
+    raise FileNotFoundError(f"{model_dir} is neither a SavedModel nor a directory of numbered versions")
+  return os.path.join(model_dir, str(versions[-1]))
+
+
+def load_export(model_dir: str):
+  """`tf.saved_model.load` of the resolved export, registering TF-DF's ops first if the graph needs them."""
+  path = resolve_export_dir(model_dir)
+  try:
+    return tf.saved_model.load(path)
+  except (RuntimeError, tf.errors.NotFoundError) as error:
+    if _TFDF_OP_PREFIX not in str(error):
+      raise
+    import tensorflow_decision_forests  # noqa: F401  (registers the SimpleML* inference ops)
+
+    return tf.saved_model.load(path)
+
+
+def exported_top_k(signature) -> int:
+  return int(signature.structured_outputs["top_classes"].shape[-1])
+
+
+def exported_num_classes(signature) -> int:
+  return int(signature.structured_outputs["probabilities"].shape[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceCounts:
+  num_videos: int
+  num_files: int
+  num_batches: int
+  seconds: float
+
+  @property
+  def videos_per_second(self) -> float:
+    return self.num_videos / self.seconds if self.seconds > 0 else float("inf")
+
+
+def load_for_examples(model_dir: str, top_k: int):
+  """(the loaded export, the k it can serve: min(top_k, classes)).
+
+  Raises ValueError when that k exceeds the export's top-k.
+  """
+  loaded = load_export(model_dir)
+  signature = loaded.signatures[EXAMPLES_SIGNATURE]
+  available = exported_top_k(signature)
+  if top_k <= 0 or min(top_k, exported_num_classes(signature)) > available:
+    raise ValueError(f"top_k must be in [1, {available}] (the export's top-k), got {top_k}")
+  return loaded, min(top_k, available)
+
+
+def _batches(loaded, top_k: int, files: Sequence[str], batch_size: int):
+  # The loaded object is kept referenced while its signature runs (it owns the variables).
+  signature = loaded.signatures[EXAMPLES_SIGNATURE]
+  records = tf.data.TFRecordDataset(files, buffer_size=1 << 20).batch(batch_size).prefetch(2)
+  for batch in records:
+    outputs = signature(**{EXAMPLES_INPUT: batch})
+    yield (
+      outputs["id"].numpy(),
+      outputs["top_classes"].numpy()[:, :top_k],
+      outputs["top_scores"].numpy()[:, :top_k],
+    )
+
+
+def predict_records(
+  model_dir: str, input_data_pattern: str, batch_size: int = 1024, top_k: int = 20
+) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """(ids [n] bytes, top classes [n, k] int32, scores [n, k] float32) per batch of records, in file order.
+
+  k = min(top_k, number of classes); asking for more than the export's top-k is an error (raised here,
+  before any record is read).
+  """
+  loaded, top_k = load_for_examples(model_dir, top_k)
+  return _batches(loaded, top_k, readers.list_files(input_data_pattern), batch_size)
+
+
+def run_inference(
+  model_dir: str,
+  input_data_pattern: str,
+  output_file: str,
+  batch_size: int = 1024,
+  top_k: int = 20,
+  log_every_seconds: float = 30.0,
+) -> InferenceCounts:
+  """Scores every record matching `input_data_pattern` and writes the submission CSV atomically."""
+  start = last_log = time.perf_counter()
+  files = readers.list_files(input_data_pattern)
+  loaded, top_k = load_for_examples(model_dir, top_k)  # fails before the output is opened
+  logging.info("inference: %s on %d files -> %s", resolve_export_dir(model_dir), len(files), output_file)
+  num_batches = 0
+  with submission.open_submission(output_file) as writer:
+    for ids, classes, scores in _batches(loaded, top_k, files, batch_size):
+      writer.write_batch(ids, classes, scores)
+      num_batches += 1
+      now = time.perf_counter()
+      if now - last_log >= log_every_seconds:
+        last_log = now
+        logging.info("inference: %d videos (%.0f/s)", writer.num_videos, writer.num_videos / (now - start))
+  counts = InferenceCounts(writer.num_videos, len(files), num_batches, time.perf_counter() - start)
+  logging.info(
+    "inference: wrote %d videos to %s in %.1f s (%.0f videos/s)",
+    counts.num_videos,
+    output_file,
+    counts.seconds,
+    counts.videos_per_second,
+  )
+  return counts
+
+
+def read_labels(data_pattern: str, schema: Schema, batch_size: int = 1024) -> Dict[str, List[int]]:
+  """id -> positive class ids of labeled video-level records, read with the repo's reader."""
+  labels = {}
+  for features, multi_hot in readers.video_dataset(data_pattern, batch_size, schema=schema):
+    for video_id, row in zip(features["id"].numpy(), multi_hot.numpy()):
+      labels[video_id.decode("utf-8")] = np.flatnonzero(row).tolist()
+  return labels
+
+
+def evaluate_export(
+  model_dir: str, data_pattern: str, schema: Schema, batch_size: int = 1024, top_k: int = 20
+) -> Dict[str, float]:
+  """GAP@top_k of an export on labeled records, scored like a submission (e.g. fp16 vs fp32 exports)."""
+  predictions = {}
+  for ids, classes, scores in predict_records(model_dir, data_pattern, batch_size, top_k):
+    for video_id, c, s in zip(ids, classes, scores):
+      predictions[video_id.decode("utf-8")] = (c.astype(np.int64), s.astype(np.float64))
+  labels = read_labels(data_pattern, schema, batch_size)
+  return {"gap": submission.submission_gap(predictions, labels, top_k), "num_videos": len(predictions)}

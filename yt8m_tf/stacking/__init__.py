@@ -1,0 +1,1 @@
+"""Stacking stage: the second-level model over L1 predictions and the soft labels it produces."""

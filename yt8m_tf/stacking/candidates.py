@@ -1,0 +1,390 @@
+"""Stacker rows: per video, the union of every L1 model's top-20 classes, one row per (video, candidate).
+
+Row features (names in `feature_names(models)`):
+  class_id               the candidate class (numerical by default; see stacker.StackerConfig)
+  score_<m>, rank_<m>    model m's probability and 1-based rank of the class in its stored top-K;
+                         missing (NaN) when the class is outside that top-K
+  mean_score, max_score  over models, a missing score counting as 0
+  num_models             how many models have the class in their top-`top_n`
+  prior                  the class's frequency among labeled training videos
+target = the candidate is a true label. Positives that are no candidate get no row, but each video's
+full positive count is kept so that GAP of a row scoring has the right denominator.
+
+One TF function, `candidate_features`, computes the rows from per-model top-K lists. The offline path
+runs it eagerly on chunks of a few thousand videos read from the prediction stores; the exported "large
+ensemble" runs the same function inside its serving graph, so the two cannot drift apart. Memory is one
+[chunk, classes] matrix at a time, never videos x models x classes.
+
+A candidate set on disk is a directory of `part-NNNNN.npz` (ids [n], num_positives [n], row_video [R],
+class_id [R], target [R], one array per feature) and `index.json`, written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from yt8m_tf import metrics
+from yt8m_tf.files import atomic_open
+from yt8m_tf.training import prediction
+
+INDEX_FILE = "index.json"
+TOP_N = 20  # classes per model that become candidates (the seed's TOP_LABELS_PER_MODEL)
+
+
+def feature_names(model_names: Sequence[str]) -> List[str]:
+  per_model = [f"{kind}_{name}" for name in model_names for kind in ("score", "rank")]
+  return ["class_id", *per_model, "mean_score", "max_score", "num_models", "prior"]
+
+
+def candidate_features(
+  top_classes: Sequence[tf.Tensor],
+  top_scores: Sequence[tf.Tensor],
+  model_names: Sequence[str],
+  prior: tf.Tensor,
+  top_n: int = TOP_N,
+):
+  """Candidate rows of a batch of videos.
+
+  Args:
+    top_classes: per model, [n, K] int class ids, best first.
+    top_scores: per model, [n, K] float probabilities matching `top_classes`.
+    model_names: the models' names (feature names).
+    prior: [num_classes] float32 class frequencies.
+    top_n: classes per model that become candidates.
+
+  Returns:
+    (row_video [R] int64 index into the batch, class_id [R] int64, features {name: [R] float32}), rows
+    ordered by video, then class.
+  """
+  num_classes = int(prior.shape[0])
+  n = tf.shape(top_classes[0])[0]
+
+  def dense_index(classes):  # [n, k] class ids -> [n*k, 2] (video, class) pairs
+    k = tf.shape(classes)[1]
+    videos = tf.repeat(tf.range(n, dtype=tf.int64), k)
+    return tf.stack([videos, tf.reshape(tf.cast(classes, tf.int64), [-1])], axis=1)
+
+  shape = tf.stack([tf.cast(n, tf.int64), num_classes])
+  in_top_n = [
+    tf.scatter_nd(dense_index(c[:, :top_n]), tf.ones([tf.size(c[:, :top_n])], tf.int32), shape)
+    for c in top_classes
+  ]
+  num_models_top_n = tf.add_n(in_top_n)
+  positions = tf.where(num_models_top_n > 0)  # [R, 2], row-major: by video, then class
+  features = {"class_id": tf.cast(positions[:, 1], tf.float32)}
+  scores = []
+  for name, classes, model_scores in zip(model_names, top_classes, top_scores):
+    index = dense_index(classes)
+    k = tf.shape(classes)[1]
+    missing = tf.fill(tf.cast(shape, tf.int32), np.float32("nan"))
+    score_grid = tf.tensor_scatter_nd_update(
+      missing, index, tf.reshape(tf.cast(model_scores, tf.float32), [-1])
+    )
+    ranks = tf.tile(tf.range(1, k + 1, dtype=tf.float32), [n])
+    rank_grid = tf.tensor_scatter_nd_update(missing, index, ranks)
+    score = tf.gather_nd(score_grid, positions)
+    features[f"score_{name}"] = score
+    features[f"rank_{name}"] = tf.gather_nd(rank_grid, positions)
+    scores.append(tf.where(tf.math.is_nan(score), 0.0, score))
+  stacked = tf.stack(scores, axis=1)
+  features["mean_score"] = tf.reduce_mean(stacked, axis=1)
+  features["max_score"] = tf.reduce_max(stacked, axis=1)
+  features["num_models"] = tf.cast(tf.gather_nd(num_models_top_n, positions), tf.float32)
+  features["prior"] = tf.gather(tf.cast(prior, tf.float32), positions[:, 1])
+  return positions[:, 0], positions[:, 1], features
+
+
+@dataclasses.dataclass
+class CandidateChunk:
+  """Rows of a set of videos. `target` is None for unlabeled videos."""
+
+  ids: np.ndarray  # [n] bytes
+  num_positives: np.ndarray  # [n] int32, all positives of each video (-1 when unlabeled)
+  row_video: np.ndarray  # [R] int32 index into ids
+  class_id: np.ndarray  # [R] int32
+  features: Dict[str, np.ndarray]  # name -> [R] float32
+  target: Optional[np.ndarray]  # [R] int8
+
+  def select_videos(self, keep: np.ndarray) -> "CandidateChunk":
+    """The rows of the videos where `keep` [n] is True."""
+    new_index = np.cumsum(keep) - 1
+    rows = keep[self.row_video]
+    return CandidateChunk(
+      ids=self.ids[keep],
+      num_positives=self.num_positives[keep],
+      row_video=new_index[self.row_video[rows]].astype(np.int32),
+      class_id=self.class_id[rows],
+      features={k: v[rows] for k, v in self.features.items()},
+      target=None if self.target is None else self.target[rows],
+    )
+
+
+def concatenate(chunks: Sequence[CandidateChunk]) -> CandidateChunk:
+  offsets = np.cumsum([0] + [len(c.ids) for c in chunks[:-1]])
+  return CandidateChunk(
+    ids=np.concatenate([c.ids for c in chunks]),
+    num_positives=np.concatenate([c.num_positives for c in chunks]),
+    row_video=np.concatenate([c.row_video + o for c, o in zip(chunks, offsets)]).astype(np.int32),
+    class_id=np.concatenate([c.class_id for c in chunks]),
+    features={k: np.concatenate([c.features[k] for c in chunks]) for k in chunks[0].features},
+    target=None if chunks[0].target is None else np.concatenate([c.target for c in chunks]),
+  )
+
+
+def aligned_top_k(
+  stores: Mapping[str, str], chunk_videos: int
+) -> Iterator[tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]]:
+  """(ids, per-model classes, per-model scores) for consecutive chunks of videos read from top-K
+  prediction stores in lockstep. The stores must list the same videos in the same order (they do when
+  made by predict_main on the same data); a mismatch is an error naming the stores."""
+  names = list(stores)
+  for name in names:
+    if prediction.read_index(stores[name])["top_k"] is None:
+      raise ValueError(f"{stores[name]}: candidates need a top-K store, not full rows")
+  streams = [_rechunk(prediction.read_predictions(stores[n]), chunk_videos) for n in names]
+  while True:
+    parts = [next(s, None) for s in streams]
+    if all(p is None for p in parts):
+      return
+    if any(p is None for p in parts):
+      short = [n for n, p in zip(names, parts) if p is None]
+      raise ValueError(f"prediction stores {short} hold fewer videos than the others of {names}")
+    ids = parts[0].ids
+    for name, part in zip(names[1:], parts[1:]):
+      if not np.array_equal(part.ids, ids):
+        where = int(np.argmax(part.ids != ids)) if len(part.ids) == len(ids) else 0
+        raise ValueError(
+          f"prediction stores {stores[names[0]]} and {stores[name]} list different videos "
+          f"({ids[where]!r} vs {part.ids[where]!r}); predict them from the same files"
+        )
+    yield ids, [p.classes for p in parts], [p.scores for p in parts]
+
+
+def _rechunk(chunks: Iterator[prediction.PredictionChunk], size: int) -> Iterator[prediction.PredictionChunk]:
+  buffer: List[prediction.PredictionChunk] = []
+  buffered = 0
+  for chunk in chunks:
+    buffer.append(chunk)
+    buffered += len(chunk.ids)
+    while buffered >= size:
+      merged = _merge(buffer)
+      yield _slice(merged, 0, size)
+      rest = _slice(merged, size, buffered)
+      buffer, buffered = ([rest] if len(rest.ids) else []), buffered - size
+  if buffered:
+    yield _merge(buffer)
+
+
+def _merge(chunks):
+  if len(chunks) == 1:
+    return chunks[0]
+  return prediction.PredictionChunk(
+    np.concatenate([c.ids for c in chunks]),
+    np.concatenate([c.scores for c in chunks]),
+    np.concatenate([c.classes for c in chunks]),
+  )
+
+
+def _slice(chunk, start, stop):
+  return prediction.PredictionChunk(
+    chunk.ids[start:stop], chunk.scores[start:stop], chunk.classes[start:stop]
+  )
+
+
+def class_prior(labels: Mapping[bytes, np.ndarray], num_classes: int) -> np.ndarray:
+  """Fraction of the labeled videos carrying each class."""
+  counts = np.zeros(num_classes, np.float64)
+  for classes in labels.values():
+    counts[classes] += 1
+  return (counts / max(len(labels), 1)).astype(np.float32)
+
+
+def build_chunk(
+  ids: np.ndarray,
+  top_classes: Sequence[np.ndarray],
+  top_scores: Sequence[np.ndarray],
+  model_names: Sequence[str],
+  prior: np.ndarray,
+  labels: Optional[Mapping[bytes, np.ndarray]] = None,
+  top_n: int = TOP_N,
+) -> CandidateChunk:
+  """Candidate rows of one chunk of videos; targets from `labels` (id -> positive classes) if given."""
+  row_video, class_id, features = candidate_features(
+    [tf.constant(c.astype(np.int32)) for c in top_classes],
+    [tf.constant(s.astype(np.float32)) for s in top_scores],
+    model_names,
+    tf.constant(prior),
+    top_n=top_n,
+  )
+  row_video = row_video.numpy().astype(np.int32)
+  class_id = class_id.numpy().astype(np.int32)
+  target = None
+  num_positives = np.full(len(ids), -1, np.int32)
+  if labels is not None:
+    missing = [v for v in ids if v not in labels]
+    if missing:
+      raise KeyError(f"{len(missing)} videos have predictions but no labels, e.g. {missing[0]!r}")
+    truth = [labels[v] for v in ids]
+    num_positives = np.array([len(t) for t in truth], np.int32)
+    # A (video, class) pair is positive when it is among the video's labels: one sorted key search.
+    num_classes = len(prior)
+    keys = np.concatenate([i * num_classes + np.asarray(t, np.int64) for i, t in enumerate(truth)] or [[]])
+    row_keys = row_video.astype(np.int64) * num_classes + class_id
+    target = np.isin(row_keys, keys).astype(np.int8)
+  return CandidateChunk(
+    ids=np.asarray(ids),
+    num_positives=num_positives,
+    row_video=row_video,
+    class_id=class_id,
+    features={k: v.numpy() for k, v in features.items()},
+    target=target,
+  )
+
+
+def build_candidates(
+  stores: Mapping[str, str],
+  out_dir: str,
+  prior: np.ndarray,
+  labels: Optional[Mapping[bytes, np.ndarray]] = None,
+  top_n: int = TOP_N,
+  chunk_videos: int = 4096,
+  part_videos: int = 100_000,
+  log=print,
+) -> dict:
+  """Candidate rows of every video of the aligned `stores` ({model name: store dir}) into `out_dir`.
+
+  A complete set (its index exists) is kept as it is; an interrupted one is rebuilt.
+  """
+  if is_complete(out_dir):
+    return read_index(out_dir)
+  names = list(stores)
+  bad = [n for n in names if not n.replace("_", "").isalnum()]
+  if bad:
+    raise ValueError(f"model names must be letters, digits and '_' (they name features): {bad}")
+  tf.io.gfile.makedirs(out_dir)
+  parts, pending, pending_videos = [], [], 0
+  totals = {"videos": 0, "rows": 0, "positive_rows": 0, "positives": 0}
+
+  def flush():
+    chunk = concatenate(pending)
+    name = f"part-{len(parts):05d}.npz"
+    _write_chunk(os.path.join(out_dir, name), chunk)
+    parts.append(name)
+
+  for ids, classes, scores in aligned_top_k(stores, chunk_videos):
+    chunk = build_chunk(ids, classes, scores, names, prior, labels, top_n)
+    totals["videos"] += len(ids)
+    totals["rows"] += len(chunk.class_id)
+    if chunk.target is not None:
+      totals["positive_rows"] += int(chunk.target.sum())
+      totals["positives"] += int(chunk.num_positives.sum())
+    pending.append(chunk)
+    pending_videos += len(ids)
+    if pending_videos >= part_videos:
+      flush()
+      pending, pending_videos = [], 0
+  if pending:
+    flush()
+  index = {
+    "models": names,
+    "stores": dict(stores),
+    "features": feature_names(names),
+    "top_n": top_n,
+    "labeled": labels is not None,
+    "parts": parts,
+    **totals,
+  }
+  if labels is not None:
+    index["candidate_recall"] = totals["positive_rows"] / max(totals["positives"], 1)
+  with atomic_open(os.path.join(out_dir, INDEX_FILE)) as f:
+    json.dump(index, f, indent=1)
+  log(
+    f"[candidates] {out_dir}: {totals['videos']} videos, {totals['rows']} rows "
+    f"({totals['rows'] / max(totals['videos'], 1):.1f} per video)"
+  )
+  return index
+
+
+def _write_chunk(path: str, chunk: CandidateChunk) -> None:
+  arrays = {
+    "ids": chunk.ids,
+    "num_positives": chunk.num_positives,
+    "row_video": chunk.row_video,
+    "class_id": chunk.class_id,
+    **{f"feature/{k}": v for k, v in chunk.features.items()},
+  }
+  if chunk.target is not None:
+    arrays["target"] = chunk.target
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  with atomic_open(path, "wb") as f:
+    f.write(buffer.getvalue())
+
+
+def is_complete(candidate_dir: str) -> bool:
+  return tf.io.gfile.exists(os.path.join(candidate_dir, INDEX_FILE))
+
+
+def read_index(candidate_dir: str) -> dict:
+  path = os.path.join(candidate_dir, INDEX_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{candidate_dir} is not a complete candidate set (no {INDEX_FILE})")
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def read_candidates(candidate_dir: str) -> Iterator[CandidateChunk]:
+  index = read_index(candidate_dir)
+  for name in index["parts"]:
+    path = os.path.join(candidate_dir, name)
+    with tf.io.gfile.GFile(path, "rb") as f:
+      arrays = np.load(io.BytesIO(f.read()))
+      try:
+        yield CandidateChunk(
+          ids=arrays["ids"],
+          num_positives=arrays["num_positives"],
+          row_video=arrays["row_video"],
+          class_id=arrays["class_id"],
+          features={k: arrays[f"feature/{k}"] for k in index["features"]},
+          target=arrays["target"] if index["labeled"] else None,
+        )
+      except KeyError as error:
+        raise ValueError(f"{path}: missing field {error}") from None
+
+
+def load_candidates(candidate_dir: str) -> CandidateChunk:
+  """All rows of a candidate set in memory (what the GBT trainer needs anyway)."""
+  return concatenate(list(read_candidates(candidate_dir)))
+
+
+def rows_gap(chunk: CandidateChunk, row_scores: np.ndarray, k: int = 20) -> float:
+  """GAP@k of per-row scores: each video's top-k rows, pooled; the denominator counts every positive
+  of the videos, candidates or not. A NaN score means no prediction for that row."""
+  if chunk.target is None:
+    raise ValueError("GAP needs labeled candidates")
+  accumulator = metrics.GapAccumulator(k=k)
+  row_scores = np.asarray(row_scores)
+  scored = ~np.isnan(row_scores)
+  top_scores, top_targets = top_rows_per_video(
+    chunk.row_video[scored], row_scores[scored], chunk.target[scored], len(chunk.ids), k
+  )
+  accumulator.add_topk(top_scores, top_targets, int(chunk.num_positives.sum()), num_videos=len(chunk.ids))
+  return accumulator.result()
+
+
+def top_rows_per_video(row_video, row_scores, row_values, num_videos: int, k: int):
+  """Each video's best `k` rows by score: ([kept] scores, [kept] values) in video order, best first.
+  Ties keep row order (class id), never the target."""
+  order = np.lexsort((-np.asarray(row_scores, np.float64), row_video))
+  video_sorted = row_video[order]
+  starts = np.searchsorted(video_sorted, np.arange(num_videos))
+  position = np.arange(len(order)) - starts[video_sorted]
+  keep = order[position < k]
+  return np.asarray(row_scores)[keep], np.asarray(row_values)[keep]
