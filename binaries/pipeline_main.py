@@ -1,6 +1,10 @@
-"""The main job: benchmark data -> video-level baseline -> evaluation -> report, in one workdir.
+"""The main job: data -> K-fold L1 zoo -> candidates -> TF-DF stacker -> soft labels -> distilled
+EnsembleModel -> one SavedModel -> Kaggle CSV -> report, in one workdir.
 
-  python -m binaries.pipeline_main --workdir=runs/demo [--preset=demo]
+  python -m binaries.pipeline_main --workdir=runs/demo                    # benchmark data, 2 CPU cores
+  python -m binaries.pipeline_main --workdir=runs/paper --preset=paper \\
+      --train_data_pattern='gs://.../train*.tfrecord,gs://.../validate*.tfrecord' \\
+      --test_data_pattern='gs://.../test*.tfrecord'                        # the seed's sizes, GPU
 
 Finished stages are skipped when run again; an interrupted stage resumes.
 """
@@ -16,26 +20,46 @@ from yt8m_tf import pipeline  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Directory holding every stage's outputs and markers.")
-flags.DEFINE_enum("preset", "demo", ["demo", "tiny"], "Sizes: demo (~minutes on 2 CPU cores), tiny (tests).")
-flags.DEFINE_string("label_sets", None, "CSV(.gz) of id,labels; default: the sample packaged with yt8m_tf.")
-flags.DEFINE_string("baseline_model", None, "Registered video-level model for the baseline stage.")
-flags.DEFINE_integer("epochs", None, "Baseline training epochs (default: the preset's).")
-flags.DEFINE_integer("seed", None, "Seed for data order and initialization (default: the preset's).")
+flags.DEFINE_enum(
+  "preset",
+  "demo",
+  ["demo", "tiny", "paper"],
+  "Sizes: demo (under 15 min on 2 CPU cores), tiny (tests), paper (the seed's sizes; GPU, real data).",
+)
+flags.DEFINE_string(
+  "label_sets", None, "CSV(.gz) of id,labels for the benchmark data; default: packaged sample."
+)
+flags.DEFINE_string("train_data_pattern", None, "Your labeled video-level TFRecords (skips benchmark data).")
+flags.DEFINE_string("test_data_pattern", None, "Your test video-level TFRecords (with --train_data_pattern).")
+flags.DEFINE_string("test_labels", None, "CSV id,labels of the test videos, for held-out GAP (optional).")
+flags.DEFINE_integer("num_classes", None, "Classes of your data (default 3862).")
+flags.DEFINE_integer("num_folds", None, "K of the K-fold L1 and stacker training (default: the preset's).")
+flags.DEFINE_list("l1_members", None, "Flagfile names of the zoo directory to train (default: the preset's).")
+flags.DEFINE_string("zoo_dir", None, "Folder of L1 flagfiles (default: the preset's).")
+flags.DEFINE_integer("seed", None, "Seed for data order and initialization.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if bool(FLAGS.train_data_pattern) != bool(FLAGS.test_data_pattern):
+    raise app.UsageError("--train_data_pattern and --test_data_pattern go together")
   overrides = {
-    name: value
-    for name, value in (
-      ("label_sets", FLAGS.label_sets),
-      ("baseline_model", FLAGS.baseline_model),
-      ("epochs", FLAGS.epochs),
-      ("seed", FLAGS.seed),
+    name: getattr(FLAGS, name)
+    for name in (
+      "label_sets",
+      "train_data_pattern",
+      "test_data_pattern",
+      "test_labels",
+      "num_classes",
+      "num_folds",
+      "zoo_dir",
+      "seed",
     )
-    if value is not None
+    if getattr(FLAGS, name) is not None
   }
+  if FLAGS.l1_members:
+    overrides["l1_members"] = tuple(FLAGS.l1_members)
   config = pipeline.preset(FLAGS.preset, FLAGS.workdir, **overrides)
   report = pipeline.Pipeline(config).run()
   print(pipeline.format_report(report))

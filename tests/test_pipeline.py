@@ -1,54 +1,130 @@
-"""The main job on the tiny preset: every stage runs, the report is complete, finished stages skip."""
+"""The main job on the tiny preset: every stage runs, the levels agree with each other, the exports
+reload in a fresh process, finished stages skip, and the binary prints the report."""
 
 import json
 import os
 import subprocess
 import sys
+import textwrap
+
+import numpy as np
+import pytest
 
 from yt8m_tf import pipeline
+from yt8m_tf.export import submission
+from yt8m_tf.stacking import candidates
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_pipeline_runs_reports_and_skips_finished_stages(tmp_path):
-  workdir = str(tmp_path / "work")
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("pipeline") / "work")
   logs = []
   config = pipeline.preset("tiny", workdir)
   report = pipeline.Pipeline(config, log=logs.append).run()
-  gap = report["models"]["Logistic"]["gap@20"]
-  assert 0.0 < gap <= 1.0
-  assert report["models"]["Logistic"]["videos"] > 0
-  assert set(report["wall_seconds"]) == {"data", "baseline", "evaluate"}
-  with open(os.path.join(workdir, "report.json")) as f:
-    assert json.load(f)["models"]["Logistic"]["gap@20"] == gap
-  assert "[data] running" in logs
+  return config, report, logs
 
-  # A second run redoes nothing; removing a stage's marker reruns only that stage.
-  logs.clear()
+
+def _gap(report, name):
+  return next(row for row in report["gap@20"] if row["name"].startswith(name))
+
+
+def test_every_stage_runs_and_reports(finished):
+  config, report, logs = finished
+  assert set(report["wall_seconds"]) == set(pipeline.STAGES) | {"total"}
+  assert "[data] running" in logs and "[stacker] running" in logs
+  for member in config.l1_members:
+    row = _gap(report, member)
+    assert 0.0 < row["oof_gap"] <= 1.0 and 0.0 < row["test_gap"] <= 1.0
+  for name in ("mean of L1", "TF-DF GBT stacker"):
+    assert 0.0 < _gap(report, name)["oof_gap"] <= 1.0
+  for name in (
+    "EnsembleModel, hard",
+    "EnsembleModel, soft",
+    "export: distilled fp32",
+    "export: L1 + stacker",
+  ):
+    assert 0.0 < _gap(report, name)["test_gap"] <= 1.0
+  with open(os.path.join(config.workdir, "report.json")) as f:
+    assert json.load(f)["gap@20"] == report["gap@20"]
+  assert set(report["sizes"]) == {"distilled", "distilled_fp16", "large_ensemble"}
+  assert report["sizes"]["distilled_fp16"]["stored_bytes"] * 2 == report["sizes"]["distilled"]["stored_bytes"]
+
+
+def test_levels_agree(finished):
+  config, report, _ = finished
+  # The exported distilled model scores what the in-process model scored (CSV rounds to 6 digits).
+  assert _gap(report, "export: distilled fp32")["test_gap"] == pytest.approx(
+    _gap(report, "EnsembleModel, soft")["test_gap"], abs=2e-3
+  )
+  # The L1 + stacker graph reproduces the offline stacker on the test set.
+  assert _gap(report, "export: L1 + stacker")["test_gap"] == pytest.approx(
+    _gap(report, "TF-DF GBT stacker")["test_gap"], abs=1e-4
+  )
+  # The soft labels cover every training video with the stacker's OOF probabilities.
+  stores = json.load(open(os.path.join(config.workdir, "stages", "stacker.json")))
+  assert (
+    stores["soft_labels"]["videos"]
+    == candidates.read_index(os.path.join(config.workdir, "candidates", "train"))["videos"]
+  )
+  # The CSV is in Kaggle's format: every test video, 20 pairs by descending score.
+  rows = submission.read_submission(os.path.join(config.workdir, "submission.csv"))
+  assert len(rows) == json.load(open(os.path.join(config.workdir, "stages", "inference.json")))["videos"]
+  classes, scores = next(iter(rows.values()))
+  assert len(classes) == 20 and np.all(np.diff(scores) <= 0)
+
+
+def test_large_ensemble_export_reloads_in_a_fresh_process(finished, tmp_path):
+  config, _, _ = finished
+  export_dir = os.path.join(config.workdir, "export", "large_ensemble", "1")
+  out = str(tmp_path / "probabilities.npz")
+  script = textwrap.dedent(
+    f"""
+    import os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["TFDF_DISABLE_WELCOME_MESSAGE"] = "1"
+    import numpy as np, tensorflow as tf
+    import tensorflow_decision_forests  # registers the stacker's ops
+    loaded = tf.saved_model.load({export_dir!r})
+    records = tf.data.TFRecordDataset(tf.io.gfile.glob({os.path.join(config.workdir, "data", "video", "test-*.tfrecord")!r}))
+    ids, probabilities = [], []
+    for batch in records.batch(256):
+      out = loaded.signatures["from_examples"](example_bytes=batch)
+      ids.append(out["id"].numpy().astype(bytes)); probabilities.append(out["probabilities"].numpy())
+    np.savez({out!r}, ids=np.concatenate(ids), probabilities=np.concatenate(probabilities))
+    """
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=str(tmp_path)
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  exported = np.load(out)
+  rows = candidates.load_candidates(os.path.join(config.workdir, "candidates", "test"))
+  offline = np.load(os.path.join(config.workdir, "stacker", "test_scores.npy"))
+  order = {video_id: i for i, video_id in enumerate(exported["ids"])}
+  at_rows = exported["probabilities"][[order[v] for v in rows.ids[rows.row_video]], rows.class_id]
+  np.testing.assert_allclose(at_rows, offline, atol=1e-5)
+  # Non-candidates score exactly 0.
+  assert np.count_nonzero(exported["probabilities"]) == np.count_nonzero(offline)
+
+
+def test_finished_stages_skip_and_the_binary_prints_the_report(finished):
+  config, report, _ = finished
+  logs = []
   pipeline.Pipeline(config, log=logs.append).run()
-  assert sum("already done" in line for line in logs) == 3
-  os.remove(os.path.join(workdir, "stages", "evaluate.json"))
-  logs.clear()
-  again = pipeline.Pipeline(config, log=logs.append).run()
-  assert "[evaluate] running" in logs and "[baseline] running" not in logs
-  assert again["models"]["Logistic"]["gap@20"] == gap
+  assert sum("already done" in line for line in logs) == len(pipeline.STAGES)
 
-
-def test_pipeline_binary_prints_the_report(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "binaries.pipeline_main",
-      f"--workdir={tmp_path / 'w'}",
-      "--preset=tiny",
-      "--epochs=1",
-    ],
+    [sys.executable, "-m", "binaries.pipeline_main", f"--workdir={config.workdir}", "--preset=tiny"],
     capture_output=True,
     text=True,
     env=env,
     timeout=300,
-    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    cwd=REPO,
   )
   assert result.returncode == 0, result.stderr[-2000:]
-  assert "GAP@20" in result.stdout and "Logistic" in result.stdout
-  assert os.path.exists(tmp_path / "w" / "report.json")
+  assert "TF-DF GBT stacker" in result.stdout and "test GAP@20" in result.stdout
+  stacker_row = _gap(report, "TF-DF GBT stacker")
+  assert f"{stacker_row['test_gap']:.4f}" in result.stdout

@@ -1,13 +1,19 @@
 """The end-to-end job as resumable stages in one work directory.
 
-Each stage writes its outputs under `workdir/` and, when it finishes, a marker
-`workdir/stages/<stage>.json` with its results and wall time. A stage whose marker exists is not run
-again; an interrupted stage runs again and resumes from what it left (training continues from its
-BackupAndRestore state, data generation keeps finished shards).
+  data        benchmark data from real label sets (or your TFRecords: `train_data_pattern` etc.)
+  l1          the L1 zoo, K-fold: OOF predictions of every training video, test predictions (fold mean)
+  candidates  stacker rows of the train (OOF) and test predictions
+  stacker     K-fold TF-DF GBT on the same folds -> OOF probabilities -> soft-label store
+  distill     EnsembleModel trained on hard labels and on soft labels (fold 0 validates)
+  export      the soft-label model as one SavedModel (fp32, and fp16 to measure the GAP change); the
+              large ensemble (L1 fold models + stacker) as one SavedModel
+  inference   the export over the test records -> Kaggle CSV, scored against the test labels
+  report      GAP@20 on held-out labeled test videos for every level, sizes, wall time per stage
 
-Stages so far: `data` (benchmark data from real label sets), `baseline` (a video-level model trained
-on the train split, early-stopped on validate), `evaluate` (GAP@20 and friends on held-out labeled
-data), and the report.
+Each stage writes under `workdir/` and, when finished, a marker `workdir/stages/<stage>.json` with its
+results and wall time; a finished stage is skipped, an interrupted one runs again and resumes from what
+it left (training from its BackupAndRestore state, finished folds and stores are kept).
+Train and validate partitions are merged into one K-fold training set, as in the seed.
 """
 
 from __future__ import annotations
@@ -16,14 +22,21 @@ import dataclasses
 import json
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models, training
+from yt8m_tf import data, models
+from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.data import synthetic
 from yt8m_tf.files import atomic_open
-from yt8m_tf.training import experiment
+from yt8m_tf.stacking import candidates, stacker
+from yt8m_tf.training import experiment, prediction, zoo
+from yt8m_tf.training.inputs import dataset_for
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
+STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,26 +44,71 @@ class PipelineConfig:
   """What the job runs. `preset(name)` gives the documented sets; flags override single fields."""
 
   workdir: str
-  synthetic: synthetic.SyntheticConfig = synthetic.SyntheticConfig()
+  # 30k of the packaged 50k label sets, video level only: the whole job fits 15 minutes on 2 CPU cores.
+  synthetic: synthetic.SyntheticConfig = synthetic.SyntheticConfig(num_videos=30_000, frame_level=False)
   label_sets: Optional[str] = None  # None: the label sets packaged with yt8m_tf
-  baseline_model: str = "Logistic"
-  baseline_params: Dict[str, object] = dataclasses.field(default_factory=dict)
-  batch_size: int = 256
-  epochs: int = 12
-  learning_rate: float = 0.05  # calibrated: 0.01 (the starter's) is still far from converged at 12 epochs
+  # Your own data instead of the synthetic benchmark (the data stage is then skipped):
+  train_data_pattern: Optional[str] = None
+  test_data_pattern: Optional[str] = None
+  test_labels: Optional[str] = None  # CSV id,labels of the test videos; None: no test GAP
+  num_classes: int = 3862
+  # L1
+  zoo_dir: str = os.path.join(CONFIGS_DIR, "pipeline")
+  l1_members: Tuple[str, ...] = ("logistic", "resnet_like")
+  l1_overrides: Dict[str, object] = dataclasses.field(default_factory=dict)
+  num_folds: int = 3
+  store_top_k: int = 100
+  # Stacker
+  stacker: stacker.StackerConfig = stacker.StackerConfig(
+    num_trees=100, shrinkage=0.2, early_stopping_trees=15, max_train_videos=6000
+  )
+  # Distilled ensemble
+  # 1/16 of the seed's widths; BN momentum 0.9, since a few hundred steps leave 0.999's moving statistics
+  # mostly at their initial values.
+  distill_params: Dict[str, object] = dataclasses.field(
+    default_factory=lambda: {"width_scale": 1 / 16, "bn_momentum": 0.9}
+  )
+  distill_batch_size: int = 256
+  distill_epochs: int = 6
+  distill_learning_rate: float = 1e-3
+  distill_loss: str = "bce"
+  soft_label_weight: float = 1.0  # the seed's TF distillation trains on soft labels only
+  size_budget_bytes: int = 10**9
   seed: int = 0
 
 
 def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
   if name == "demo":
     config = PipelineConfig(workdir=workdir)
-  elif name == "tiny":  # a few seconds per stage; used by the tests
-    tiny_data = synthetic.SyntheticConfig(
-      num_videos=600, num_classes=40, min_frames=2, max_frames=6, mean_frames=4, num_shards=(2, 1, 1)
+  elif name == "tiny":  # seconds per stage; used by the tests
+    config = PipelineConfig(
+      workdir=workdir,
+      synthetic=synthetic.SyntheticConfig(
+        num_videos=900, num_classes=40, num_shards=(2, 1, 1), frame_level=False
+      ),
+      l1_overrides={"epochs": 2, "batch_size": 64},
+      num_folds=2,
+      store_top_k=30,
+      stacker=stacker.StackerConfig(num_trees=10, shrinkage=0.3, max_depth=4, early_stopping_trees=5),
+      distill_params={"width_scale": 1 / 64, "bn_momentum": 0.9},
+      distill_batch_size=64,
+      distill_epochs=2,
     )
-    config = PipelineConfig(workdir=workdir, synthetic=tiny_data, batch_size=64, epochs=2, learning_rate=0.05)
+  elif name == "paper":  # the seed's sizes; for a GPU machine and the real data (set the patterns)
+    config = PipelineConfig(
+      workdir=workdir,
+      zoo_dir=os.path.join(CONFIGS_DIR, "paper"),
+      l1_members=("resnet_like", "resnet_like_mixup", "moe"),
+      num_folds=5,
+      stacker=stacker.StackerConfig(num_trees=3000, shrinkage=0.01, early_stopping_trees=30),
+      distill_params={},
+      distill_batch_size=1024,
+      distill_epochs=10,
+      distill_learning_rate=0.01,
+      distill_loss="starter_ce",
+    )
   else:
-    raise ValueError(f"unknown preset {name!r}; known: demo, tiny")
+    raise ValueError(f"unknown preset {name!r}; known: demo, tiny, paper")
   return dataclasses.replace(config, **overrides)
 
 
@@ -61,6 +119,7 @@ class Pipeline:
     self.config = config
     self.log = log
     self.stage_dir = os.path.join(config.workdir, "stages")
+    self._labels: Dict[str, Optional[dict]] = {}
 
   # -- bookkeeping -------------------------------------------------------------------------------
   def _marker(self, stage: str) -> str:
@@ -87,106 +146,320 @@ class Pipeline:
     self.log(f"[{stage}] done in {done['wall_seconds']:.1f} s")
     return done
 
-  # -- paths -------------------------------------------------------------------------------------
-  @property
-  def data_dir(self) -> str:
-    return os.path.join(self.config.workdir, "data")
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.config.workdir, *parts)
 
-  def pattern(self, level: str, split: str) -> str:
-    return os.path.join(self.data_dir, level, f"{split}-*.tfrecord")
+  # -- data --------------------------------------------------------------------------------------
+  @property
+  def uses_synthetic_data(self) -> bool:
+    return self.config.train_data_pattern is None
+
+  def train_pattern(self) -> str:
+    if not self.uses_synthetic_data:
+      return self.config.train_data_pattern
+    video = self.path("data", "video")
+    return f"{video}/train-*.tfrecord,{video}/validate-*.tfrecord"
+
+  def test_pattern(self) -> Optional[str]:
+    if not self.uses_synthetic_data:
+      return self.config.test_data_pattern
+    return self.path("data", "video", "test-*.tfrecord")
 
   def schema(self) -> data.Schema:
-    summary = synthetic.load_summary(self.data_dir)
-    # Frame tensors are padded to the longest synthetic video, not 300: 5x less work at demo scale.
-    return data.Schema(num_classes=summary["counts"]["classes"], max_frames=self.config.synthetic.max_frames)
+    num_classes = self.result("data")["num_classes"] if self.uses_synthetic_data else self.config.num_classes
+    return data.Schema(num_classes=num_classes)
 
-  # -- stages ------------------------------------------------------------------------------------
+  def labels(self, split: str) -> Optional[dict]:
+    """id (bytes) -> positive classes of the training (`train`) or test videos (None: unknown)."""
+    if split not in self._labels:
+      if split == "train":
+        self._labels[split] = zoo.labels_by_id(self.train_pattern(), self.schema())
+      else:
+        path = self.path("data", "test_labels.csv") if self.uses_synthetic_data else self.config.test_labels
+        sets = labels_lib.load_label_sets(path) if path else None
+        self._labels[split] = None if sets is None else {i.encode(): row for i, row in zip(sets.ids, sets)}
+    return self._labels[split]
+
   def stage_data(self) -> dict:
+    if not self.uses_synthetic_data:
+      return {"train_data_pattern": self.train_pattern(), "num_classes": self.config.num_classes}
     summary = synthetic.generate(
       self.config.synthetic,
-      self.data_dir,
+      self.path("data"),
       label_sets_path=self.config.label_sets,
-      progress=self._log_progress,
+      progress=self._progress,
     )
-    return {
-      "data_dir": self.data_dir,
-      "num_classes": summary["counts"]["classes"],
-      "videos": summary["counts"]["videos"],
-    }
+    return {"num_classes": summary["counts"]["classes"], "videos": summary["counts"]["videos"]}
 
-  def _log_progress(self, progress: synthetic.Progress) -> None:
-    if progress.videos_done == progress.videos_total or progress.videos_done % 5000 < 256:
-      self.log(
-        f"  {progress.split}: {progress.videos_done}/{progress.videos_total} videos, "
-        f"{progress.videos_per_second:.0f} videos/s"
-      )
+  def _progress(self, progress: synthetic.Progress) -> None:
+    if progress.videos_done == progress.videos_total or progress.videos_done % 10000 < 256:
+      self.log(f"  {progress.split}: {progress.videos_done}/{progress.videos_total} videos")
 
-  def stage_baseline(self) -> dict:
+  # -- L1 ----------------------------------------------------------------------------------------
+  def l1_dir(self, member: str) -> str:
+    return self.path("l1", member)
+
+  def store(self, member: str, split: str) -> str:
+    return os.path.join(self.l1_dir(member), "predictions", "oof" if split == "train" else "test")
+
+  def stage_l1(self) -> dict:
     config = self.config
-    schema = self.schema()
-    name = config.baseline_model
-    kind = models.get(name).kind
-    train_videos = self.result("data")["videos"]["train"]
-    train_config = experiment.TrainConfig(
-      model=name,
-      model_params=dict(config.baseline_params),
-      train_dir=os.path.join(config.workdir, "l1", name),
-      train_data_pattern=self.pattern(kind, "train"),
-      eval_data_pattern=self.pattern(kind, "validate"),
-      num_classes=schema.num_classes,
-      max_frames=schema.max_frames,
-      batch_size=config.batch_size,
-      epochs=config.epochs,
-      steps_per_epoch=max(1, train_videos // config.batch_size),
-      learning_rate=config.learning_rate,
+    for member in config.l1_members:
+      kind = models.get(zoo.parse_flagfile(os.path.join(config.zoo_dir, f"{member}.flags"))["model"]).kind
+      if kind != models.VIDEO:
+        raise ValueError(f"{member}: the pipeline's L1 zoo is video-level (the exports serve video features)")
+    results = zoo.run_zoo(
+      config.zoo_dir,
+      self.path("l1"),
+      self.train_pattern(),
+      self.schema().num_classes,
+      num_folds=config.num_folds,
+      test_data_pattern=self.test_pattern(),
+      members=list(config.l1_members),
+      top_k=config.store_top_k,
+      log=self.log,
+      **{"seed": config.seed, **config.l1_overrides},
+    )
+    test_labels = self.labels("test")
+    for member, result in results.items():
+      if test_labels is not None:
+        result["test_gap"] = zoo.store_gap(self.store(member, "test"), test_labels)
+    return {"members": results}
+
+  # -- stacking ----------------------------------------------------------------------------------
+  def stage_candidates(self) -> dict:
+    train_labels = self.labels("train")
+    prior = candidates.class_prior(train_labels, self.schema().num_classes)
+    np.save(self.path("l1", "class_prior.npy"), prior)
+    result = {}
+    for split, labels in (("train", train_labels), ("test", self.labels("test"))):
+      stores = {member: self.store(member, split) for member in self.config.l1_members}
+      index = candidates.build_candidates(stores, self.path("candidates", split), prior, labels, log=self.log)
+      result[split] = {k: index[k] for k in ("videos", "rows", "candidate_recall") if k in index}
+    return result
+
+  def stage_stacker(self) -> dict:
+    report = stacker.run_stacking(
+      self.path("candidates", "train"),
+      self.path("stacker"),
+      self.config.num_folds,
+      self.schema().num_classes,
+      self.config.stacker,
+      test_candidates=self.path("candidates", "test"),
+      log=self.log,
+    )
+    return {k: report[k] for k in ("oof", "test", "soft_labels") if k in report}
+
+  # -- distillation ------------------------------------------------------------------------------
+  def distill_config(self, variant: str) -> experiment.TrainConfig:
+    config = self.config
+    return experiment.TrainConfig(
+      model="EnsembleModel",
+      model_params=dict(config.distill_params),
+      train_dir=self.path("distill", variant),
+      train_data_pattern=self.train_pattern(),
+      num_classes=self.schema().num_classes,
+      num_folds=config.num_folds,
+      fold=0,  # validation (model selection, LR schedule) on fold 0, with hard labels
+      batch_size=config.distill_batch_size,
+      epochs=config.distill_epochs,
+      learning_rate=config.distill_learning_rate,
+      loss=config.distill_loss,
+      soft_labels=self.path("stacker", "soft_labels.npz") if variant == "soft" else None,
+      soft_label_weight=config.soft_label_weight,
       seed=config.seed,
     )
-    history = experiment.run_training(train_config)
-    return {
-      "model": name,
-      "train_dir": train_config.train_dir,
-      "epochs": len(history),
-      "best_val_gap": max(e["val_gap"] for e in history),
-    }
 
-  def stage_evaluate(self) -> dict:
-    baseline = self.result("baseline")
+  def stage_distill(self) -> dict:
+    result = {}
+    for variant in ("hard", "soft"):
+      config = self.distill_config(variant)
+      history = experiment.run_training(config)
+      entry = {"best_val_gap": max(e["val_gap"] for e in history), "epochs": len(history)}
+      test_labels = self.labels("test")
+      if test_labels is not None:
+        model = models.load_model(os.path.join(config.train_dir, "best.keras"))
+        store = os.path.join(config.train_dir, "predictions", "test")
+        if not prediction.is_complete(store):
+          dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
+          prediction.predict_to_store(
+            [model], dataset, store, self.schema().num_classes, self.config.store_top_k
+          )
+        entry["test_gap"] = zoo.store_gap(store, test_labels)
+        entry["params"] = int(model.count_params())
+      result[variant] = entry
+      self.log(f"[distill] {variant} labels: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+    return result
+
+  # -- export and inference ----------------------------------------------------------------------
+  def export_dir(self, name: str) -> str:
+    return self.path("export", name, "1")
+
+  def stage_export(self) -> dict:
+    from yt8m_tf import export
+    from yt8m_tf.export import large_ensemble
+
     schema = self.schema()
-    kind = models.get(baseline["model"]).kind
-    model = models.load_model(os.path.join(baseline["train_dir"], training.BEST_MODEL))
-    dataset = training.dataset_for(
-      kind, self.pattern(kind, "validate"), self.config.batch_size, schema=schema, keep_ids=True
-    )
-    results = {"validate": training.evaluate(model, dataset)}
-    return {"model": baseline["model"], "metrics": results}
-
-  def run(self) -> dict:
-    stages: List[tuple] = [
-      ("data", self.stage_data),
-      ("baseline", self.stage_baseline),
-      ("evaluate", self.stage_evaluate),
+    budget = self.config.size_budget_bytes
+    distilled = models.load_model(self.path("distill", "soft", "best.keras"))
+    result = {}
+    jobs = [
+      (
+        "distilled",
+        lambda: export.export_keras_model(
+          distilled, self.path("export"), "distilled", schema, version=1, size_budget_bytes=budget
+        ),
+      ),
+      (
+        "distilled_fp16",
+        lambda: export.export_keras_model(
+          distilled,
+          self.path("export"),
+          "distilled_fp16",
+          schema,
+          fp16=True,
+          version=1,
+          size_budget_bytes=budget,
+        ),
+      ),
     ]
-    for stage, body in stages:
-      self.run_stage(stage, body)
+
+    def export_large():
+      l1 = large_ensemble.l1_fold_models(
+        {m: self.l1_dir(m) for m in self.config.l1_members}, self.config.num_folds
+      )
+      stackers = [self.path("stacker", f"fold_{k}", "model") for k in range(self.config.num_folds)]
+      prior = np.load(self.path("l1", "class_prior.npy"))
+      return large_ensemble.export_large_ensemble(
+        l1,
+        stackers,
+        prior,
+        self.config.store_top_k,
+        self.path("export"),
+        "large_ensemble",
+        schema,
+        version=1,
+        size_budget_bytes=budget,
+      )
+
+    jobs.append(("large_ensemble", export_large))
+    for name, job in jobs:
+      path = self.export_dir(name)
+      if not tf.io.gfile.exists(path):
+        self.log(f"[export] {name}")
+        job()
+      with tf.io.gfile.GFile(os.path.join(path, export.SIZE_REPORT)) as f:
+        result[name] = json.load(f)
+    return result
+
+  def stage_inference(self) -> dict:
+    from yt8m_tf import export
+
+    csv_path = self.path("submission.csv")
+    counts = export.run_inference(self.export_dir("distilled"), self.test_pattern(), csv_path)
+    result = {"submission": csv_path, "videos": counts.num_videos, "seconds": round(counts.seconds, 1)}
+    test_labels = self.labels("test")
+    if test_labels is not None:
+      str_labels = {k.decode(): v for k, v in test_labels.items()}
+      result["test_gap"] = {
+        "distilled (CSV)": export.submission_gap(export.read_submission(csv_path), str_labels)
+      }
+      for name in ("distilled_fp16", "large_ensemble"):
+        predictions = {}
+        for ids, classes, scores in export.predict_records(self.export_dir(name), self.test_pattern()):
+          for video_id, c, s in zip(ids, classes, scores):
+            predictions[video_id.decode()] = (c.astype(np.int64), s.astype(np.float64))
+        result["test_gap"][name] = export.submission_gap(predictions, str_labels)
+    return result
+
+  # -- the job -----------------------------------------------------------------------------------
+  def run(self) -> dict:
+    for stage in STAGES:
+      self.run_stage(stage, getattr(self, f"stage_{stage}"))
     return self.report()
 
   def report(self) -> dict:
-    stages = {name: self.result(name) for name in ("data", "baseline", "evaluate")}
-    metrics = stages["evaluate"]["metrics"]["validate"]
+    stages = {name: self.result(name) for name in STAGES}
+    rows: List[dict] = []
+    for member, r in stages["l1"]["members"].items():
+      rows.append(
+        {
+          "level": "L1",
+          "name": f"{member} ({r['model']})",
+          "oof_gap": r["oof_gap"],
+          "test_gap": r.get("test_gap"),
+        }
+      )
+    stack = stages["stacker"]
+    test = stack.get("test", {})
+    rows.append(
+      {
+        "level": "L1",
+        "name": "mean of L1 models",
+        "oof_gap": stack["oof"]["l1_mean"],
+        "test_gap": test.get("l1_mean"),
+      }
+    )
+    rows.append(
+      {
+        "level": "L2",
+        "name": "TF-DF GBT stacker",
+        "oof_gap": stack["oof"]["stacker"],
+        "test_gap": test.get("stacker"),
+      }
+    )
+    for variant in ("hard", "soft"):
+      d = stages["distill"][variant]
+      rows.append(
+        {
+          "level": "distilled",
+          "name": f"EnsembleModel, {variant} labels",
+          "oof_gap": None,
+          "test_gap": d.get("test_gap"),
+        }
+      )
+    inference = stages["inference"].get("test_gap", {})
+    names = {
+      "distilled (CSV)": "export: distilled fp32 (CSV)",
+      "distilled_fp16": "export: distilled fp16",
+      "large_ensemble": "export: L1 + stacker graph",
+    }
+    for key, label in names.items():
+      if key in inference:
+        rows.append({"level": "export", "name": label, "oof_gap": None, "test_gap": inference[key]})
+    sizes = {
+      name: {
+        "params": s["total_params"],
+        "stored_bytes": s["total_bytes"],
+        "saved_model_bytes_on_disk": s["saved_model_bytes_on_disk"],
+      }
+      for name, s in stages["export"].items()
+      if name != "stage" and isinstance(s, dict)
+    }
     report = {
       "workdir": self.config.workdir,
-      "models": {stages["evaluate"]["model"]: metrics},
+      "gap@20": rows,
+      "sizes": sizes,
       "wall_seconds": {name: round(s["wall_seconds"], 1) for name, s in stages.items()},
     }
-    with atomic_open(os.path.join(self.config.workdir, "report.json")) as f:
+    report["wall_seconds"]["total"] = round(sum(report["wall_seconds"].values()), 1)
+    with atomic_open(self.path("report.json")) as f:
       json.dump(report, f, indent=1)
     return report
 
 
 def format_report(report: dict) -> str:
-  lines = ["", "model                      GAP@20   Hit@1    PERR   videos (validate split)"]
-  for name, m in report["models"].items():
-    lines.append(f"{name:<25} {m['gap@20']:7.4f} {m['hit@1']:7.4f} {m['perr']:7.4f} {m['videos']:8d}")
+  def gap(value):
+    return "     -" if value is None else f"{value:.4f}"
+
+  lines = ["", f"{'level':<10} {'model':<40} {'OOF GAP@20':>10} {'test GAP@20':>11}"]
+  for row in report["gap@20"]:
+    lines.append(f"{row['level']:<10} {row['name']:<40} {gap(row['oof_gap']):>10} {gap(row['test_gap']):>11}")
   lines.append("")
-  lines.append("wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report["wall_seconds"].items()))
+  for name, s in report["sizes"].items():
+    lines.append(
+      f"export {name}: {s['params']:,} parameters, {s['stored_bytes'] / 1e6:.1f} MB of weights, "
+      f"{s['saved_model_bytes_on_disk'] / 1e6:.1f} MB SavedModel"
+    )
+  lines.append("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["wall_seconds"].items()))
   return "\n".join(lines)

@@ -6,7 +6,8 @@ validates on those whose fold is k (its out-of-fold set); folds come from the vi
 of `train_data_pattern` and validates on `eval_data_pattern`.
 
 The run's `train_dir` holds `config.json` (the settings it ran with; a resumed run must match them)
-next to what `trainer.fit` writes (best.keras, last.keras, backup/, tensorboard/, history.json).
+next to what `trainer.fit` writes (best.keras, last.keras, backup/, tensorboard/, history.json). Under
+`multi_worker` the same comes from `distributed.fit`, a custom loop (Keras `fit` fails there).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from yt8m_tf import data, models
 from yt8m_tf.files import atomic_open
-from yt8m_tf.training import losses, trainer
+from yt8m_tf.training import distributed, losses, trainer
 from yt8m_tf.training.inputs import dataset_for
 
 CONFIG_FILE = "config.json"
@@ -245,8 +246,7 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
 def run_training(config: TrainConfig) -> List[Dict[str, float]]:
   """Trains (or resumes) one L1 model; returns the per-epoch logs (see trainer.fit)."""
   strategy = make_strategy(config.distribution_strategy)
-  chief = _is_chief(strategy)
-  if chief:
+  if distributed.is_chief(strategy):
     _check_or_write_config(config)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
@@ -260,18 +260,7 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
       clip_norm=config.clip_norm,
       jit_compile="auto" if losses.loss_supports_jit(loss) else False,
     )
-  train = training_dataset(config)
-  # Non-chief workers write their checkpoints to a scratch directory, as tf.distribute requires.
-  train_dir = (
-    config.train_dir
-    if chief
-    else os.path.join(config.train_dir, "workers", str(strategy.cluster_resolver.task_id))
-  )
-  return trainer.fit(
-    model,
-    train,
-    validation_dataset(config),
-    train_dir=train_dir,
+  schedule = dict(
     epochs=config.epochs,
     steps_per_epoch=config.steps_per_epoch,
     validation_steps=config.validation_steps,
@@ -280,14 +269,9 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     early_stopping_patience=config.early_stopping_patience,
     verbose=config.verbose,
   )
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.cluster_spec().as_dict():
-    return True
-  return resolver.task_type in ("chief", None) or (
-    resolver.task_type == "worker"
-    and resolver.task_id == 0
-    and "chief" not in resolver.cluster_spec().as_dict()
-  )
+  train, validation = training_dataset(config), validation_dataset(config)
+  if distributed.uses_custom_loop(strategy):
+    return distributed.fit(
+      model, train, validation, strategy=strategy, train_dir=config.train_dir, **schedule
+    )
+  return trainer.fit(model, train, validation, train_dir=config.train_dir, **schedule)

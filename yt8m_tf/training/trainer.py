@@ -3,7 +3,8 @@
 A `train_dir` holds everything a run made:
   best.keras        the model with the best validation GAP so far (written atomically)
   last.keras        the model after the last finished epoch
-  backup/           BackupAndRestore state: a killed run started again continues where it stopped
+  backup/           BackupAndRestore state (a checkpoint under `distributed.fit`): a killed run started
+                    again continues where it stopped; removed once training completes
   tensorboard/      loss, GAP and learning rate per epoch
   history.json      per-epoch logs, rewritten (atomically) after every epoch
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -23,6 +24,7 @@ from yt8m_tf.training.evaluation import ValidationMetrics
 
 BEST_MODEL = "best.keras"
 LAST_MODEL = "last.keras"
+BACKUP_DIR = "backup"
 
 
 def save_model_atomically(model: keras.Model, path: str) -> None:
@@ -88,6 +90,44 @@ def compile_model(
   return model
 
 
+def epoch_callbacks(
+  train_dir: str,
+  validation_data: tf.data.Dataset,
+  *,
+  validation_steps: Optional[int] = None,
+  lr_factor: float = 0.5,
+  lr_patience: int = 0,
+  early_stopping_patience: Optional[int] = None,
+  verbose: int = 1,
+  backup: bool = True,
+) -> Tuple[List[keras.callbacks.Callback], _SaveHistory]:
+  """A run's callbacks in the order they must run, and the one that keeps history.json.
+
+  `ValidationMetrics` first: the others read its `val_gap`. `backup=False` leaves out BackupAndRestore, for
+  a loop that checkpoints by itself (`distributed.fit`).
+  """
+  monitor = "val_gap"
+  history = _SaveHistory(train_dir)
+  callbacks = [
+    ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data)
+  ]
+  if backup:
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(train_dir, BACKUP_DIR)))
+  if early_stopping_patience is not None:
+    callbacks.append(
+      keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping_patience)
+    )
+  callbacks += [
+    keras.callbacks.ReduceLROnPlateau(
+      monitor=monitor, mode="max", factor=lr_factor, patience=lr_patience, min_lr=1e-7, verbose=verbose
+    ),
+    keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
+    _BestModelCheckpoint(train_dir, monitor, history),
+    history,  # last: it records what the others added to the logs (val_gap, learning_rate)
+  ]
+  return callbacks, history
+
+
 def fit(
   model: keras.Model,
   train_data: tf.data.Dataset,
@@ -110,22 +150,15 @@ def fit(
   after each epoch; `validation_data` may keep or drop the `id` feature.
   """
   tf.io.gfile.makedirs(train_dir)
-  monitor = "val_gap"
-  history = _SaveHistory(train_dir)
-  callbacks = [
-    ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data),
-    keras.callbacks.BackupAndRestore(os.path.join(train_dir, "backup")),
-    keras.callbacks.ReduceLROnPlateau(
-      monitor=monitor, mode="max", factor=lr_factor, patience=lr_patience, min_lr=1e-7, verbose=verbose
-    ),
-    keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
-    _BestModelCheckpoint(train_dir, monitor, history),
-    history,  # last: it records the learning rate ReduceLROnPlateau set for the next epoch
-  ]
-  if early_stopping_patience is not None:
-    callbacks.insert(
-      2, keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping_patience)
-    )
+  callbacks, history = epoch_callbacks(
+    train_dir,
+    validation_data,
+    validation_steps=validation_steps,
+    lr_factor=lr_factor,
+    lr_patience=lr_patience,
+    early_stopping_patience=early_stopping_patience,
+    verbose=verbose,
+  )
   with warnings.catch_warnings():
     if steps_per_epoch is None:
       # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch

@@ -102,18 +102,18 @@ def _activation(kind: str, name: str) -> keras.layers.Layer:
   raise ValueError(f"unknown activation {kind!r}")
 
 
-def _block(x, units: int, activation: str, prefix: str, index: int):
+def _block(x, units: int, activation: str, prefix: str, index: int, bn_momentum: float):
   """Dense -> BN -> activation, named {prefix}_dense_{index}, {prefix}_bn_{index}, ..."""
   x = _dense(units, f"{prefix}_dense_{index}")(x)
   x = keras.layers.BatchNormalization(
-    momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=True, scale=True, name=f"{prefix}_bn_{index}"
+    momentum=bn_momentum, epsilon=BN_EPSILON, center=True, scale=True, name=f"{prefix}_bn_{index}"
   )(x)
   return _activation(activation, f"{prefix}_{activation}_{index}")(x)
 
 
-def _blocks(x, widths: Sequence[int], activation: str, prefix: str):
+def _blocks(x, widths: Sequence[int], activation: str, prefix: str, bn_momentum: float):
   for index, units in enumerate(widths, start=1):
-    x = _block(x, units, activation, prefix, index)
+    x = _block(x, units, activation, prefix, index, bn_momentum)
   return x
 
 
@@ -123,10 +123,10 @@ def _tower_output(x, units: int, prefix: str):
   return _activation("relu", f"{prefix}_relu_out")(x)
 
 
-def _two_branch_tower(v, a, widths, depth: int, activation: str, prefix: str):
+def _two_branch_tower(v, a, widths, depth: int, activation: str, prefix: str, bn_momentum: float):
   """Towers C and D: separate video and audio stacks, concatenated, then the output layer."""
-  v = _blocks(v, [widths["tower"]] * depth, activation, f"{prefix}_video")
-  a = _blocks(a, [widths["audio"]] * depth, activation, f"{prefix}_audio")
+  v = _blocks(v, [widths["tower"]] * depth, activation, f"{prefix}_video", bn_momentum)
+  a = _blocks(a, [widths["audio"]] * depth, activation, f"{prefix}_audio", bn_momentum)
   x = keras.layers.Concatenate(name=f"{prefix}_concat")([v, a])
   return _tower_output(x, widths["tower"], prefix)
 
@@ -146,12 +146,15 @@ def ensemble_model(
   feature_names: Sequence[str] = ("mean_rgb", "mean_audio"),
   width_scale: float = 1.0,
   head_widths: Optional[Sequence[int]] = None,
+  bn_momentum: float = BN_MOMENTUM,
   name: str = "EnsembleModel",
 ) -> keras.Model:
   """The joint EnsembleModel (towers A-F + head) returning logits [B, num_classes].
 
   The first feature is the video one (v), the second the audio one (a). `width_scale` multiplies every
-  hidden width of the towers and, unless `head_widths` is given, of the head.
+  hidden width of the towers and, unless `head_widths` is given, of the head. `bn_momentum` 0.999 (the
+  seed's) suits millions of steps; a run of a few hundred steps needs ~0.99, or the moving statistics
+  used at inference are still mostly their initial values.
   """
   _check_features(feature_sizes, feature_names)
   widths = ensemble_widths(width_scale, head_widths)
@@ -164,15 +167,15 @@ def ensemble_model(
 
   tower, wide, deep = widths["tower"], widths["wide"], widths["deep"]
   towers = [
-    _tower_output(_blocks(x, [tower] * 2, "swish", "tower_a"), tower, "tower_a"),
-    _tower_output(_blocks(x, [tower], "relu", "tower_b"), tower, "tower_b"),
-    _two_branch_tower(v, a, widths, 1, "leaky_relu", "tower_c"),
-    _two_branch_tower(v, a, widths, 2, "swish", "tower_d"),
-    _tower_output(_blocks(x, [wide] * WIDE_DEPTH, "relu", "tower_e"), deep, "tower_e"),
-    _tower_output(_blocks(x, [deep] * DEEP_DEPTH, "relu", "tower_f"), deep, "tower_f"),
+    _tower_output(_blocks(x, [tower] * 2, "swish", "tower_a", bn_momentum), tower, "tower_a"),
+    _tower_output(_blocks(x, [tower], "relu", "tower_b", bn_momentum), tower, "tower_b"),
+    _two_branch_tower(v, a, widths, 1, "leaky_relu", "tower_c", bn_momentum),
+    _two_branch_tower(v, a, widths, 2, "swish", "tower_d", bn_momentum),
+    _tower_output(_blocks(x, [wide] * WIDE_DEPTH, "relu", "tower_e", bn_momentum), deep, "tower_e"),
+    _tower_output(_blocks(x, [deep] * DEEP_DEPTH, "relu", "tower_f", bn_momentum), deep, "tower_f"),
   ]
   h = keras.layers.Concatenate(name="head_concat")([*towers, x])
-  h = _blocks(h, widths["head"], "relu", "head")
+  h = _blocks(h, widths["head"], "relu", "head", bn_momentum)
   logits = _dense(num_classes, "logits")(h)
   return keras.Model(inputs, logits, name=name)
 

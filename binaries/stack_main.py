@@ -1,0 +1,84 @@
+"""The second level: candidate rows from L1 prediction stores, then the K-fold TF-DF GBT stacker.
+
+  python -m binaries.stack_main --output_dir=runs/stack --num_folds=5 --num_classes=3862 \
+      --models=resnet:runs/zoo/resnet_like,moe:runs/zoo/moe \
+      --train_data_pattern='data/video/train*.tfrecord' [--test_labels=test_labels.csv]
+
+Each model directory is a predict_main output (`<dir>/predictions/{oof,test}`). Writes
+`output_dir/candidates/{train,test}`, `output_dir/stacker/` (fold models, OOF and test row scores,
+report.json) and `output_dir/stacker/soft_labels.npz` for `train_main --soft_labels`.
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+from absl import app, flags  # noqa: E402
+
+from yt8m_tf import data  # noqa: E402
+from yt8m_tf.data import labels as labels_lib  # noqa: E402
+from yt8m_tf.stacking import candidates, stacker  # noqa: E402
+from yt8m_tf.training import zoo  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", None, "Where candidates and the stacker go.", required=True)
+flags.DEFINE_list(
+  "models", None, "name:model_dir pairs (model_dir holds predictions/oof and /test).", required=True
+)
+flags.DEFINE_string("train_data_pattern", None, "Labeled training TFRecords (video level).", required=True)
+flags.DEFINE_string("test_labels", None, "CSV id,labels of the test videos, for a test GAP (optional).")
+flags.DEFINE_integer("num_folds", 5, "K: the same folds as the L1 models.")
+flags.DEFINE_integer("num_classes", 3862, "Classes.")
+flags.DEFINE_integer("num_trees", 300, "GBT trees at most (early stopping on an inner split).")
+flags.DEFINE_float("shrinkage", 0.1, "GBT learning rate.")
+flags.DEFINE_integer("max_depth", 6, "Tree depth.")
+flags.DEFINE_integer("early_stopping_trees", 30, "Stop after this many trees without inner-split gain.")
+flags.DEFINE_enum("class_id_semantic", "numerical", list(stacker.SEMANTICS), "How the GBT sees the class id.")
+flags.DEFINE_integer("max_train_videos", None, "Per fold, train on a fixed subset of this many videos.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  model_dirs = dict(pair.split(":", 1) for pair in FLAGS.models)
+  schema = data.Schema(num_classes=FLAGS.num_classes)
+  train_labels = zoo.labels_by_id(FLAGS.train_data_pattern, schema)
+  test_labels = None
+  if FLAGS.test_labels:
+    sets = labels_lib.load_label_sets(FLAGS.test_labels)
+    test_labels = {i.encode(): row for i, row in zip(sets.ids, sets)}
+  prior = candidates.class_prior(train_labels, FLAGS.num_classes)
+  splits = {"train": ("oof", train_labels)}
+  has_test = all(os.path.exists(os.path.join(d, "predictions", "test")) for d in model_dirs.values())
+  if has_test:
+    splits["test"] = ("test", test_labels)
+  for split, (store, labels) in splits.items():
+    stores = {name: os.path.join(d, "predictions", store) for name, d in model_dirs.items()}
+    candidates.build_candidates(stores, os.path.join(FLAGS.output_dir, "candidates", split), prior, labels)
+  config = stacker.StackerConfig(
+    num_trees=FLAGS.num_trees,
+    shrinkage=FLAGS.shrinkage,
+    max_depth=FLAGS.max_depth,
+    early_stopping_trees=FLAGS.early_stopping_trees,
+    class_id_semantic=FLAGS.class_id_semantic,
+    max_train_videos=FLAGS.max_train_videos,
+  )
+  report = stacker.run_stacking(
+    os.path.join(FLAGS.output_dir, "candidates", "train"),
+    os.path.join(FLAGS.output_dir, "stacker"),
+    FLAGS.num_folds,
+    FLAGS.num_classes,
+    config,
+    test_candidates=os.path.join(FLAGS.output_dir, "candidates", "test") if has_test else None,
+  )
+  print(json.dumps({k: report[k] for k in ("oof", "test") if k in report}, indent=1))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
