@@ -7,10 +7,12 @@ and rename it, so an interrupted run never leaves a half-written file that a lat
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import uuid
 from typing import Iterator
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -53,3 +55,19 @@ def atomic_tfrecord_writer(path: str, compression: str = ""):
   with atomic_path(path) as tmp:
     with tf.io.TFRecordWriter(tmp, options=compression or None) as writer:
       yield writer
+
+
+def atomic_save_npz(path: str, **arrays) -> None:
+  """`np.savez` to any gfile path, appearing only once complete."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  with atomic_open(path, "wb") as f:
+    f.write(buffer.getvalue())
+
+
+def atomic_save_npy(path: str, array) -> None:
+  """`np.save` to any gfile path, appearing only once complete."""
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  with atomic_open(path, "wb") as f:
+    f.write(buffer.getvalue())

@@ -30,7 +30,7 @@ import tensorflow as tf
 from yt8m_tf import data, models
 from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.data import synthetic
-from yt8m_tf.files import atomic_open
+from yt8m_tf.files import atomic_open, atomic_save_npy
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.training import experiment, prediction, zoo
 from yt8m_tf.training.inputs import dataset_for
@@ -230,7 +230,7 @@ class Pipeline:
   def stage_candidates(self) -> dict:
     train_labels = self.labels("train")
     prior = candidates.class_prior(train_labels, self.schema().num_classes)
-    np.save(self.path("l1", "class_prior.npy"), prior)
+    atomic_save_npy(self.path("l1", "class_prior.npy"), prior)
     result = {}
     for split, labels in (("train", train_labels), ("test", self.labels("test"))):
       stores = {member: self.store(member, split) for member in self.config.l1_members}

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import metrics
-from yt8m_tf.files import atomic_open
+from yt8m_tf.files import atomic_open, atomic_save_npz
 from yt8m_tf.training import prediction
 
 INDEX_FILE = "index.json"
@@ -322,10 +322,7 @@ def _write_chunk(path: str, chunk: CandidateChunk) -> None:
   }
   if chunk.target is not None:
     arrays["target"] = chunk.target
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  with atomic_open(path, "wb") as f:
-    f.write(buffer.getvalue())
+  atomic_save_npz(path, **arrays)
 
 
 def is_complete(candidate_dir: str) -> bool:

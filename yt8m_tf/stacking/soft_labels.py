@@ -40,7 +40,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf.files import atomic_open
+from yt8m_tf.files import atomic_save_npz
 
 FORMAT_VERSION = 1
 ON_MISSING = ("error", "hard")
@@ -257,9 +257,8 @@ class SoftLabelStore:
 
   def save(self, path: str) -> None:
     """Writes one `.npz` file (any path tf.io.gfile takes); it appears only once complete."""
-    buffer = io.BytesIO()
-    np.savez(
-      buffer,
+    atomic_save_npz(
+      path,
       format_version=np.int64(FORMAT_VERSION),
       num_classes=np.int64(self.num_classes),
       ids=self.ids,
@@ -267,8 +266,6 @@ class SoftLabelStore:
       classes=self.classes,
       scores=self.scores,
     )
-    with atomic_open(path, "wb") as f:
-      f.write(buffer.getvalue())
 
   @classmethod
   def load(cls, path: str) -> "SoftLabelStore":

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf.data import folds
-from yt8m_tf.files import atomic_open
+from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz
 from yt8m_tf.stacking import candidates as candidates_lib
 from yt8m_tf.stacking.soft_labels import SoftLabelStore
 
@@ -172,7 +172,7 @@ def run_stacking(
       if test is not None:
         scores["test"] = predict_rows(model, test)
       _save_model(model, os.path.join(fold_dir, "model"))
-      _save_npz(os.path.join(fold_dir, "scores.npz"), scores)
+      atomic_save_npz(os.path.join(fold_dir, "scores.npz"), **scores)
       info.update(
         fold=k,
         seconds=round(time.time() - start, 1),
@@ -189,7 +189,7 @@ def run_stacking(
     oof_scores[row_fold == k] = scores["oof"]
     if test is not None:
       test_scores += scores["test"] / num_folds
-  _save_npy(os.path.join(out_dir, "oof_scores.npy"), oof_scores)
+  atomic_save_npy(os.path.join(out_dir, "oof_scores.npy"), oof_scores)
   store = SoftLabelStore.from_rows(
     train.ids[train.row_video], train.class_id, oof_scores, num_classes, all_video_ids=train.ids
   )
@@ -201,7 +201,7 @@ def run_stacking(
     "soft_labels": {"videos": len(store), "entries": store.nnz},
   }
   if test is not None:
-    _save_npy(os.path.join(out_dir, "test_scores.npy"), test_scores.astype(np.float32))
+    atomic_save_npy(os.path.join(out_dir, "test_scores.npy"), test_scores.astype(np.float32))
     if test.target is not None:
       report["test"] = compare_gap(test, test_scores, index["models"])
   with atomic_open(report_path) as f:
@@ -229,20 +229,6 @@ def _save_model(model, path):
   tf.io.gfile.rename(tmp, path)
 
 
-def _save_npz(path, arrays):
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  with atomic_open(path, "wb") as f:
-    f.write(buffer.getvalue())
-
-
 def _load_npz(path):
   with tf.io.gfile.GFile(path, "rb") as f:
     return dict(np.load(io.BytesIO(f.read())))
-
-
-def _save_npy(path, array):
-  buffer = io.BytesIO()
-  np.save(buffer, array)
-  with atomic_open(path, "wb") as f:
-    f.write(buffer.getvalue())

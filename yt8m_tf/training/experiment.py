@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
-from yt8m_tf.files import atomic_open
+from yt8m_tf.files import atomic_open, atomic_save_npz
 from yt8m_tf.training import distributed, losses, trainer
 from yt8m_tf.training.inputs import dataset_for
 
@@ -236,10 +236,7 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
       frames = frames.take(config.kmeans_max_batches)
     centers = centroid_lib.fit_kmeans_on_dataset(frames, layers[0].num_clusters, seed=config.seed)
     idf = centroid_lib.compute_idf(frames, centers)
-    buffer = io.BytesIO()
-    np.savez(buffer, centroids=centers, idf=idf)
-    with atomic_open(path, "wb") as f:
-      f.write(buffer.getvalue())
+    atomic_save_npz(path, centroids=centers, idf=idf)
   centroid_lib.set_centroids(model, centers, idf)
 
 

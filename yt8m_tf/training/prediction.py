@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import models
-from yt8m_tf.files import atomic_open
+from yt8m_tf.files import atomic_open, atomic_save_npz
 from yt8m_tf.metrics import top_k_per_video
 from yt8m_tf.training.evaluation import predict_batches
 from yt8m_tf.training.inputs import dataset_for
@@ -86,10 +86,7 @@ class PredictionWriter:
     arrays = {"ids": ids[:size], "scores": scores[:size]}
     if classes is not None:
       arrays["classes"] = classes[:size]
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    with atomic_open(os.path.join(self.out_dir, name), "wb") as f:
-      f.write(buffer.getvalue())
+    atomic_save_npz(os.path.join(self.out_dir, name), **arrays)
     self._parts.append(name)
     self._num_videos += min(size, len(ids))
     rest = PredictionChunk(ids[size:], scores[size:], None if classes is None else classes[size:])
