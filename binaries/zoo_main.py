@@ -1,13 +1,18 @@
 """Trains a zoo of L1 models K-fold (one flagfile per model), with OOF and test predictions.
 
   python -m binaries.zoo_main --zoo_dir=yt8m_tf/configs/zoo/demo --workdir=runs/zoo \
-      --train_data_pattern='runs/demo/data/video/train-*.tfrecord,runs/demo/data/video/validate-*.tfrecord' \
-      --frame_train_data_pattern=runs/demo/data/frame/train-*.tfrecord --num_classes=3862 --num_folds=3
+      --train_data_pattern='runs/demo/data/video/train-*.tfrecord' \
+      --frame_train_data_pattern='runs/demo/data/frame/train-*.tfrecord' \
+      --test_data_pattern='runs/demo/data/video/test-*.tfrecord' \
+      --frame_test_data_pattern='runs/demo/data/frame/test-*.tfrecord' \
+      --test_labels=runs/demo/data/test_labels.csv --num_folds=3 --max_frames=60
 
 Frame-level members read `--frame_train_data_pattern` / `--frame_test_data_pattern`.
-Prints each member's out-of-fold GAP@20. Finished folds and prediction stores are kept.
+Prints each member's out-of-fold GAP@20 (and test GAP@20 with --test_labels) and writes them to
+<workdir>/zoo_results.json. Finished folds and prediction stores are kept.
 """
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,7 +20,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 from absl import app, flags  # noqa: E402
 
-from yt8m_tf import models  # noqa: E402
+from yt8m_tf import files, models  # noqa: E402
 from yt8m_tf.training import zoo  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -29,11 +34,13 @@ flags.DEFINE_integer("num_classes", 3862, "Number of classes.")
 flags.DEFINE_integer("num_folds", 5, "K of the K-fold split.")
 flags.DEFINE_integer("max_frames", 300, "Frames per video (frame-level members).")
 flags.DEFINE_list("members", None, "Only these flagfile stems (default: all).")
+flags.DEFINE_string("test_labels", None, "CSV `id,labels` of the test videos, for test GAP@20.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  test_labels = zoo.labels_from_csv(FLAGS.test_labels) if FLAGS.test_labels else None
   results = {}
   for name in FLAGS.members or zoo.member_names(FLAGS.zoo_dir):
     model = zoo.parse_flagfile(os.path.join(FLAGS.zoo_dir, f"{name}.flags"))["model"]
@@ -50,11 +57,15 @@ def main(argv):
         FLAGS.frame_test_data_pattern if frame else FLAGS.test_data_pattern,
         FLAGS.max_frames,
         members=[name],
+        test_labels=test_labels,
       )
     )
-  print("\nmember                     model                  OOF GAP@20")
+    with files.atomic_open(os.path.join(FLAGS.workdir, "zoo_results.json")) as f:
+      json.dump(results, f, indent=1)
+  print(f"\n{'member':<26} {'model':<22} {'OOF GAP@20':>10} {'test GAP@20':>11}")
   for name, result in results.items():
-    print(f"{name:<26} {result['model']:<22} {result['oof_gap']:.4f}")
+    test_gap = f"{result['test_gap']:.4f}" if "test_gap" in result else "-"
+    print(f"{name:<26} {result['model']:<22} {result['oof_gap']:>10.4f} {test_gap:>11}")
 
 
 def run():

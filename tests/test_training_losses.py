@@ -1,5 +1,10 @@
 """Losses against literal numpy re-statements of the seed/starter formulas; registry; target mixing."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -300,3 +305,75 @@ def test_mix_targets():
       losses.mix_targets(hard, soft, bad)
   with pytest.raises(tf.errors.InvalidArgumentError):
     losses.mix_targets(hard, soft, tf.constant(1.5))
+
+
+# --- tf.distribute: a fresh process with 2 logical CPUs (they must be configured before TF starts) -
+
+MIRRORED_SCRIPT = r"""
+import json
+import numpy as np
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from yt8m_tf.training import losses
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 8)).astype(np.float32)
+y = (rng.random((32, 20)) < 0.15).astype(np.float32)
+logits = (2 * rng.normal(size=(32, 20))).astype(np.float32)
+halves = [slice(0, 16), slice(16, 32)]
+out = {}
+for name in ["soft_ranking", "hinge_ranking", "bce_soft_rank", "bce"]:
+  loss = losses.get_loss(name)
+  y_parts, logit_parts = (
+    strategy.experimental_distribute_values_from_function(lambda c, a=a: a[halves[c.replica_id_in_sync_group]])
+    for a in (y, logits)
+  )
+  shares = tf.function(lambda a, b: strategy.run(loss, args=(a, b)))(y_parts, logit_parts)
+  summed = strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None)
+  out[name] = [float(summed), float(np.mean([loss(y[h], logits[h]) for h in halves]))]
+
+# One SGD step of fit under the strategy = one step on the mean of the two halves' losses.
+loss = losses.get_loss("soft_ranking")
+def make_model():
+  return keras.Sequential([keras.Input((8,)), keras.layers.Dense(20, kernel_initializer="glorot_uniform")])
+single = make_model()
+with strategy.scope():
+  mirrored = make_model()
+  mirrored.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss, jit_compile=False)
+mirrored.set_weights(single.get_weights())
+with tf.GradientTape() as tape:
+  value = tf.add_n([loss(y[h], single(x[h])) for h in halves]) / 2
+grads = tape.gradient(value, single.trainable_weights)
+expected = [w.numpy() - 0.5 * g.numpy() for w, g in zip(single.trainable_weights, grads)]
+history = mirrored.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+out["fit_logged_loss"] = [history.history["loss"][0], float(value)]
+out["fit_max_weight_error"] = max(float(np.abs(w - e).max()) for w, e in zip(mirrored.get_weights(), expected))
+out["step_size"] = max(float(np.abs(0.5 * g.numpy()).max()) for g in grads)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_batch_losses_are_replica_means_under_mirrored_strategy(tmp_path):
+  script = tmp_path / "mirrored_losses.py"
+  script.write_text(MIRRORED_SCRIPT)
+  repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  python_path = os.pathsep.join(p for p in [repo_root, os.environ.get("PYTHONPATH")] if p)
+  env = dict(os.environ, PYTHONPATH=python_path, TF_CPP_MIN_LOG_LEVEL="2")
+  completed = subprocess.run(
+    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+  )
+  lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
+  assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+  out = json.loads(lines[-1][len("RESULT") :])
+  # Replica shares sum to the mean of the per-replica losses, for batch-level and per-example losses alike.
+  for name in ["soft_ranking", "hinge_ranking", "bce_soft_rank", "bce"]:
+    summed, mean = out[name]
+    assert mean > 0 and summed == pytest.approx(mean, rel=1e-5), name
+  logged, expected = out["fit_logged_loss"]
+  assert logged == pytest.approx(expected, rel=1e-4)
+  # Without the 1/replicas share the step would be twice as long (error ~ step size).
+  assert out["step_size"] > 1e-3
+  assert out["fit_max_weight_error"] < 1e-3 * out["step_size"] + 1e-6

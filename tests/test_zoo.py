@@ -74,6 +74,7 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
   (zoo_dir / "frames.flags").write_text(
     "--model=FrameLevelLogistic\n--epochs=1\n--batch_size=32\n--verbose=0\n"
   )
+  test_labels = zoo.labels_from_csv(f"{data_dir}/test_labels.csv")
   results = {}
   for name, level in (("video", "video"), ("frames", "frame")):
     results.update(
@@ -86,10 +87,14 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
         test_data_pattern=f"{data_dir}/{level}/test-*.tfrecord",
         max_frames=4,
         members=[name],
+        test_labels=test_labels,
         log=lambda *_: None,
       )
     )
   assert set(results) == {"video", "frames"}
   for name, result in results.items():
     assert 0 < result["oof_gap"] <= 1 and result["oof_videos"] == 240 * 0.7
-    assert prediction.is_complete(str(tmp_path / "work" / name / "predictions" / "test"))
+    test_store = str(tmp_path / "work" / name / "predictions" / "test")
+    assert prediction.is_complete(test_store)
+    assert 0 < result["test_gap"] <= 1 and result["test_gap"] == zoo.store_gap(test_store, test_labels)
+    assert result["seconds"] > 0

@@ -28,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
-from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.data import synthetic
 from yt8m_tf.files import atomic_open, atomic_save_npy
 from yt8m_tf.stacking import candidates, stacker
@@ -176,8 +175,7 @@ class Pipeline:
         self._labels[split] = zoo.labels_by_id(self.train_pattern(), self.schema())
       else:
         path = self.path("data", "test_labels.csv") if self.uses_synthetic_data else self.config.test_labels
-        sets = labels_lib.load_label_sets(path) if path else None
-        self._labels[split] = None if sets is None else {i.encode(): row for i, row in zip(sets.ids, sets)}
+        self._labels[split] = zoo.labels_from_csv(path) if path else None
     return self._labels[split]
 
   def stage_data(self) -> dict:
@@ -217,13 +215,10 @@ class Pipeline:
       test_data_pattern=self.test_pattern(),
       members=list(config.l1_members),
       top_k=config.store_top_k,
+      test_labels=self.labels("test"),
       log=self.log,
       **{"seed": config.seed, **config.l1_overrides},
     )
-    test_labels = self.labels("test")
-    for member, result in results.items():
-      if test_labels is not None:
-        result["test_gap"] = zoo.store_gap(self.store(member, "test"), test_labels)
     return {"members": results}
 
   # -- stacking ----------------------------------------------------------------------------------

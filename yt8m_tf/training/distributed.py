@@ -8,9 +8,8 @@ training it `strategy.reduce`s a nested input batch). `experiment.run_training` 
   regularization; Keras scales each replica's share by 1/replicas), gradients; then one all-reduce sums the
   loss and the gradients over all replicas, and `optimizer.apply` gets the sums. The optimizer thus clips
   (`global_clipnorm`) the gradient of the whole global batch, as on one device. (Keras' own replica path
-  clips each replica's share and sums afterwards; that second sum is switched off here.) Keras does not
-  scale a loss that is already one scalar per batch (the rank losses): with N replicas, its loss and
-  gradients are N times the replicas' mean, as under `fit` with `mirrored`.
+  clips each replica's share and sums afterwards; that second sum is switched off here.) The batch-level
+  rank losses divide themselves by the number of replicas (`losses._BatchLoss`), so they sum the same way.
 * An epoch is `steps_per_epoch` batches of one stream kept across epochs, or one pass over finite data.
   `train_data` yields global batches; `experimental_distribute_dataset` gives each replica its part.
 * Callbacks are `trainer.epoch_callbacks` (validation GAP, LR on plateau, early stopping, TensorBoard,

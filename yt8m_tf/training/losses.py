@@ -16,7 +16,8 @@ Two kinds (C = classes, B = batch):
   positives to their bound B*C, so memory grows as B*C*30B (measured: 4.5 GB at B=64, C=3862, against
   a few MB without XLA): compile with `jit_compile=False` (these classes have `supports_jit = False`;
   see `loss_supports_jit`). Under a `tf.distribute` strategy they are computed per replica, over the
-  replica's own batch.
+  replica's own batch, and each replica's value is divided by the number of replicas (so the global
+  loss is the mean over replicas, like the per-example losses).
 
 Seed definitions (twoleggedeye/youtube8m `youtube8m/utils/losses.py`), with s the logits flattened over
 the batch, P = {(b, c): y > 0} the positives, N = {(b, c): y <= 0} the negatives, and
@@ -68,7 +69,12 @@ class _Loss(keras.losses.Loss):
 
 
 class _BatchLoss(_Loss):
-  """A loss over the whole batch at once: one scalar, no per-example weights."""
+  """A loss over the whole batch at once: one scalar, no per-example weights.
+
+  Under a tf.distribute strategy with N replicas each replica returns its loss divided by N, as Keras
+  does for the per-example losses (which it divides itself; it leaves a scalar alone), so the replicas'
+  shares sum to the mean of their losses and the summed gradients match that mean.
+  """
 
   def __call__(self, y_true, y_pred, sample_weight=None):
     if sample_weight is not None:
@@ -76,7 +82,9 @@ class _BatchLoss(_Loss):
         f"{type(self).__name__} is a batch-level loss (pairs across the whole batch); "
         "sample_weight is not supported."
       )
-    return super().__call__(y_true, y_pred)
+    loss = super().__call__(y_true, y_pred)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss / tf.cast(replicas, loss.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

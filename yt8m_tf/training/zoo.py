@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, metrics, models
+from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.training import experiment, prediction
 
 # Flags a zoo run sets for every member; a flagfile may not override them.
@@ -141,6 +143,12 @@ def labels_by_id(
   return result
 
 
+def labels_from_csv(path: str) -> Dict[bytes, np.ndarray]:
+  """Video id (bytes) -> positive classes, from an `id,labels` CSV (the synthetic test_labels.csv)."""
+  sets = labels_lib.load_label_sets(path)
+  return {video_id.encode(): row for video_id, row in zip(sets.ids, sets)}
+
+
 def store_gap(store_dir: str, labels: Dict[bytes, np.ndarray], k: int = 20) -> float:
   """GAP@k of a prediction store against `labels`; positives outside the stored top-K still count."""
   accumulator = metrics.GapAccumulator(k=k)
@@ -170,14 +178,21 @@ def run_zoo(
   max_frames: int = 300,
   members: Optional[List[str]] = None,
   top_k: int = 100,
+  test_labels: Optional[Dict[bytes, np.ndarray]] = None,
   log=print,
   **overrides,
 ) -> Dict[str, dict]:
-  """Trains every member K-fold, predicts OOF and test, and returns {name: {"oof_gap", ...}}."""
+  """Trains every member K-fold, predicts OOF and test, and returns {name: {"oof_gap", ...}}.
+
+  With `test_labels` (id -> positive classes) each result also has the test GAP@20 of the mean of
+  the K fold models. `seconds` is the time this call spent on the member (folds already finished
+  are not redone, so a resumed member shows only the rest).
+  """
   schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
   labels = None
   results = {}
   for name in members or member_names(zoo_dir):
+    start = time.perf_counter()
     for fold in range(num_folds):
       config = member_config(
         zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
@@ -198,5 +213,8 @@ def run_zoo(
       "oof_gap": store_gap(oof_dir, labels),
       "oof_videos": stores["oof"]["num_videos"],
     }
+    if test_labels is not None and test_data_pattern:
+      results[name]["test_gap"] = store_gap(os.path.join(workdir, name, "predictions", "test"), test_labels)
+    results[name]["seconds"] = time.perf_counter() - start
     log(f"[zoo] {name}: OOF GAP@20 {results[name]['oof_gap']:.4f}")
   return results

@@ -1,0 +1,165 @@
+"""Every registered model through `binaries/train_main.py` on the benchmark data, one short run each.
+
+  python bench/sweep_models.py --data_dir=runs/demo/data --workdir=runs/sweep [--models=ResNetLike,DBoF]
+
+Each model trains fold 0 of a K=3 split of a few training shards (video-level or frame-level files by
+the model's kind) for `--epochs` pseudo-epochs of `--steps_per_epoch` batches, in its own train_main
+process, at a CPU-sized width (SMALL_PARAMS; the defaults are the seed's GPU sizes). The table gives
+wall time, train loss of the first and last epoch, and the best validation GAP@20, next to the
+logistic baseline of the same kind run in the same sweep (Logistic / FrameLevelLogistic). Finished
+models are kept (train_main resumes); results land in <workdir>/sweep.json.
+
+This is a smoke-and-sanity sweep at a tiny budget, not a ranking of the architectures: big models
+are far from converged after a few hundred steps.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from yt8m_tf import files, models  # noqa: E402
+
+# CPU-sized parameters; models missing here run at their defaults.
+SMALL_PARAMS = {
+  "ResNetLike": {"inner_size": 512},
+  "EarlyConcatFCN": {"inner_sizes": [512, 512]},
+  **{name: {"inner_size": 512} for name in ["AttentiveFCN", "AttentiveFCN3", "AttentiveFCN4"]},
+  **{name: {"inner_size": 512} for name in ["AttentiveFCN5", "AttentiveFCN6", "AttentiveFCN7"]},
+  "AttentiveFCN2": {"inner_size": 512},
+  "EnsembleModel": {"width_scale": 0.0625, "bn_momentum": 0.9},
+  "DBoF": {"cluster_size": 512, "hidden_size": 256},
+  "SoftBoW": {"num_clusters": 256, "inner_size": 256},
+  "VLADBoW": {"num_clusters": 256, "inner_size": 256},
+  "TimeDistributedPooling": {"units": 256, "hidden_sizes": [512]},
+  **{
+    name: {"units": 128, "hidden_sizes": [512]}
+    for name in ["StackedRNN", "EarlyConcatLSTM", "EarlyConcatLSTM2", "EarlyConcatGRU2"]
+  },
+  **{
+    name: {"video_hidden": 128, "audio_hidden": 32, "hidden_sizes": [512]}
+    for name in ["BiLSTMAttention", "EarlyConcatLSTM4"]
+  },
+  **{
+    name: {"hidden_size": 128, "hidden_sizes": [512]}
+    for name in ["AttentionModel", "AttentionModel2", "AttentionModel3", "AttentionModel4"]
+  },
+  "SelfAttentionEncoder": {"d_model": 128, "num_heads": 4, "ff_dim": 256},
+  **{
+    name: {"cluster_size": 16, "hidden_size": 256}
+    for name in ["NetVLADModel", "NetRVLADModel", "NetFVModel", "NeXtVLADModel"]
+  },
+  "ClusterCentroids": {"num_clusters": 64, "hidden_size": 256},
+}
+# Linear models learn faster at the starter's higher rate.
+LEARNING_RATES = {"Logistic": 0.01, "MoE": 0.01, "FrameLevelLogistic": 0.01}
+BASELINES = {models.VIDEO: "Logistic", models.FRAME: "FrameLevelLogistic"}
+
+
+def train(name, args):
+  kind = models.get(name).kind
+  train_dir = os.path.join(args.workdir, name)
+  folder = "frame" if kind == models.FRAME else "video"
+  flags = [
+    f"--model={name}",
+    f"--model_params={json.dumps(SMALL_PARAMS.get(name, {}))}",
+    f"--train_dir={train_dir}",
+    f"--train_data_pattern={os.path.join(args.data_dir, folder, args.shards)}",
+    f"--num_classes={args.num_classes}",
+    f"--max_frames={args.max_frames}",
+    "--num_folds=3",
+    "--fold=0",
+    f"--batch_size={args.batch_size}",
+    f"--epochs={args.epochs}",
+    f"--steps_per_epoch={args.steps_per_epoch}",
+    f"--learning_rate={LEARNING_RATES.get(name, 1e-3)}",
+    "--verbose=0",
+  ]
+  start = time.perf_counter()
+  process = subprocess.run(
+    [sys.executable, "-m", "binaries.train_main", *flags], cwd=ROOT, capture_output=True, text=True
+  )
+  seconds = time.perf_counter() - start
+  if process.returncode != 0:
+    return {"model": name, "kind": kind, "error": process.stderr.strip().splitlines()[-1]}
+  with open(os.path.join(train_dir, "history.json")) as f:
+    history = json.load(f)
+  params = SMALL_PARAMS.get(name, {})
+  if "max_frames" in models.get(name).params:
+    params = {**params, "max_frames": args.max_frames}
+  num_params = models.build(name, num_classes=args.num_classes, **params).count_params()
+  return {
+    "model": name,
+    "kind": kind,
+    "params": SMALL_PARAMS.get(name, {}),
+    "num_params": num_params,
+    "seconds": seconds,
+    "first_loss": history[0]["loss"],
+    "last_loss": history[-1]["loss"],
+    "best_val_gap": max(e["val_gap"] for e in history),
+  }
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data_dir", default="runs/demo/data", help="synth_main output with frame level")
+  parser.add_argument("--workdir", default="runs/sweep")
+  parser.add_argument("--models", default=None, help="comma list; default: every registered model")
+  parser.add_argument(
+    "--shards", default="train-0000[01]-of-*.tfrecord", help="file glob in video/ and frame/"
+  )
+  parser.add_argument("--num_classes", type=int, default=3862)
+  parser.add_argument("--max_frames", type=int, default=60, help="the demo data has at most 60 frames")
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--epochs", type=int, default=3)
+  parser.add_argument("--steps_per_epoch", type=int, default=50)
+  args = parser.parse_args()
+
+  names = args.models.split(",") if args.models else models.list_models()
+  names = sorted(set(names) | set(BASELINES.values()), key=lambda n: (n not in BASELINES.values(), n))
+  summary_path = os.path.join(args.workdir, "sweep.json")
+  results = {}
+  if os.path.exists(summary_path):
+    with open(summary_path) as f:
+      results = {r["model"]: r for r in json.load(f) if "error" not in r}
+  for name in names:
+    if name not in results:
+      print(f"[sweep] {name} ...", flush=True)
+      results[name] = train(name, args)
+      with files.atomic_open(summary_path) as f:
+        json.dump(list(results.values()), f, indent=1)
+    result = results[name]
+    if "error" in result:
+      print(f"[sweep] {name} FAILED: {result['error']}", flush=True)
+
+  print(
+    f"\n{args.epochs} x {args.steps_per_epoch} steps of batch {args.batch_size}; "
+    f"fold 0 of 3 over {args.shards}\n"
+  )
+  print(
+    f"{'model':<24} {'kind':<6} {'params':>11} {'wall s':>7} {'loss 1st':>9} {'loss last':>9} "
+    f"{'val GAP':>8} {'vs base':>8}"
+  )
+  for name in names:
+    r = results[name]
+    if "error" in r:
+      print(f"{name:<24} {r['kind']:<6} FAILED: {r['error']}")
+      continue
+    base = results.get(BASELINES[r["kind"]], {}).get("best_val_gap")
+    ratio = f"{r['best_val_gap'] / base:.2f}x" if base else "-"
+    num_params = f"{r['num_params']:,}" if r["num_params"] else "-"
+    print(
+      f"{name:<24} {r['kind']:<6} {num_params:>11} {r['seconds']:>7.0f} {r['first_loss']:>9.5f} "
+      f"{r['last_loss']:>9.5f} {r['best_val_gap']:>8.4f} {ratio:>8}"
+    )
+
+
+if __name__ == "__main__":
+  main()
