@@ -1,6 +1,9 @@
 """Shared pytest set-up: quiet TF, TF-DF importable under capture, tiny record fixtures."""
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TF-DF tries to import IPython for its banner when stdout is captured (as under pytest).
@@ -12,6 +15,31 @@ import pytest  # noqa: E402
 from yt8m_tf import data  # noqa: E402
 
 TINY_SCHEMA = data.Schema(num_classes=12, max_frames=10)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TWO_CPUS = """
+import json
+import numpy as np
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+"""
+
+
+def run_with_two_cpus(tmp_path, body: str, timeout: int = 300) -> dict:
+  """Runs `body` after TWO_CPUS (`strategy`: MirroredStrategy over 2 logical CPUs) in a fresh Python, since
+  logical devices must be configured before TF starts; returns the `out` dict the body fills."""
+  script = tmp_path / "two_cpus.py"
+  script.write_text(TWO_CPUS + body + '\nprint("RESULT" + json.dumps(out))\n')
+  python_path = os.pathsep.join(p for p in [REPO_ROOT, os.environ.get("PYTHONPATH")] if p)
+  env = dict(os.environ, PYTHONPATH=python_path, TF_CPP_MIN_LOG_LEVEL="2")
+  completed = subprocess.run(
+    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=timeout
+  )
+  lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
+  assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+  return json.loads(lines[-1][len("RESULT") :])
 
 
 def make_videos(num, seed=0, schema=TINY_SCHEMA, prefix="vid", max_labels=3):

@@ -1,15 +1,11 @@
 """GapMetric (Keras 3) vs gap_at_k: eager, tf.function, XLA, fit/evaluate, MirroredStrategy."""
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_with_two_cpus
 from yt8m_tf.metrics import GapMetric, gap_at_k
 
 
@@ -185,15 +181,9 @@ def test_training_gap_with_frozen_weights_matches(jit_compile):
 # ---------------------------------------------------------------- tf.distribute (subprocess: 2 logical CPUs)
 
 DISTRIBUTED_SCRIPT = r'''
-import json
-import numpy as np
-import tensorflow as tf
-cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from yt8m_tf.metrics import GapMetric, gap_at_k
 
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 rng = np.random.default_rng(0)
 scores = rng.normal(size=(70, 12)).astype(np.float32)
 labels = (rng.random((70, 12)) < 0.2).astype(np.float32)
@@ -228,23 +218,11 @@ history = model.fit(x[:128], y[:128], batch_size=32, epochs=1, validation_data=(
 out["val_gap"] = history.history["val_gap"][-1]
 out["evaluate"] = model.evaluate(x[128:], y[128:], batch_size=64, return_dict=True, verbose=0)["gap"]
 out["expected"] = gap_at_k(model.predict(x[128:], batch_size=32, verbose=0), y[128:])
-print("RESULT" + json.dumps(out))
 '''
 
 
 def test_mirrored_strategy_two_replicas(tmp_path):
-  # Logical devices must be configured before TF starts, hence a fresh process.
-  script = tmp_path / "distributed_gap.py"
-  script.write_text(DISTRIBUTED_SCRIPT)
-  repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  python_path = os.pathsep.join(p for p in [repo_root, os.environ.get("PYTHONPATH")] if p)
-  env = dict(os.environ, PYTHONPATH=python_path, TF_CPP_MIN_LOG_LEVEL="2")
-  completed = subprocess.run(
-    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
-  )
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
-  assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-  out = json.loads(lines[-1][len("RESULT") :])
+  out = run_with_two_cpus(tmp_path, DISTRIBUTED_SCRIPT)
   assert out["videos"] == 70
   assert out["uneven"] == pytest.approx(out["uneven_expected"], rel=1e-6)  # uneven shards, all-gathered
   assert out["val_gap"] == pytest.approx(out["expected"], rel=1e-5)

@@ -1,15 +1,11 @@
 """Losses against literal numpy re-statements of the seed/starter formulas; registry; target mixing."""
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_with_two_cpus
 from yt8m_tf.training import losses
 
 B, C = 6, 40  # 30*B = 180 hardest negatives out of ~220: the selection matters
@@ -310,15 +306,9 @@ def test_mix_targets():
 # --- tf.distribute: a fresh process with 2 logical CPUs (they must be configured before TF starts) -
 
 MIRRORED_SCRIPT = r"""
-import json
-import numpy as np
-import tensorflow as tf
-cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from yt8m_tf.training import losses
 
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 rng = np.random.default_rng(0)
 x = rng.normal(size=(32, 8)).astype(np.float32)
 y = (rng.random((32, 20)) < 0.15).astype(np.float32)
@@ -352,22 +342,11 @@ history = mirrored.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
 out["fit_logged_loss"] = [history.history["loss"][0], float(value)]
 out["fit_max_weight_error"] = max(float(np.abs(w - e).max()) for w, e in zip(mirrored.get_weights(), expected))
 out["step_size"] = max(float(np.abs(0.5 * g.numpy()).max()) for g in grads)
-print("RESULT" + json.dumps(out))
 """
 
 
 def test_batch_losses_are_replica_means_under_mirrored_strategy(tmp_path):
-  script = tmp_path / "mirrored_losses.py"
-  script.write_text(MIRRORED_SCRIPT)
-  repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  python_path = os.pathsep.join(p for p in [repo_root, os.environ.get("PYTHONPATH")] if p)
-  env = dict(os.environ, PYTHONPATH=python_path, TF_CPP_MIN_LOG_LEVEL="2")
-  completed = subprocess.run(
-    [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
-  )
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
-  assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-  out = json.loads(lines[-1][len("RESULT") :])
+  out = run_with_two_cpus(tmp_path, MIRRORED_SCRIPT)
   # Replica shares sum to the mean of the per-replica losses, for batch-level and per-example losses alike.
   for name in ["soft_ranking", "hinge_ranking", "bce_soft_rank", "bce"]:
     summed, mean = out[name]
