@@ -11,6 +11,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from yt8m_tf import data  # noqa: E402
 
@@ -74,6 +75,16 @@ def make_frames(num, seed=0, schema=TINY_SCHEMA, min_frames=1, max_frames=14):
     }
     for n in counts
   ]
+
+
+def call_with_unknown_frames(model, features):
+  """The model traced with the batch AND frame axes unknown (as shapes may arrive from tf.data), then run."""
+  signature = {
+    name: tf.TensorSpec([None, None, np.shape(v)[-1]] if np.ndim(v) == 3 else [None], np.asarray(v).dtype)
+    for name, v in features.items()
+  }
+  traced = tf.function(lambda inputs: model(inputs, training=False), input_signature=[signature])
+  return np.asarray(traced({name: tf.constant(v) for name, v in features.items()}))
 
 
 @pytest.fixture

@@ -109,9 +109,11 @@ def test_frame_dataset_dequantizes_pads_and_counts_frames(tmp_path):
   frames = make_frames(9, seed=3)  # 1..14 frames; max_frames is 10, so some are truncated
   records = [data.frame_example(i, l, f, TINY_SCHEMA) for i, l, f in zip(ids, labels, frames)]
   data.write_records(str(tmp_path / "frames.tfrecord"), records)
-  got_ids, feats, got_labels = _collect(
-    data.frame_dataset(str(tmp_path / "frames.tfrecord"), 4, schema=TINY_SCHEMA)
-  )
+  dataset = data.frame_dataset(str(tmp_path / "frames.tfrecord"), 4, schema=TINY_SCHEMA)
+  # The frame axis is static (models such as NeXtVLAD reshape with it); only the batch axis is unknown.
+  assert dataset.element_spec[0]["rgb"].shape.as_list() == [None, 10, 1024]
+  assert dataset.element_spec[0]["audio"].shape.as_list() == [None, 10, 128]
+  got_ids, feats, got_labels = _collect(dataset)
   assert got_ids == ids
   assert feats["rgb"].shape == (9, 10, 1024) and feats["audio"].shape == (9, 10, 128)
   for row, frame in enumerate(frames):

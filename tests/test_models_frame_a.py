@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import call_with_unknown_frames
 from yt8m_tf import models
 from yt8m_tf.models.frame import pooling_models, recurrent
 
@@ -100,6 +101,9 @@ def test_frame_model(name, params, deterministic, tmp_path):
   longer.set_weights(model.get_weights())
   for junk in (False, True):
     np.testing.assert_allclose(longer(_batch(12, garbage=junk)[0], training=False), logits, atol=1e-5)
+
+  # Graph mode with the batch and frame axes unknown gives the same outputs.
+  np.testing.assert_allclose(call_with_unknown_frames(model, features), logits, atol=1e-5)
 
   # Graph mode (tf.function, unknown batch size) gives the same outputs.
   np.testing.assert_allclose(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import call_with_unknown_frames
 from yt8m_tf import models
 from yt8m_tf.models.frame import centroids as centroids_lib
 from yt8m_tf.models.frame import vlad
@@ -71,6 +72,8 @@ def test_frame_model_contract(name, tmp_path):
     model(garbage, training=True), model(features, training=True), rtol=1e-4, atol=1e-5
   )
   logits = np.asarray(model(features, training=False))  # the training calls moved the BN averages
+  # Graph mode with the batch and frame axes unknown (as from tf.data) gives the same outputs.
+  np.testing.assert_allclose(call_with_unknown_frames(model, features), logits, rtol=1e-5, atol=1e-5)
 
   clone = keras.Model.from_config(model.get_config())
   clone.set_weights(model.get_weights())

@@ -389,7 +389,8 @@ def _decode_frames(video_id, labels, sequences, schema: Schema):
     values = tf.reshape(values, [-1, size])
     num_frames = tf.shape(values)[0]
     # Padding is exact zeros after dequantization, as in the starter code, not dequantize(0).
-    features[feature] = tf.pad(values, [[0, schema.max_frames - num_frames], [0, 0]])
+    padded = tf.pad(values, [[0, schema.max_frames - num_frames], [0, 0]])
+    features[feature] = tf.ensure_shape(padded, [schema.max_frames, size])  # static T for the models
   features["num_frames"] = tf.cast(num_frames, tf.int32)
   multi_hot = tf.scatter_nd(labels[:, None], tf.ones_like(labels, tf.float32), [schema.num_classes])
   return features, tf.minimum(multi_hot, 1.0)

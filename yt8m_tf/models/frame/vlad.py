@@ -349,7 +349,7 @@ class NeXtVLAD(keras.layers.Layer):
     return self.cluster_size * self.group_size
 
   def call(self, x, mask, training=None):
-    max_frames = x.shape[1]
+    max_frames = ops.shape(x)[1]  # static when known, else a scalar tensor (e.g. from a tf.data pipeline)
     mask = ops.cast(mask, x.dtype)
     expanded = self.expand(zero_padding(x, mask))  # [B, T, lambda*N]
     attention = self.attention(expanded) * ops.expand_dims(mask, -1)  # [B, T, G]
