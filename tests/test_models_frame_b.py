@@ -111,6 +111,24 @@ def test_registry_defaults_and_nextvlad_size():
     vlad.NeXtVLAD(4, groups=3, expansion=1)(np.zeros((1, T, 10), np.float32), np.ones((1, T)))
 
 
+def test_nextvlad_bn_momentum_reaches_every_batch_norm_and_round_trips(tmp_path):
+  params = dict(TINY["NeXtVLADModel"], bn_momentum=0.9)
+  model = models.build("NeXtVLADModel", num_classes=NUM_CLASSES, max_frames=T, **params)
+  features, _ = _batch()
+  model(features, training=True)  # builds every sublayer
+  path = str(tmp_path / "nextvlad.keras")
+  model.save(path)
+  for candidate in (model, keras.models.load_model(path)):
+    norms = [
+      layer
+      for layer in candidate._flatten_layers(include_self=False, recursive=True)
+      if isinstance(layer, (keras.layers.BatchNormalization, vlad.MaskedBatchNormalization))
+    ]
+    # rgb and audio: cluster_bn + vlad_bn each; hidden_bn; the SE gating's BN
+    assert len(norms) == 6
+    assert all(layer.momentum == pytest.approx(0.9) for layer in norms)
+
+
 @pytest.mark.parametrize(
   "name,params",
   [

@@ -312,11 +312,14 @@ class NeXtVLAD(keras.layers.Layer):
   (see module docstring; the original's BN saw the padded frames); `vlad_bn` is ordinary BN.
   """
 
-  def __init__(self, cluster_size: int, groups: int = 8, expansion: int = 2, **kwargs):
+  def __init__(
+    self, cluster_size: int, groups: int = 8, expansion: int = 2, bn_momentum: float = 0.99, **kwargs
+  ):
     super().__init__(**kwargs)
     self.cluster_size = int(cluster_size)
     self.groups = int(groups)
     self.expansion = int(expansion)
+    self.bn_momentum = float(bn_momentum)
 
   def build(self, input_shape):
     n = int(input_shape[-1])
@@ -336,12 +339,12 @@ class NeXtVLAD(keras.layers.Layer):
       shape=(self.expanded_size, self.groups * self.cluster_size),
       initializer="he_normal",
     )
-    self.cluster_bn = MaskedBatchNormalization(name="cluster_bn")
+    self.cluster_bn = MaskedBatchNormalization(momentum=self.bn_momentum, name="cluster_bn")
     self.cluster_bn.build(frames_shape + (self.groups * self.cluster_size,))
     self.centers = self.add_weight(
       name="cluster_centers", shape=(self.group_size, self.cluster_size), initializer="he_normal"
     )
-    self.vlad_bn = keras.layers.BatchNormalization(name="vlad_bn")
+    self.vlad_bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="vlad_bn")
     self.vlad_bn.build((input_shape[0], self.output_dim))
 
   @property
@@ -373,6 +376,7 @@ class NeXtVLAD(keras.layers.Layer):
       "cluster_size": self.cluster_size,
       "groups": self.groups,
       "expansion": self.expansion,
+      "bn_momentum": self.bn_momentum,
     }
 
 
@@ -380,9 +384,10 @@ class NeXtVLAD(keras.layers.Layer):
 class SEContextGating(keras.layers.Layer):
   """NeXtVLAD's gating: h * sigmoid(W_2 ReLU(BN(W_1 h))), W_1: H x H/r, W_2: H/r x H, no biases."""
 
-  def __init__(self, reduction: int = 8, **kwargs):
+  def __init__(self, reduction: int = 8, bn_momentum: float = 0.99, **kwargs):
     super().__init__(**kwargs)
     self.reduction = int(reduction)
+    self.bn_momentum = float(bn_momentum)
 
   def build(self, input_shape):
     width = int(input_shape[-1])
@@ -390,7 +395,7 @@ class SEContextGating(keras.layers.Layer):
       max(width // self.reduction, 1), use_bias=False, kernel_initializer="he_normal", name="gating_1"
     )
     self.squeeze.build(input_shape)
-    self.norm = keras.layers.BatchNormalization(name="gating_bn")
+    self.norm = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="gating_bn")
     self.norm.build((input_shape[0], self.squeeze.units))
     self.excite = keras.layers.Dense(width, use_bias=False, kernel_initializer="he_normal", name="gating_2")
     self.excite.build((input_shape[0], self.squeeze.units))
@@ -403,7 +408,7 @@ class SEContextGating(keras.layers.Layer):
     return input_shape
 
   def get_config(self):
-    return {**super().get_config(), "reduction": self.reduction}
+    return {**super().get_config(), "reduction": self.reduction, "bn_momentum": self.bn_momentum}
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -622,21 +627,30 @@ def nextvlad_model(
   gating_reduction: int = 8,
   drop_rate: float = 0.5,
   l2_penalty: float = 1e-5,
+  bn_momentum: float = 0.99,
 ) -> keras.Model:
-  """NeXtVLAD (linrongc, scripts/train_nextvlad_local.sh): rgb K clusters / G groups, audio K//2 / G//2."""
+  """NeXtVLAD (linrongc, scripts/train_nextvlad_local.sh): rgb K clusters / G groups, audio K//2 / G//2.
+
+  `bn_momentum` (every BN of the model): the L2-normalized VLAD has a per-dimension variance of ~1e-3
+  to 1e-2, so its BN's moving variance, starting at 1, needs several hundred steps at 0.99 to come down;
+  until then inference-mode outputs are several times too small (measured: 43x too large a moving
+  variance after 182 steps). Short runs want ~0.9; the original (slim) used 0.999 over 100k+ steps.
+  """
   inputs, mask, modalities = _split_frames(feature_sizes, max_frames)
   pooled = []
   for i, name in enumerate(modalities):
     clusters, group_count = (
       (cluster_size, groups) if i == 0 else (max(cluster_size // 2, 1), max(groups // 2, 1))
     )
-    pooled.append(NeXtVLAD(clusters, group_count, expansion, name=f"{name}_nextvlad")(inputs[name], mask))
+    pooled.append(
+      NeXtVLAD(clusters, group_count, expansion, bn_momentum, name=f"{name}_nextvlad")(inputs[name], mask)
+    )
   h = keras.layers.Concatenate(name="concat_pooled")(pooled)
   if drop_rate > 0:
     h = keras.layers.Dropout(drop_rate, name="vlad_dropout")(h)
   h = keras.layers.Dense(hidden_size, use_bias=False, kernel_initializer="he_normal", name="hidden")(h)
-  h = keras.layers.BatchNormalization(name="hidden_bn")(h)
-  h = SEContextGating(gating_reduction, name="context_gating")(h)
+  h = keras.layers.BatchNormalization(momentum=bn_momentum, name="hidden_bn")(h)
+  h = SEContextGating(gating_reduction, bn_momentum, name="context_gating")(h)
   regularizer = class_summed_l2(l2_penalty, num_classes)
   logits = keras.layers.Dense(
     num_classes, kernel_regularizer=regularizer, bias_regularizer=regularizer, name="logits"
