@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import uuid
-from typing import Iterator
+from typing import Dict, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -63,6 +64,35 @@ def atomic_save_npz(path: str, **arrays) -> None:
   np.savez(buffer, **arrays)
   with atomic_open(path, "wb") as f:
     f.write(buffer.getvalue())
+
+
+def load_npz(path: str) -> Dict[str, np.ndarray]:
+  """The arrays of an `.npz` at any gfile path (no pickles), read whole."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    with np.load(io.BytesIO(f.read()), allow_pickle=False) as archive:
+      return dict(archive)
+
+
+# A directory of parts (prediction stores, candidate sets) is complete once its index, written last, exists.
+INDEX_FILE = "index.json"
+
+
+def write_index(directory: str, index: dict) -> None:
+  with atomic_open(os.path.join(directory, INDEX_FILE)) as f:
+    json.dump(index, f, indent=1)
+
+
+def has_index(directory: str) -> bool:
+  return tf.io.gfile.exists(os.path.join(directory, INDEX_FILE))
+
+
+def read_index(directory: str, what: str) -> dict:
+  """The directory's index; FileNotFoundError saying it is not a complete `what` when there is none."""
+  path = os.path.join(directory, INDEX_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{directory} is not a complete {what} (no {INDEX_FILE})")
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 def atomic_save_npy(path: str, array) -> None:

@@ -22,19 +22,16 @@ class_id [R], target [R], one array per feature) and `index.json`, written last.
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import metrics
-from yt8m_tf.files import atomic_open, atomic_save_npz
+from yt8m_tf import files, metrics
+from yt8m_tf.files import atomic_save_npz
 from yt8m_tf.training import prediction
 
-INDEX_FILE = "index.json"
 TOP_N = 20  # classes per model that become candidates (the seed's TOP_LABELS_PER_MODEL)
 
 
@@ -303,8 +300,7 @@ def build_candidates(
   }
   if labels is not None:
     index["candidate_recall"] = totals["positive_rows"] / max(totals["positives"], 1)
-  with atomic_open(os.path.join(out_dir, INDEX_FILE)) as f:
-    json.dump(index, f, indent=1)
+  files.write_index(out_dir, index)
   log(
     f"[candidates] {out_dir}: {totals['videos']} videos, {totals['rows']} rows "
     f"({totals['rows'] / max(totals['videos'], 1):.1f} per video)"
@@ -326,34 +322,30 @@ def _write_chunk(path: str, chunk: CandidateChunk) -> None:
 
 
 def is_complete(candidate_dir: str) -> bool:
-  return tf.io.gfile.exists(os.path.join(candidate_dir, INDEX_FILE))
+  return files.has_index(candidate_dir)
 
 
 def read_index(candidate_dir: str) -> dict:
-  path = os.path.join(candidate_dir, INDEX_FILE)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{candidate_dir} is not a complete candidate set (no {INDEX_FILE})")
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  return files.read_index(candidate_dir, "candidate set")
 
 
 def read_candidates(candidate_dir: str) -> Iterator[CandidateChunk]:
   index = read_index(candidate_dir)
   for name in index["parts"]:
     path = os.path.join(candidate_dir, name)
-    with tf.io.gfile.GFile(path, "rb") as f:
-      arrays = np.load(io.BytesIO(f.read()))
-      try:
-        yield CandidateChunk(
-          ids=arrays["ids"],
-          num_positives=arrays["num_positives"],
-          row_video=arrays["row_video"],
-          class_id=arrays["class_id"],
-          features={k: arrays[f"feature/{k}"] for k in index["features"]},
-          target=arrays["target"] if index["labeled"] else None,
-        )
-      except KeyError as error:
-        raise ValueError(f"{path}: missing field {error}") from None
+    arrays = files.load_npz(path)
+    try:
+      chunk = CandidateChunk(
+        ids=arrays["ids"],
+        num_positives=arrays["num_positives"],
+        row_video=arrays["row_video"],
+        class_id=arrays["class_id"],
+        features={k: arrays[f"feature/{k}"] for k in index["features"]},
+        target=arrays["target"] if index["labeled"] else None,
+      )
+    except KeyError as error:
+      raise ValueError(f"{path}: missing field {error}") from None
+    yield chunk
 
 
 def load_candidates(candidate_dir: str) -> CandidateChunk:

@@ -20,7 +20,6 @@ categorical), for the class prior already carries the per-class signal; `class_i
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import time
@@ -30,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf.data import folds
-from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz
+from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, load_npz
 from yt8m_tf.stacking import candidates as candidates_lib
 from yt8m_tf.stacking.soft_labels import SoftLabelStore
 
@@ -185,7 +184,7 @@ def run_stacking(
       )
     with tf.io.gfile.GFile(info_path) as f:
       fold_infos.append(json.load(f))
-    scores = _load_npz(os.path.join(fold_dir, "scores.npz"))
+    scores = load_npz(os.path.join(fold_dir, "scores.npz"))
     oof_scores[row_fold == k] = scores["oof"]
     if test is not None:
       test_scores += scores["test"] / num_folds
@@ -227,8 +226,3 @@ def _save_model(model, path):
       tf.io.gfile.rmtree(leftover)
   model.save(tmp)
   tf.io.gfile.rename(tmp, path)
-
-
-def _load_npz(path):
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return dict(np.load(io.BytesIO(f.read())))

@@ -13,17 +13,15 @@ next to what `trainer.fit` writes (best.keras, last.keras, backup/, tensorboard/
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from typing import Dict, List, Optional
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
-from yt8m_tf.files import atomic_open, atomic_save_npz
+from yt8m_tf.files import atomic_open, atomic_save_npz, load_npz
 from yt8m_tf.training import distributed, losses, trainer
 from yt8m_tf.training.inputs import dataset_for
 
@@ -220,9 +218,8 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
     return
   path = os.path.join(config.train_dir, "centroids.npz")
   if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path, "rb") as f:
-      cached = np.load(io.BytesIO(f.read()))
-      centers, idf = cached["centroids"], cached["idf"]
+    cached = load_npz(path)
+    centers, idf = cached["centroids"], cached["idf"]
   else:
     frames = data.frame_dataset(
       config.train_data_pattern,

@@ -12,7 +12,6 @@ instead of 77 GB of float32 rows. Parts are written atomically and the index mar
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from typing import Iterator, List, Optional, Sequence
@@ -22,12 +21,11 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import models
-from yt8m_tf.files import atomic_open, atomic_save_npz
+from yt8m_tf import files
+from yt8m_tf.files import atomic_save_npz
 from yt8m_tf.metrics import top_k_per_video
 from yt8m_tf.training.evaluation import predict_batches
 from yt8m_tf.training.inputs import dataset_for
-
-INDEX_FILE = "index.json"
 
 
 @dataclasses.dataclass
@@ -102,29 +100,23 @@ class PredictionWriter:
       "top_k": self.top_k,
       "parts": self._parts,
     }
-    with atomic_open(os.path.join(self.out_dir, INDEX_FILE)) as f:
-      json.dump(index, f, indent=1)
+    files.write_index(self.out_dir, index)
     return index
 
 
 def is_complete(store_dir: str) -> bool:
-  return tf.io.gfile.exists(os.path.join(store_dir, INDEX_FILE))
+  return files.has_index(store_dir)
 
 
 def read_index(store_dir: str) -> dict:
-  path = os.path.join(store_dir, INDEX_FILE)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{store_dir} is not a complete prediction store (no {INDEX_FILE})")
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+  return files.read_index(store_dir, "prediction store")
 
 
 def read_predictions(store_dir: str) -> Iterator[PredictionChunk]:
   """The store's parts in order, one chunk per part."""
   for name in read_index(store_dir)["parts"]:
-    with tf.io.gfile.GFile(os.path.join(store_dir, name), "rb") as f:
-      arrays = np.load(io.BytesIO(f.read()))
-      yield PredictionChunk(arrays["ids"], arrays["scores"], arrays.get("classes"))
+    arrays = files.load_npz(os.path.join(store_dir, name))
+    yield PredictionChunk(arrays["ids"], arrays["scores"], arrays.get("classes"))
 
 
 def predict_to_store(
