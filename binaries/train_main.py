@@ -8,6 +8,7 @@ Every setting is a flag, so `--flagfile=zoo/resnet.flags` describes a model and 
 describes a zoo. Killed and started again with the same flags, a run continues from its last epoch.
 """
 
+import dataclasses
 import json
 import os
 
@@ -59,35 +60,13 @@ def config_from_flags() -> experiment.TrainConfig:
   kind = models.get(FLAGS.model).kind
   if FLAGS.frame_features is not None and FLAGS.frame_features != (kind == models.FRAME):
     raise app.UsageError(f"--frame_features={FLAGS.frame_features} but {FLAGS.model} is a {kind}-level model")
-  return experiment.TrainConfig(
-    model=FLAGS.model,
-    model_params=json.loads(FLAGS.model_params),
-    train_dir=FLAGS.train_dir,
-    train_data_pattern=FLAGS.train_data_pattern,
-    eval_data_pattern=FLAGS.eval_data_pattern,
-    num_classes=FLAGS.num_classes,
-    max_frames=FLAGS.max_frames,
-    num_folds=FLAGS.num_folds,
-    fold=FLAGS.fold,
-    batch_size=FLAGS.batch_size,
-    epochs=FLAGS.epochs,
-    steps_per_epoch=FLAGS.steps_per_epoch,
-    validation_steps=FLAGS.validation_steps,
-    learning_rate=FLAGS.learning_rate,
-    lr_factor=FLAGS.lr_factor,
-    lr_patience=FLAGS.lr_patience,
-    early_stopping_patience=FLAGS.early_stopping_patience,
-    clip_norm=FLAGS.clip_norm,
-    loss=FLAGS.loss,
-    mixup_alpha=FLAGS.mixup_alpha,
-    frame_sampler=FLAGS.frame_sampler,
-    frame_sampler_params=json.loads(FLAGS.frame_sampler_params),
-    soft_labels=FLAGS.soft_labels,
-    soft_label_weight=FLAGS.soft_label_weight,
-    distribution_strategy=FLAGS.distribution_strategy,
-    seed=FLAGS.seed,
-    verbose=FLAGS.verbose,
-  )
+  # Every TrainConfig field with a flag of the same name comes from that flag.
+  values = {
+    f.name: FLAGS[f.name].value for f in dataclasses.fields(experiment.TrainConfig) if f.name in FLAGS
+  }
+  for name in experiment.JSON_FIELDS:
+    values[name] = json.loads(values[name])
+  return experiment.TrainConfig(**values)
 
 
 def main(argv):

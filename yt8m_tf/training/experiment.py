@@ -27,6 +27,7 @@ from yt8m_tf.training.inputs import dataset_for
 
 CONFIG_FILE = "config.json"
 STRATEGIES = ("default", "mirrored", "multi_worker")
+JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSON on command lines
 # Settings that may change when a run is resumed (how long it runs, not what it trains).
 _RESUMABLE_CHANGES = {"epochs", "verbose"}
 

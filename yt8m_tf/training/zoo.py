@@ -31,7 +31,6 @@ _RUN_FIELDS = {
   "num_classes",
   "max_frames",
 }
-_JSON_FIELDS = {"model_params", "frame_sampler_params"}
 
 
 def parse_flagfile(path: str) -> Dict[str, object]:
@@ -62,7 +61,7 @@ def parse_flagfile(path: str) -> Dict[str, object]:
 
 
 def _convert(name: str, raw: str, field: dataclasses.Field):
-  if name in _JSON_FIELDS:
+  if name in experiment.JSON_FIELDS:
     return json.loads(raw)
   kind = str(field.type)
   if "bool" in kind:
