@@ -20,7 +20,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 from absl import app, flags  # noqa: E402
 
-from yt8m_tf import files, models  # noqa: E402
+from yt8m_tf import data, files, models  # noqa: E402
 from yt8m_tf.training import zoo  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -41,23 +41,29 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   test_labels = zoo.labels_from_csv(FLAGS.test_labels) if FLAGS.test_labels else None
+  schema = data.Schema(num_classes=FLAGS.num_classes, max_frames=FLAGS.max_frames)
+  train_labels = {}  # per training pattern: read once, not once per member
   results = {}
   for name in FLAGS.members or zoo.member_names(FLAGS.zoo_dir):
     model = zoo.parse_flagfile(os.path.join(FLAGS.zoo_dir, f"{name}.flags"))["model"]
     frame = models.get(model).kind == models.FRAME
     if frame and not FLAGS.frame_train_data_pattern:
       raise app.UsageError(f"{name} is a frame-level model: pass --frame_train_data_pattern")
+    pattern = FLAGS.frame_train_data_pattern if frame else FLAGS.train_data_pattern
+    if pattern not in train_labels:
+      train_labels[pattern] = zoo.labels_by_id(pattern, schema, frame_level=frame)
     results.update(
       zoo.run_zoo(
         FLAGS.zoo_dir,
         FLAGS.workdir,
-        FLAGS.frame_train_data_pattern if frame else FLAGS.train_data_pattern,
+        pattern,
         FLAGS.num_classes,
         FLAGS.num_folds,
         FLAGS.frame_test_data_pattern if frame else FLAGS.test_data_pattern,
         FLAGS.max_frames,
         members=[name],
         test_labels=test_labels,
+        train_labels=train_labels[pattern],
       )
     )
     with files.atomic_open(os.path.join(FLAGS.workdir, "zoo_results.json")) as f:

@@ -178,17 +178,19 @@ def run_zoo(
   members: Optional[List[str]] = None,
   top_k: int = 100,
   test_labels: Optional[Dict[bytes, np.ndarray]] = None,
+  train_labels: Optional[Dict[bytes, np.ndarray]] = None,
   log=print,
   **overrides,
 ) -> Dict[str, dict]:
   """Trains every member K-fold, predicts OOF and test, and returns {name: {"oof_gap", ...}}.
 
   With `test_labels` (id -> positive classes) each result also has the test GAP@20 of the mean of
-  the K fold models. `seconds` is the time this call spent on the member (folds already finished
+  the K fold models. `train_labels` (the same for the training videos) saves reading them from
+  `train_data_pattern`, e.g. when several calls share the training data. `seconds` is the time this call spent on the member (folds already finished
   are not redone, so a resumed member shows only the rest).
   """
   schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
-  labels = None
+  labels = train_labels
   results = {}
   for name in members or member_names(zoo_dir):
     start = time.perf_counter()
