@@ -47,6 +47,24 @@ flags.DEFINE_string("frame_sampler_params", "{}", "JSON object of sampler parame
 flags.DEFINE_string("soft_labels", None, "Soft-label store made by the stacking stage.")
 flags.DEFINE_float("soft_label_weight", 1.0, "Targets are w * soft + (1 - w) * hard.")
 flags.DEFINE_enum(
+  "soft_label_missed_positives",
+  "mixed",
+  ["mixed", "hard"],
+  "Target of a hard positive the teacher did not score: 1 - w (mixed, the seed) or 1 (hard).",
+)
+flags.DEFINE_float("soft_label_temperature", 1.0, "Teacher probabilities p -> sigmoid(logit(p) / T).")
+flags.DEFINE_string(
+  "transductive_data_pattern", None, "Unlabeled videos (e.g. test) trained on the teacher's scores."
+)
+flags.DEFINE_string("transductive_soft_labels", None, "Soft-label store of --transductive_data_pattern.")
+flags.DEFINE_enum(
+  "output_bias_init",
+  "model",
+  ["model", "prior"],
+  "Output bias: the model's own init, or the log-odds of the training folds' class frequencies.",
+)
+flags.DEFINE_integer("max_steps", None, "Caps the run's training steps in all (smoke runs).")
+flags.DEFINE_enum(
   "distribution_strategy",
   "default",
   list(experiment.STRATEGIES),

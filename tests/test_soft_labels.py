@@ -282,3 +282,77 @@ def test_run_training_with_soft_labels(tiny_records, tmp_path):
   assert len(logs) == 1 and math.isfinite(logs[0]["loss"]) and logs[0]["loss"] > 0
   history = json.loads((tmp_path / "run" / "history.json").read_text())
   assert history[0]["epoch"] == 1
+
+
+def test_missed_positives_hard_keeps_positives_the_teacher_did_not_score():
+  ids, rows, oracle = random_rows()
+  store = SoftLabelStore.from_rows(*rows, NUM_CLASSES, all_video_ids=ids)
+  hard = _hard_labels(len(ids), np.random.default_rng(4))
+  dataset = _batches(ids, hard, batch_size=len(ids))
+  ((_, labels),) = list(dataset.map(store.target_transform(0.5, missed_positives="hard")))
+  candidate = np.zeros_like(oracle)
+  candidate[[ids.index(v) for v in rows[0]], rows[1]] = 1
+  expected = np.where(candidate == 1, 0.5 * oracle + 0.5 * hard, hard)
+  np.testing.assert_allclose(labels.numpy(), expected, rtol=1e-6, atol=1e-7)
+  assert ((candidate == 0) & (hard == 1)).any()  # the case under test occurs
+  # at weight 1 a missed positive still trains on 1 (the seed's formula gives 0)
+  ((_, labels),) = list(dataset.map(store.target_transform(1.0, missed_positives="hard")))
+  np.testing.assert_allclose(labels.numpy(), np.where(candidate == 1, oracle, hard), rtol=1e-6, atol=1e-7)
+  with pytest.raises(ValueError, match="missed_positives must be one of"):
+    store.target_transform(0.5, missed_positives="drop")
+
+
+def test_temperature_softens_the_teacher_probabilities():
+  ids = ["a", "b"]
+  store = SoftLabelStore.from_rows(["a", "a", "b"], [0, 1, 2], [0.9, 0.1, 1.0], NUM_CLASSES)
+  hard = np.zeros((2, NUM_CLASSES), np.float32)
+  ((_, labels),) = list(_batches(ids, hard, batch_size=2).map(store.target_transform(1.0, temperature=2.0)))
+  labels = labels.numpy()
+  logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+  sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+  assert labels[0, 0] == pytest.approx(sigmoid(logit(0.9) / 2), rel=1e-5)  # 0.75
+  assert labels[0, 1] == pytest.approx(sigmoid(logit(0.1) / 2), rel=1e-5)  # 0.25
+  assert labels[1, 2] == pytest.approx(sigmoid(logit(1 - 1e-6) / 2), rel=1e-4)  # clipped: a finite logit
+  assert labels.sum() == pytest.approx(0.75 + 0.25 + labels[1, 2], rel=1e-5)  # nothing else is set
+  with pytest.raises(ValueError, match="temperature must be positive"):
+    store.target_transform(1.0, temperature=0.0)
+
+
+def test_transductive_batches_train_unlabeled_videos_on_the_teacher_alone(tiny_records, tmp_path):
+  directory, store_path, _ = tiny_records
+  eval_ids = make_videos(16, seed=6, prefix="eval")[0]
+  teacher_path = str(tmp_path / "test_soft.npz")
+  # The teacher scores only class 0 of the eval videos, at 0.25: their batches are easy to tell apart
+  # (and their own labels, present in these records, must not leak into the targets).
+  SoftLabelStore.from_rows(eval_ids, [0] * len(eval_ids), [0.25] * len(eval_ids), NUM_CLASSES).save(
+    teacher_path
+  )
+  config = experiment.TrainConfig(
+    model="Logistic",
+    train_dir=str(tmp_path / "run"),
+    train_data_pattern=str(directory / "train-*.tfrecord"),
+    eval_data_pattern=str(directory / "eval-*.tfrecord"),
+    num_classes=NUM_CLASSES,
+    max_frames=TINY_SCHEMA.max_frames,
+    batch_size=8,
+    epochs=1,
+    shuffle_buffer=64,
+    soft_labels=store_path,
+    soft_label_weight=0.5,
+    transductive_data_pattern=str(directory / "eval-*.tfrecord"),
+    transductive_soft_labels=teacher_path,
+    verbose=0,
+  )
+  teacher_row = np.zeros(NUM_CLASSES, np.float32)
+  teacher_row[0] = 0.25
+  kinds = []
+  for features, targets in experiment.training_dataset(config):
+    assert "id" not in features
+    teacher_only = [np.array_equal(row, teacher_row) for row in targets.numpy()]
+    assert len(set(teacher_only)) == 1  # whole batches of one kind
+    kinds.append(teacher_only[0])
+  assert kinds.count(True) == 16 // 8 and kinds.count(False) == 48 // 8
+  logs = experiment.run_training(config)
+  assert len(logs) == 1 and math.isfinite(logs[0]["loss"])
+  with pytest.raises(ValueError, match="go together"):
+    experiment.TrainConfig(**{**config.to_json(), "transductive_soft_labels": None})

@@ -1,5 +1,6 @@
 """train_main: flags and flagfiles, K-fold, config checks, resume after a kill."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -8,10 +9,12 @@ import sys
 import time
 
 import keras
+import numpy as np
 import pytest
 
-from yt8m_tf import models
+from yt8m_tf import data, models
 from yt8m_tf.data import synthetic
+from yt8m_tf.training import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 30
@@ -138,3 +141,38 @@ def test_cluster_centroid_model_fits_kmeans_on_training_frames(tiny_data, tmp_pa
   model = models.load_model(str(train_dir / "best.keras"))
   saved = [w for w in model.weights if "centroids" in w.path]
   np.testing.assert_array_equal(saved[0].numpy(), cached["centroids"])
+
+
+def test_output_bias_starts_at_the_training_folds_class_prior(tiny_data, tmp_path):
+  """output_bias_init=prior: the logits bias is the log-odds of the class frequencies of the training
+  folds only (the held-out fold's labels unseen), cached in train_dir; max_steps caps the run."""
+  config = experiment.TrainConfig(
+    model="EnsembleModel",
+    model_params={"width_scale": 1 / 64, "output_bias": True, "bn_momentum": 0.9},
+    train_dir=str(tmp_path / "run"),
+    train_data_pattern=os.path.join(tiny_data, "video", "train-*.tfrecord"),
+    num_classes=NUM_CLASSES,
+    num_folds=3,
+    fold=1,
+    batch_size=8,
+    epochs=5,
+    max_steps=3,
+    output_bias_init="prior",
+    verbose=0,
+  )
+  model = experiment.build_model(config)
+  counts, videos = np.zeros(NUM_CLASSES), 0
+  for features, labels in data.video_dataset(
+    config.train_data_pattern, 64, schema=data.Schema(num_classes=NUM_CLASSES)
+  ):
+    keep = data.fold_of(features["id"].numpy(), 3) != 1
+    counts += labels.numpy()[keep].sum(axis=0)
+    videos += keep.sum()
+  prior = (counts + 0.5) / (videos + 1)
+  np.testing.assert_allclose(model.get_layer("logits").bias.numpy(), np.log(prior / (1 - prior)), rtol=1e-5)
+  assert (tmp_path / "run" / "class_prior.npy").exists()
+  assert config.schedule == (1, 3)  # one epoch of 3 steps: max_steps caps the 5 epochs
+  logs = experiment.run_training(config)
+  assert len(logs) == 1
+  with pytest.raises(ValueError, match="output layer has no bias"):
+    experiment.build_model(dataclasses.replace(config, model_params={"width_scale": 1 / 64}))

@@ -101,3 +101,9 @@ def atomic_save_npy(path: str, array) -> None:
   np.save(buffer, array)
   with atomic_open(path, "wb") as f:
     f.write(buffer.getvalue())
+
+
+def load_npy(path: str) -> np.ndarray:
+  """The array of an `.npy` at any gfile path (no pickles)."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return np.load(io.BytesIO(f.read()), allow_pickle=False)

@@ -29,13 +29,29 @@ import tensorflow as tf
 
 from yt8m_tf import data, models
 from yt8m_tf.data import synthetic
-from yt8m_tf.files import atomic_open, atomic_save_npy
+from yt8m_tf.files import atomic_open, atomic_save_npy, load_npy
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.training import experiment, prediction, zoo
 from yt8m_tf.training.inputs import dataset_for
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
 STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
+# Students: hard labels, soft labels (the submitted one), and optionally transductive (soft + test videos).
+DISTILL_VARIANTS = ("hard", "soft", "transductive")
+STUDENT_NAMES = {
+  "hard": "EnsembleModel, hard labels",
+  "soft": "EnsembleModel, soft labels",
+  "transductive": "EnsembleModel, transductive (+ test videos)",
+}
+# The ladder of the report: the method's steps in order, each row found by (level, name test).
+LADDER = (
+  ("best L1 (by OOF GAP)", "L1", lambda name: "mean" not in name),
+  ("mean of L1", "L1", lambda name: "mean" in name),
+  ("stacker", "L2", lambda name: True),
+  ("student, hard labels", "distilled", lambda name: "hard" in name),
+  ("student, soft labels", "distilled", lambda name: "soft" in name),
+  ("submitted (CSV)", "export", lambda name: "CSV" in name),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,17 +77,31 @@ class PipelineConfig:
   stacker: stacker.StackerConfig = stacker.StackerConfig(
     num_trees=100, shrinkage=0.2, early_stopping_trees=15, max_train_videos=6000
   )
-  # Distilled ensemble
-  # 1/16 of the seed's widths; BN momentum 0.9, since a few hundred steps leave 0.999's moving statistics
-  # mostly at their initial values.
+  # Distilled ensemble: 1/16 of the seed's widths. Beyond the seed, for a budget of a few hundred steps
+  # (BUILD_NOTES "Distillation at small budgets" has the measurements): an output bias started at the
+  # training folds' class prior, BN momentum 0.9 (0.999's moving statistics stay near their initial
+  # values), no L2 normalization of the input.
   distill_params: Dict[str, object] = dataclasses.field(
-    default_factory=lambda: {"width_scale": 1 / 16, "bn_momentum": 0.9}
+    default_factory=lambda: {
+      "width_scale": 1 / 16,
+      "bn_momentum": 0.9,
+      "output_bias": True,
+      "input_normalization": "none",
+    }
   )
+  distill_output_bias_init: str = "prior"
   distill_batch_size: int = 256
   distill_epochs: int = 6
   distill_learning_rate: float = 1e-3
   distill_loss: str = "bce"
-  soft_label_weight: float = 1.0  # the seed's TF distillation trains on soft labels only
+  # Soft targets: w * teacher + (1 - w) * hard; hard positives the teacher did not score keep 1.
+  soft_label_weight: float = 0.5
+  soft_label_missed_positives: str = "hard"
+  soft_label_temperature: float = 1.0
+  # Transductive distillation: a third student also trains on the test videos with the teacher's test
+  # scores as targets; reported on its own row, never the submitted model.
+  transductive: bool = False
+  max_steps: Optional[int] = None  # caps every training run (L1 and students): smoke runs of big presets
   size_budget_bytes: int = 10**9
   seed: int = 0
 
@@ -89,7 +119,12 @@ def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
       num_folds=2,
       store_top_k=30,
       stacker=stacker.StackerConfig(num_trees=10, shrinkage=0.3, max_depth=4, early_stopping_trees=5),
-      distill_params={"width_scale": 1 / 64, "bn_momentum": 0.9},
+      distill_params={
+        "width_scale": 1 / 64,
+        "bn_momentum": 0.9,
+        "output_bias": True,
+        "input_normalization": "none",
+      },
       distill_batch_size=64,
       distill_epochs=2,
     )
@@ -100,7 +135,9 @@ def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
       l1_members=("resnet_like", "resnet_like_mixup", "moe"),
       num_folds=5,
       stacker=stacker.StackerConfig(num_trees=3000, shrinkage=0.01, early_stopping_trees=30),
-      distill_params={},
+      # The seed's EnsembleModel (247,233,888 parameters) plus an output bias started at the class prior
+      # (3,862 more); distill_params={} with distill_output_bias_init="model" is the seed's exactly.
+      distill_params={"output_bias": True, "input_normalization": "l2"},
       distill_batch_size=1024,
       distill_epochs=10,
       distill_learning_rate=0.01,
@@ -217,7 +254,11 @@ class Pipeline:
       top_k=config.store_top_k,
       test_labels=self.labels("test"),
       log=self.log,
-      **{"seed": config.seed, **config.l1_overrides},
+      **{
+        "seed": config.seed,
+        **({"max_steps": config.max_steps} if config.max_steps else {}),
+        **config.l1_overrides,
+      },
     )
     return {"members": results}
 
@@ -246,9 +287,11 @@ class Pipeline:
     return {k: report[k] for k in ("oof", "test", "soft_labels") if k in report}
 
   # -- distillation ------------------------------------------------------------------------------
-  def distill_config(self, variant: str) -> experiment.TrainConfig:
+  def distill_config(self, variant: str, **overrides) -> experiment.TrainConfig:
+    """The student's TrainConfig; `variant` is one of DISTILL_VARIANTS."""
     config = self.config
-    return experiment.TrainConfig(
+    soft = variant in ("soft", "transductive")
+    values = dict(
       model="EnsembleModel",
       model_params=dict(config.distill_params),
       train_dir=self.path("distill", variant),
@@ -260,30 +303,47 @@ class Pipeline:
       epochs=config.distill_epochs,
       learning_rate=config.distill_learning_rate,
       loss=config.distill_loss,
-      soft_labels=self.path("stacker", "soft_labels.npz") if variant == "soft" else None,
+      output_bias_init=config.distill_output_bias_init,
+      soft_labels=self.path("stacker", stacker.SOFT_LABELS) if soft else None,
       soft_label_weight=config.soft_label_weight,
+      soft_label_missed_positives=config.soft_label_missed_positives,
+      soft_label_temperature=config.soft_label_temperature,
+      max_steps=config.max_steps,
       seed=config.seed,
     )
+    if variant == "transductive":
+      values.update(
+        transductive_data_pattern=self.test_pattern(),
+        transductive_soft_labels=self.path("stacker", stacker.TEST_SOFT_LABELS),
+      )
+    values.update(overrides)
+    return experiment.TrainConfig(**values)
+
+  def distill_variants(self) -> Tuple[str, ...]:
+    return DISTILL_VARIANTS if self.config.transductive else DISTILL_VARIANTS[:2]
+
+  def train_student(self, config: experiment.TrainConfig) -> dict:
+    """Trains (or resumes) one student; its best fold-0 validation GAP and, with test labels, its test GAP."""
+    history = experiment.run_training(config)
+    entry = {"best_val_gap": max(e["val_gap"] for e in history), "epochs": len(history)}
+    test_labels = self.labels("test")
+    if test_labels is not None:
+      model = models.load_model(os.path.join(config.train_dir, "best.keras"))
+      store = os.path.join(config.train_dir, "predictions", "test")
+      if not prediction.is_complete(store):
+        dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
+        prediction.predict_to_store(
+          [model], dataset, store, self.schema().num_classes, self.config.store_top_k
+        )
+      entry["test_gap"] = zoo.store_gap(store, test_labels)
+      entry["params"] = int(model.count_params())
+    return entry
 
   def stage_distill(self) -> dict:
     result = {}
-    for variant in ("hard", "soft"):
-      config = self.distill_config(variant)
-      history = experiment.run_training(config)
-      entry = {"best_val_gap": max(e["val_gap"] for e in history), "epochs": len(history)}
-      test_labels = self.labels("test")
-      if test_labels is not None:
-        model = models.load_model(os.path.join(config.train_dir, "best.keras"))
-        store = os.path.join(config.train_dir, "predictions", "test")
-        if not prediction.is_complete(store):
-          dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
-          prediction.predict_to_store(
-            [model], dataset, store, self.schema().num_classes, self.config.store_top_k
-          )
-        entry["test_gap"] = zoo.store_gap(store, test_labels)
-        entry["params"] = int(model.count_params())
-      result[variant] = entry
-      self.log(f"[distill] {variant} labels: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+    for variant in self.distill_variants():
+      result[variant] = self.train_student(self.distill_config(variant))
+      self.log(f"[distill] {variant}: " + ", ".join(f"{k} {v}" for k, v in result[variant].items()))
     return result
 
   # -- export and inference ----------------------------------------------------------------------
@@ -324,7 +384,7 @@ class Pipeline:
         {m: self.l1_dir(m) for m in self.config.l1_members}, self.config.num_folds
       )
       stackers = [self.path("stacker", f"fold_{k}", "model") for k in range(self.config.num_folds)]
-      prior = np.load(self.path("l1", "class_prior.npy"))
+      prior = load_npy(self.path("l1", "class_prior.npy"))
       return large_ensemble.export_large_ensemble(
         l1,
         stackers,
@@ -403,13 +463,15 @@ class Pipeline:
         "test_gap": test.get("stacker"),
       }
     )
-    for variant in ("hard", "soft"):
-      d = stages["distill"][variant]
+    for variant, d in stages["distill"].items():
+      if variant not in DISTILL_VARIANTS:  # the marker's own keys (stage, wall_seconds)
+        continue
       rows.append(
         {
           "level": "distilled",
-          "name": f"EnsembleModel, {variant} labels",
+          "name": STUDENT_NAMES[variant],
           "oof_gap": None,
+          "val_gap": d.get("best_val_gap"),
           "test_gap": d.get("test_gap"),
         }
       )
@@ -434,6 +496,7 @@ class Pipeline:
     report = {
       "workdir": self.config.workdir,
       "gap@20": rows,
+      "ladder": ladder(rows),
       "sizes": sizes,
       "wall_seconds": {name: round(s["wall_seconds"], 1) for name, s in stages.items()},
     }
@@ -443,6 +506,22 @@ class Pipeline:
     return report
 
 
+def ladder(rows: List[dict]) -> List[dict]:
+  """The method's steps (LADDER) with their test GAP and the change from the step before; the best L1
+  model is chosen by OOF GAP, never by test GAP."""
+  steps = []
+  for step, level, matches in LADDER:
+    found = [r for r in rows if r["level"] == level and matches(r["name"])]
+    if not found:
+      continue
+    row = max(found, key=lambda r: r["oof_gap"] if r["oof_gap"] is not None else float("-inf"))
+    steps.append({"step": step, "name": row["name"], "test_gap": row["test_gap"]})
+  for before, step in zip([None] + steps, steps):
+    known = before is not None and before["test_gap"] is not None and step["test_gap"] is not None
+    step["delta"] = step["test_gap"] - before["test_gap"] if known else None
+  return steps
+
+
 def format_report(report: dict) -> str:
   def gap(value):
     return "     -" if value is None else f"{value:.4f}"
@@ -450,6 +529,10 @@ def format_report(report: dict) -> str:
   lines = ["", f"{'level':<10} {'model':<40} {'OOF GAP@20':>10} {'test GAP@20':>11}"]
   for row in report["gap@20"]:
     lines.append(f"{row['level']:<10} {row['name']:<40} {gap(row['oof_gap']):>10} {gap(row['test_gap']):>11}")
+  lines += ["", f"{'the method, step by step':<40} {'test GAP@20':>11} {'change':>8}"]
+  for step in report.get("ladder", []):
+    delta = "" if step["delta"] is None else f"{step['delta']:+.4f}"
+    lines.append(f"{step['step']:<40} {gap(step['test_gap']):>11} {delta:>8}")
   lines.append("")
   for name, s in report["sizes"].items():
     lines.append(

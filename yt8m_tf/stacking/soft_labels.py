@@ -44,6 +44,10 @@ from yt8m_tf.files import atomic_save_npz
 
 FORMAT_VERSION = 1
 ON_MISSING = ("error", "hard")
+# What a hard positive outside the video's candidates trains on: "mixed" (the seed) 1 - weight, which is 0
+# at weight 1; "hard": 1, since the teacher gave it no score rather than a low one.
+MISSED_POSITIVES = ("mixed", "hard")
+_SCORE_CLIP = 1e-6  # keeps logit(score) finite when a temperature is applied
 SCORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 _FIELDS = ("format_version", "num_classes", "ids", "row_splits", "classes", "scores")
 _MISSING_IDS_SHOWN = 10  # missing ids an error message lists
@@ -348,20 +352,32 @@ class SoftLabelStore:
   # tf.data ---------------------------------------------------------------------------------------------
 
   def target_transform(
-    self, weight: float, on_missing: str = "error"
+    self,
+    weight: float,
+    on_missing: str = "error",
+    missed_positives: str = "mixed",
+    temperature: float = 1.0,
   ) -> Callable[[dict, tf.Tensor], Tuple[dict, tf.Tensor]]:
     """A `Dataset.map` function: `(features, labels) -> (features, weight * soft + (1 - weight) * labels)`.
 
     `features` must hold `"id"` (tf.string [B]) and passes through unchanged; `labels` is the multi-hot
-    [B, num_classes] batch. Hard positives outside a video's candidates get `1 - weight`.
+    [B, num_classes] batch.
     on_missing: "error" (default) fails the pipeline naming the ids the store lacks; "hard" keeps the
       hard labels for those videos.
+    missed_positives: a hard positive outside the video's candidates trains on `1 - weight` ("mixed",
+      the seed's formula) or on 1 ("hard").
+    temperature: the stored probabilities p become sigmoid(logit(p) / temperature); above 1 softens them.
     """
     weight = float(weight)
     if not 0.0 <= weight <= 1.0:
       raise ValueError(f"soft-label weight must be in [0, 1], got {weight}")
     if on_missing not in ON_MISSING:
       raise ValueError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}")
+    if missed_positives not in MISSED_POSITIVES:
+      raise ValueError(f"missed_positives must be one of {MISSED_POSITIVES}, got {missed_positives!r}")
+    temperature = float(temperature)
+    if not temperature > 0:
+      raise ValueError(f"temperature must be positive, got {temperature}")
     if self._tensors is None:
       self._tensors = _TensorStore(self)
     tensors = self._tensors
@@ -398,15 +414,23 @@ class SoftLabelStore:
       else:
         hard_weight = tf.where(found, 1.0 - weight, 1.0)[:, None]
       indices, scores = tensors.entries(rows, found)
+      if temperature != 1.0:
+        clipped = tf.clip_by_value(scores, _SCORE_CLIP, 1.0 - _SCORE_CLIP)
+        scores = tf.sigmoid((tf.math.log(clipped) - tf.math.log1p(-clipped)) / temperature)
       shape = tf.shape(hard, out_type=tf.int64)
+      if missed_positives == "hard" and weight > 0:
+        # Outside the candidates (and for videos the store lacks: they have no entries) the hard label
+        # stays whole; 1 - weight scales it only where the teacher scored the class.
+        candidate = tf.scatter_nd(indices, tf.ones_like(scores), shape)
+        targets = hard * (1.0 - weight * candidate) + tf.scatter_nd(indices, weight * scores, shape)
       # Missing rows have no entries, so the soft part is weight * score for every entry. Adding it
       # sparsely to the scaled hard labels costs two passes over the dense [B, C] block, fewer than
       # densifying soft and mixing two dense blocks; at weight 1 the hard labels drop out entirely.
-      if weight == 1.0 and on_missing == "error":
+      elif weight == 1.0 and on_missing == "error":
         targets = tf.sparse.to_dense(tf.SparseTensor(indices, scores, shape), validate_indices=False)
-        targets.set_shape(hard.shape)
       else:
         targets = tf.sparse.add(hard * hard_weight, tf.SparseTensor(indices, weight * scores, shape))
+      targets.set_shape(hard.shape)
       if labels.dtype.is_floating:
         targets = tf.cast(targets, labels.dtype)
       return features, targets

@@ -10,7 +10,7 @@ Layout of `out_dir`:
   fold_k/model/       the fold's TF-DF SavedModel (loads with `tf_keras.models.load_model`)
   fold_k/scores.npz   its OOF row scores (row positions in the train set) and its test row scores
   fold_k/info.json    written last: trees, rows, timing
-  oof_scores.npy, test_scores.npy, soft_labels.npz, report.json (written last)
+  oof_scores.npy, test_scores.npy, soft_labels.npz, test_soft_labels.npz, report.json (written last)
 
 `class_id` is numerical by default, as in the seed. As a categorical feature with 3,862 values TF-DF
 1.12 trained 30-100x slower on this machine (48k rows, 37 trees: 1.5 s numerical, ~40-140 s
@@ -34,6 +34,8 @@ from yt8m_tf.stacking import candidates as candidates_lib
 from yt8m_tf.stacking.soft_labels import SoftLabelStore
 
 SEMANTICS = ("numerical", "categorical")
+SOFT_LABELS = "soft_labels.npz"  # OOF probabilities of the training videos
+TEST_SOFT_LABELS = "test_soft_labels.npz"  # fold-mean probabilities of the test videos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +194,7 @@ def run_stacking(
   store = SoftLabelStore.from_rows(
     train.ids[train.row_video], train.class_id, oof_scores, num_classes, all_video_ids=train.ids
   )
-  store.save(os.path.join(out_dir, "soft_labels.npz"))
+  store.save(os.path.join(out_dir, SOFT_LABELS))
   report = {
     "folds": fold_infos,
     "config": dataclasses.asdict(config),
@@ -201,6 +203,10 @@ def run_stacking(
   }
   if test is not None:
     atomic_save_npy(os.path.join(out_dir, "test_scores.npy"), test_scores.astype(np.float32))
+    # The teacher's test-set scores, the targets of transductive distillation (TrainConfig.transductive_*).
+    SoftLabelStore.from_rows(
+      test.ids[test.row_video], test.class_id, test_scores, num_classes, all_video_ids=test.ids
+    ).save(os.path.join(out_dir, TEST_SOFT_LABELS))
     if test.target is not None:
       report["test"] = compare_gap(test, test_scores, index["models"])
   with atomic_open(report_path) as f:

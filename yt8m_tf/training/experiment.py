@@ -15,21 +15,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
-from yt8m_tf.files import atomic_open, atomic_save_npz, load_npz
+from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, load_npy, load_npz
 from yt8m_tf.training import distributed, losses, trainer
 from yt8m_tf.training.inputs import dataset_for
 
 CONFIG_FILE = "config.json"
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# "model": each builder's own initialization; "prior": the output bias (the Dense layer named "logits")
+# starts at the log-odds of each class's frequency in the training folds.
+OUTPUT_BIAS_INITS = ("model", "prior")
+CLASS_PRIOR_FILE = "class_prior.npy"
 JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSON on command lines
 # Settings that may change when a run is resumed (how long it runs, not what it trains).
-_RESUMABLE_CHANGES = {"epochs", "verbose"}
+_RESUMABLE_CHANGES = {"epochs", "max_steps", "verbose"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +66,13 @@ class TrainConfig:
   kmeans_max_batches: Optional[int] = 100  # training batches k-means sees (cluster-centroid models)
   soft_labels: Optional[str] = None
   soft_label_weight: float = 1.0
+  soft_label_missed_positives: str = "mixed"  # hard positives outside the candidates: 1 - w, or "hard": 1
+  soft_label_temperature: float = 1.0  # teacher probabilities p -> sigmoid(logit(p) / T)
+  # Transductive distillation: unlabeled videos (e.g. the test set) trained on the teacher's scores alone.
+  transductive_data_pattern: Optional[str] = None
+  transductive_soft_labels: Optional[str] = None
+  output_bias_init: str = "model"
+  max_steps: Optional[int] = None  # caps the whole run's training steps (smoke runs of big presets)
   distribution_strategy: str = "default"
   shuffle_buffer: int = 10_000
   seed: int = 0
@@ -77,6 +89,14 @@ class TrainConfig:
       raise ValueError("without --fold, --eval_data_pattern is needed for validation")
     if not 0.0 <= self.soft_label_weight <= 1.0:
       raise ValueError(f"soft_label_weight must be in [0, 1], got {self.soft_label_weight}")
+    if self.output_bias_init not in OUTPUT_BIAS_INITS:
+      raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}")
+    if bool(self.transductive_data_pattern) != bool(self.transductive_soft_labels):
+      raise ValueError("transductive_data_pattern and transductive_soft_labels go together")
+    if self.transductive_data_pattern and not self.soft_labels:
+      raise ValueError("transductive distillation needs soft_labels for the labeled videos too")
+    if self.max_steps is not None and self.max_steps < 1:
+      raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
     if self.mixup_alpha < 0:
       raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
     models.get(self.model)  # fails early, naming the known models
@@ -88,6 +108,15 @@ class TrainConfig:
   @property
   def schema(self) -> data.Schema:
     return data.Schema(num_classes=self.num_classes, max_frames=self.max_frames)
+
+  @property
+  def schedule(self) -> Tuple[int, Optional[int]]:
+    """(epochs, steps_per_epoch) as run: with max_steps, epochs of at most max_steps batches and at
+    most max_steps batches in all."""
+    if not self.max_steps:
+      return self.epochs, self.steps_per_epoch
+    steps_per_epoch = min(self.steps_per_epoch or self.max_steps, self.max_steps)
+    return min(self.epochs, max(1, self.max_steps // steps_per_epoch)), steps_per_epoch
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -129,15 +158,16 @@ def _training_folds(config: TrainConfig) -> dict:
   return {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
 
 
-def apply_training_transforms(dataset: tf.data.Dataset, config: TrainConfig) -> tf.data.Dataset:
-  """Per-batch training transforms, in order: soft-label targets, frame sampling, mixup (last, so it
-  mixes the final targets). Random draws are seeded from `config.seed`: a run replays exactly."""
-  if config.soft_labels:
-    from yt8m_tf.stacking import soft_labels  # the store comes with the stacking stage
-
-    store = soft_labels.SoftLabelStore.load(config.soft_labels)
+def apply_training_transforms(
+  dataset: tf.data.Dataset, config: TrainConfig, soft_targets: bool = True
+) -> tf.data.Dataset:
+  """Per-batch training transforms, in order: soft-label targets (unless `soft_targets=False`: the
+  caller made them), frame sampling, mixup (last, so it mixes the final targets). Random draws are
+  seeded from `config.seed`: a run replays exactly."""
+  if config.soft_labels and soft_targets:
     dataset = dataset.map(
-      store.target_transform(config.soft_label_weight), num_parallel_calls=tf.data.AUTOTUNE
+      _soft_label_transform(config.soft_labels, config, config.soft_label_weight),
+      num_parallel_calls=tf.data.AUTOTUNE,
     )
   if config.frame_sampler:
     from yt8m_tf.training import frame_sampling
@@ -153,6 +183,49 @@ def apply_training_transforms(dataset: tf.data.Dataset, config: TrainConfig) -> 
   return dataset
 
 
+def _soft_label_transform(path: str, config: TrainConfig, weight: float):
+  return _load_store(path).target_transform(
+    weight,
+    missed_positives=config.soft_label_missed_positives,
+    temperature=config.soft_label_temperature,
+  )
+
+
+def _load_store(path: str):
+  from yt8m_tf.stacking import soft_labels  # the store comes with the stacking stage
+
+  return soft_labels.SoftLabelStore.load(path)
+
+
+def _with_transductive_batches(train: tf.data.Dataset, config: TrainConfig, num_epochs) -> tf.data.Dataset:
+  """Mixes whole batches of the unlabeled videos, targets = the teacher's scores alone (weight 1), into
+  the training batches, in proportion to the two sets' sizes (the stores cover every video of each)."""
+  extra_store = _load_store(config.transductive_soft_labels)
+  extra = dataset_for(
+    config.kind,
+    config.transductive_data_pattern,
+    config.batch_size,
+    schema=config.schema,
+    keep_ids=True,
+    shuffle=True,
+    seed=config.seed + 2,
+    num_epochs=num_epochs,
+    shuffle_buffer=config.shuffle_buffer,
+    drop_remainder=True,
+  )
+  extra = extra.map(
+    extra_store.target_transform(1.0, temperature=config.soft_label_temperature),
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
+  train_videos = len(_load_store(config.soft_labels))
+  if config.fold is not None:
+    train_videos *= (config.num_folds - 1) / config.num_folds
+  share = len(extra_store) / (len(extra_store) + train_videos)
+  return tf.data.Dataset.sample_from_datasets(
+    [train, extra], weights=[1 - share, share], seed=config.seed + 3, stop_on_empty_dataset=False
+  )
+
+
 def training_dataset(config: TrainConfig) -> tf.data.Dataset:
   """Shuffled, transformed training batches of the global batch size.
 
@@ -162,8 +235,8 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
   """
   # With steps_per_epoch an epoch is that many batches of an endless stream (the seed's
   # pseudo-epochs); without it, one pass over the data.
-  num_epochs = None if config.steps_per_epoch else 1
-  needs_ids = bool(config.soft_labels)  # soft labels are looked up by video id
+  num_epochs = None if config.steps_per_epoch or config.max_steps else 1
+  needs_ids = bool(config.soft_labels or config.transductive_data_pattern)  # targets looked up by id
   train = dataset_for(
     config.kind,
     config.train_data_pattern,
@@ -177,7 +250,11 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
     drop_remainder=True,
     **_training_folds(config),
   )
-  train = apply_training_transforms(train, config)
+  if config.transductive_data_pattern:
+    train = train.map(_soft_label_transform(config.soft_labels, config, config.soft_label_weight))
+    train = apply_training_transforms(_with_transductive_batches(train, config, num_epochs), config, False)
+  else:
+    train = apply_training_transforms(train, config)
   if needs_ids:
     train = train.map(lambda f, l: ({k: v for k, v in f.items() if k != "id"}, l))
   options = tf.data.Options()
@@ -206,7 +283,50 @@ def build_model(config: TrainConfig) -> keras.Model:
   model = models.build(config.model, num_classes=config.num_classes, **params)
   if "centroids" not in params:
     _fit_centroids_if_needed(model, config)
+  if config.output_bias_init == "prior":
+    set_output_bias(model, prior_log_odds(training_class_prior(config)))
   return model
+
+
+def prior_log_odds(prior: np.ndarray) -> np.ndarray:
+  return np.log(prior) - np.log1p(-prior)
+
+
+def set_output_bias(model: keras.Model, bias: np.ndarray) -> None:
+  """Sets the bias of the model's output layer (the Dense named "logits")."""
+  try:
+    layer = model.get_layer("logits")
+  except ValueError:
+    raise ValueError(
+      f"{model.name} has no layer named 'logits' whose bias could start at the prior"
+    ) from None
+  if getattr(layer, "bias", None) is None:
+    raise ValueError(
+      f"{model.name}'s output layer has no bias (EnsembleModel: model_params output_bias=true), so "
+      "output_bias_init='prior' cannot set it"
+    )
+  layer.bias.assign(np.asarray(bias, np.float32))
+
+
+def training_class_prior(config: TrainConfig) -> np.ndarray:
+  """Each class's frequency among the training videos (the training folds only: the held-out fold's
+  labels stay unseen), smoothed as (count + 0.5) / (videos + 1) so that no class is at 0. One pass over
+  the labels, cached as train_dir/class_prior.npy."""
+  path = os.path.join(config.train_dir, CLASS_PRIOR_FILE)
+  if tf.io.gfile.exists(path):
+    return load_npy(path)
+  labels = dataset_for(
+    config.kind, config.train_data_pattern, 1024, schema=config.schema, **_training_folds(config)
+  ).map(lambda features, labels: labels)
+  counts, videos = np.zeros(config.num_classes, np.float64), 0
+  for batch in labels:
+    counts += batch.numpy().sum(axis=0)
+    videos += batch.shape[0]
+  if videos == 0:
+    raise ValueError(f"{config.train_data_pattern}: no training videos to compute the class prior from")
+  prior = ((counts + 0.5) / (videos + 1)).astype(np.float32)
+  atomic_save_npy(path, prior)
+  return prior
 
 
 def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
@@ -255,9 +375,10 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
       clip_norm=config.clip_norm,
       jit_compile="auto" if losses.loss_supports_jit(loss) else False,
     )
+  epochs, steps_per_epoch = config.schedule
   schedule = dict(
-    epochs=config.epochs,
-    steps_per_epoch=config.steps_per_epoch,
+    epochs=epochs,
+    steps_per_epoch=steps_per_epoch,
     validation_steps=config.validation_steps,
     lr_factor=config.lr_factor,
     lr_patience=config.lr_patience,

@@ -113,7 +113,7 @@ def _finished(config: experiment.TrainConfig) -> bool:
   if not tf.io.gfile.exists(path):
     return False
   with tf.io.gfile.GFile(path) as f:
-    return len(json.load(f)) >= config.epochs
+    return len(json.load(f)) >= config.schedule[0]
 
 
 def labels_by_id(

@@ -24,6 +24,13 @@ Deliberate differences from the seed:
   in training mode at eval and export too (its `is_training` flag was ignored), so a video's prediction
   depended on the other videos in its inference batch; that was a bug (seed_method.md §9 item 4).
 
+Options beyond the seed, off by default so that `EnsembleModel` with no params is the seed's model:
+- `output_bias=True` gives the last Dense a bias. The seed's bias-free head starts every class at
+  probability 0.5 for a task with ~3 positives in 3862 classes; the first hundreds of steps go to pulling
+  3862 outputs down. With a bias, training can start it at the class prior's log-odds
+  (`TrainConfig.output_bias_init="prior"`); the bias adds `num_classes` parameters.
+- `input_normalization`: "l2" (the seed's single L2 norm over the 1152 dims) or "none".
+
 Size at the seed's widths with 3862 classes: 247,233,888 parameters (Dense weights plus BN gamma, beta,
 moving mean and moving variance), 0.989 GB in float32. `ensemble_parameter_count` computes the count by
 arithmetic, without allocating weights. For small runs, `width_scale` multiplies every hidden width and
@@ -88,8 +95,11 @@ def ensemble_widths(
   return widths
 
 
-def _dense(units: int, name: str) -> keras.layers.Dense:
-  return keras.layers.Dense(units, use_bias=False, kernel_initializer="glorot_uniform", name=name)
+INPUT_NORMALIZATIONS = ("l2", "none")
+
+
+def _dense(units: int, name: str, use_bias: bool = False) -> keras.layers.Dense:
+  return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer="glorot_uniform", name=name)
 
 
 def _activation(kind: str, name: str) -> keras.layers.Layer:
@@ -147,6 +157,8 @@ def ensemble_model(
   width_scale: float = 1.0,
   head_widths: Optional[Sequence[int]] = None,
   bn_momentum: float = BN_MOMENTUM,
+  output_bias: bool = False,
+  input_normalization: str = "l2",
   name: str = "EnsembleModel",
 ) -> keras.Model:
   """The joint EnsembleModel (towers A-F + head) returning logits [B, num_classes].
@@ -154,13 +166,19 @@ def ensemble_model(
   The first feature is the video one (v), the second the audio one (a). `width_scale` multiplies every
   hidden width of the towers and, unless `head_widths` is given, of the head. `bn_momentum` 0.999 (the
   seed's) suits millions of steps; a run of a few hundred steps needs ~0.99, or the moving statistics
-  used at inference are still mostly their initial values.
+  used at inference are still mostly their initial values. `output_bias` and `input_normalization`: see
+  the module docstring.
   """
   _check_features(feature_sizes, feature_names)
+  if input_normalization not in INPUT_NORMALIZATIONS:
+    raise ValueError(
+      f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}"
+    )
   widths = ensemble_widths(width_scale, head_widths)
   inputs = video_inputs(feature_sizes, feature_names)
   x = keras.layers.Concatenate(name="concat_features")([inputs[n] for n in feature_names])
-  x = keras.layers.UnitNormalization(name="l2_normalize")(x)
+  if input_normalization == "l2":
+    x = keras.layers.UnitNormalization(name="l2_normalize")(x)
   video_size, total_size = feature_sizes[0], sum(feature_sizes)
   v = ColumnSlice(0, video_size, name="video_slice")(x)
   a = ColumnSlice(video_size, total_size, name="audio_slice")(x)
@@ -176,7 +194,7 @@ def ensemble_model(
   ]
   h = keras.layers.Concatenate(name="head_concat")([*towers, x])
   h = _blocks(h, widths["head"], "relu", "head", bn_momentum)
-  logits = _dense(num_classes, "logits")(h)
+  logits = _dense(num_classes, "logits", use_bias=output_bias)(h)
   return keras.Model(inputs, logits, name=name)
 
 
@@ -185,9 +203,11 @@ def ensemble_parameter_count(
   feature_sizes: Sequence[int] = (1024, 128),
   width_scale: float = 1.0,
   head_widths: Optional[Sequence[int]] = None,
+  output_bias: bool = False,
 ) -> int:
   """Parameters of `ensemble_model(...)` with these arguments, by arithmetic: a bias-free Dense has
-  fan_in * units weights, a BN 4 * units (gamma, beta, moving mean, moving variance)."""
+  fan_in * units weights, a BN 4 * units (gamma, beta, moving mean, moving variance); the optional
+  output bias adds num_classes."""
   _check_features(feature_sizes, ("video", "audio"))
   widths = ensemble_widths(width_scale, head_widths)
 
@@ -221,4 +241,4 @@ def ensemble_parameter_count(
     stack(input_size, [deep] * DEEP_DEPTH, deep),
   ]
   head_count, _ = stack(sum(out for _, out in towers) + input_size, widths["head"], num_classes)
-  return sum(count for count, _ in towers) + head_count
+  return sum(count for count, _ in towers) + head_count + (num_classes if output_bias else 0)
