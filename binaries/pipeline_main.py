@@ -2,6 +2,7 @@
 EnsembleModel -> one SavedModel -> Kaggle CSV -> report, in one workdir.
 
   python -m binaries.pipeline_main --workdir=runs/demo                    # benchmark data, 2 CPU cores
+  python -m binaries.pipeline_main --workdir=runs/paper_smoke --preset=paper --max_steps=2   # wiring check
   python -m binaries.pipeline_main --workdir=runs/paper --preset=paper \\
       --train_data_pattern='gs://.../train*.tfrecord,gs://.../validate*.tfrecord' \\
       --test_data_pattern='gs://.../test*.tfrecord'                        # the seed's sizes, GPU
@@ -37,6 +38,14 @@ flags.DEFINE_integer("num_folds", None, "K of the K-fold L1 and stacker training
 flags.DEFINE_list("l1_members", None, "Flagfile names of the zoo directory to train (default: the preset's).")
 flags.DEFINE_string("zoo_dir", None, "Folder of L1 flagfiles (default: the preset's).")
 flags.DEFINE_integer("seed", None, "Seed for data order and initialization.")
+flags.DEFINE_integer(
+  "max_steps", None, "Caps every training run (L1 and students) at this many steps: a smoke run of a preset."
+)
+flags.DEFINE_bool(
+  "transductive",
+  None,
+  "Also train a student on the test videos with the teacher's test scores (own report row; not submitted).",
+)
 
 
 def main(argv):
@@ -55,6 +64,8 @@ def main(argv):
       "num_folds",
       "zoo_dir",
       "seed",
+      "max_steps",
+      "transductive",
     )
     if getattr(FLAGS, name) is not None
   }

@@ -64,6 +64,9 @@ flags.DEFINE_enum(
   "Output bias: the model's own init, or the log-odds of the training folds' class frequencies.",
 )
 flags.DEFINE_integer("max_steps", None, "Caps the run's training steps in all (smoke runs).")
+flags.DEFINE_bool(
+  "fit_all_folds", False, "Train on every fold, --fold included (validation then watches seen videos)."
+)
 flags.DEFINE_enum(
   "distribution_strategy",
   "default",

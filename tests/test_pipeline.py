@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from yt8m_tf import pipeline
+from yt8m_tf.data import synthetic
 from yt8m_tf.export import submission
+from yt8m_tf.models.video.ensemble import ensemble_parameter_count
 from yt8m_tf.stacking import candidates
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +52,22 @@ def test_every_stage_runs_and_reports(finished):
     assert json.load(f)["gap@20"] == report["gap@20"]
   assert set(report["sizes"]) == {"distilled", "distilled_fp16", "large_ensemble"}
   assert report["sizes"]["distilled_fp16"]["stored_bytes"] * 2 == report["sizes"]["distilled"]["stored_bytes"]
+
+
+def test_the_report_is_the_ladder(finished):
+  """best L1 (chosen by OOF GAP) -> L1 mean -> stacker -> hard student -> soft student -> submitted CSV,
+  each with its test GAP and the change from the step before."""
+  _, report, _ = finished
+  ladder = report["ladder"]
+  assert [s["step"] for s in ladder] == [step for step, _, _ in pipeline.LADDER]
+  l1 = [r for r in report["gap@20"] if r["level"] == "L1" and "mean" not in r["name"]]
+  assert ladder[0]["name"] == max(l1, key=lambda r: r["oof_gap"])["name"]
+  assert ladder[2]["test_gap"] == _gap(report, "TF-DF GBT stacker")["test_gap"]
+  assert ladder[5]["test_gap"] == _gap(report, "export: distilled fp32")["test_gap"]
+  assert ladder[0]["delta"] is None
+  for before, step in zip(ladder, ladder[1:]):
+    assert step["delta"] == pytest.approx(step["test_gap"] - before["test_gap"])
+  assert "the method, step by step" in pipeline.format_report(report)
 
 
 def test_levels_agree(finished):
@@ -128,3 +146,32 @@ def test_finished_stages_skip_and_the_binary_prints_the_report(finished):
   assert "TF-DF GBT stacker" in result.stdout and "test GAP@20" in result.stdout
   stacker_row = _gap(report, "TF-DF GBT stacker")
   assert f"{stacker_row['test_gap']:.4f}" in result.stdout
+
+
+@pytest.mark.paper  # opt-in: ~13 min and ~18 GB peak memory on 2 cores, beyond the suite's budget
+def test_paper_preset_wiring_runs_end_to_end_with_capped_steps(tmp_path):
+  """The paper preset's wiring on tiny data, every training capped at 2 steps: the full-size ResNetLike
+  (one of the preset's members) K=5, the preset's stacker settings, the full-size EnsembleModel students
+  and their export under the 10^9-byte budget. Batch sizes are the preset's except the students' (128
+  instead of 1024: one step of the 247M-parameter model at 1024 takes ~20 s on 2 cores)."""
+  config = pipeline.preset(
+    "paper",
+    str(tmp_path / "work"),
+    synthetic=synthetic.SyntheticConfig(num_videos=600, num_shards=(2, 1, 1), frame_level=False),
+    l1_members=("resnet_like",),
+    max_steps=2,
+    distill_batch_size=128,
+  )
+  paper = pipeline.preset("paper", "unused")
+  assert config.num_folds == 5 and config.stacker == paper.stacker and config.stacker.num_trees == 3000
+  report = pipeline.Pipeline(config, log=lambda *_: None).run()
+  row = _gap(report, "resnet_like (ResNetLike)")
+  assert row["oof_gap"] > 0
+  job = pipeline.Pipeline(config)
+  assert job.result("l1")["members"]["resnet_like"]["oof_videos"] == len(job.labels("train"))
+  distilled = report["sizes"]["distilled"]
+  assert distilled["params"] == ensemble_parameter_count(output_bias=True)  # 247,233,888 + 3,862
+  assert 0.98e9 < distilled["stored_bytes"] <= 10**9
+  assert report["sizes"]["large_ensemble"]["params"] > 5 * 52_000_000  # five full ResNetLike fold models
+  for name in ("EnsembleModel, hard labels", "EnsembleModel, soft labels", "export: distilled fp32 (CSV)"):
+    assert _gap(report, name)["test_gap"] is not None

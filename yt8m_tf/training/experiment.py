@@ -72,6 +72,10 @@ class TrainConfig:
   transductive_data_pattern: Optional[str] = None
   transductive_soft_labels: Optional[str] = None
   output_bias_init: str = "model"
+  # Train on every fold, the `fold` one included: validation then watches videos the model trains on
+  # (monitoring and LR schedule, not a held-out score). For a final model (the distilled student), which
+  # needs no out-of-fold predictions and gains from all the data.
+  fit_all_folds: bool = False
   max_steps: Optional[int] = None  # caps the whole run's training steps (smoke runs of big presets)
   distribution_strategy: str = "default"
   shuffle_buffer: int = 10_000
@@ -155,7 +159,9 @@ def _check_or_write_config(config: TrainConfig) -> None:
 
 def _training_folds(config: TrainConfig) -> dict:
   """Reader arguments selecting the training videos: all folds but the held-out one (if any)."""
-  return {} if config.fold is None else {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
+  if config.fold is None or config.fit_all_folds:
+    return {}
+  return {"num_folds": config.num_folds, "exclude_folds": [config.fold]}
 
 
 def apply_training_transforms(
@@ -218,7 +224,7 @@ def _with_transductive_batches(train: tf.data.Dataset, config: TrainConfig, num_
     num_parallel_calls=tf.data.AUTOTUNE,
   )
   train_videos = len(_load_store(config.soft_labels))
-  if config.fold is not None:
+  if config.fold is not None and not config.fit_all_folds:
     train_videos *= (config.num_folds - 1) / config.num_folds
   share = len(extra_store) / (len(extra_store) + train_videos)
   return tf.data.Dataset.sample_from_datasets(
