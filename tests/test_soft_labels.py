@@ -262,9 +262,9 @@ def test_training_pipeline_uses_the_store(tiny_records, tmp_path):
   assert seen == len(ids)
 
 
-def test_run_training_with_soft_labels(tiny_records, tmp_path):
-  directory, store_path, _ = tiny_records
-  config = experiment.TrainConfig(
+def _one_epoch_config(directory, store_path, tmp_path, **overrides):
+  """A one-epoch Logistic run on the tiny records, targets 0.5 * soft + 0.5 * hard."""
+  return experiment.TrainConfig(
     model="Logistic",
     train_dir=str(tmp_path / "run"),
     train_data_pattern=str(directory / "train-*.tfrecord"),
@@ -277,7 +277,13 @@ def test_run_training_with_soft_labels(tiny_records, tmp_path):
     soft_labels=store_path,
     soft_label_weight=0.5,
     verbose=0,
+    **overrides,
   )
+
+
+def test_run_training_with_soft_labels(tiny_records, tmp_path):
+  directory, store_path, _ = tiny_records
+  config = _one_epoch_config(directory, store_path, tmp_path)
   logs = experiment.run_training(config)
   assert len(logs) == 1 and math.isfinite(logs[0]["loss"]) and logs[0]["loss"] > 0
   history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -327,21 +333,12 @@ def test_transductive_batches_train_unlabeled_videos_on_the_teacher_alone(tiny_r
   SoftLabelStore.from_rows(eval_ids, [0] * len(eval_ids), [0.25] * len(eval_ids), NUM_CLASSES).save(
     teacher_path
   )
-  config = experiment.TrainConfig(
-    model="Logistic",
-    train_dir=str(tmp_path / "run"),
-    train_data_pattern=str(directory / "train-*.tfrecord"),
-    eval_data_pattern=str(directory / "eval-*.tfrecord"),
-    num_classes=NUM_CLASSES,
-    max_frames=TINY_SCHEMA.max_frames,
-    batch_size=8,
-    epochs=1,
-    shuffle_buffer=64,
-    soft_labels=store_path,
-    soft_label_weight=0.5,
+  config = _one_epoch_config(
+    directory,
+    store_path,
+    tmp_path,
     transductive_data_pattern=str(directory / "eval-*.tfrecord"),
     transductive_soft_labels=teacher_path,
-    verbose=0,
   )
   teacher_row = np.zeros(NUM_CLASSES, np.float32)
   teacher_row[0] = 0.25

@@ -176,3 +176,17 @@ def test_output_bias_starts_at_the_training_folds_class_prior(tiny_data, tmp_pat
   assert len(logs) == 1
   with pytest.raises(ValueError, match="output layer has no bias"):
     experiment.build_model(dataclasses.replace(config, model_params={"width_scale": 1 / 64}))
+
+
+def test_a_restarted_run_removes_what_a_killed_write_left(tiny_data, tmp_path):
+  """A kill while best/last.keras was being written leaves a hidden temporary file; the restart removes it
+  (and nothing else)."""
+  train_dir = tmp_path / "run"
+  train_dir.mkdir()
+  leftover = train_dir / ".last.keras.tmp-0123abcd.keras"
+  leftover.write_bytes(b"half a zip")
+  keep = train_dir / "notes.txt"
+  keep.write_text("mine")
+  _run(_train_args(tiny_data, train_dir, "--epochs=1"))
+  assert not leftover.exists() and keep.read_text() == "mine"
+  assert (train_dir / "last.keras").exists()

@@ -10,8 +10,9 @@ import contextlib
 import io
 import json
 import os
+import re
 import uuid
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,24 @@ def temporary_sibling(path: str, suffix: str = "") -> str:
   leftover never matches a data glob such as `train-*.tfrecord`."""
   head, tail = os.path.split(path)
   return os.path.join(head, f".{tail}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+_TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{8}")
+
+
+def remove_temporary_siblings(directory: str) -> List[str]:
+  """Removes what killed writers left in `directory` (names made by `temporary_sibling`; files or
+  directories); returns their names. Call it where a run restarts, before it writes again."""
+  if not tf.io.gfile.isdir(directory):
+    return []
+  removed = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory) if _TEMPORARY_NAME.match(name))
+  for name in removed:
+    path = os.path.join(directory, name)
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  return removed
 
 
 @contextlib.contextmanager

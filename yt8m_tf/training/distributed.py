@@ -33,6 +33,7 @@ from typing import Dict, List, Optional
 import keras
 import tensorflow as tf
 
+from yt8m_tf.files import remove_temporary_siblings
 from yt8m_tf.training import trainer
 from yt8m_tf.training.trainer import BACKUP_DIR
 
@@ -213,6 +214,7 @@ def fit(
   """
   own_dir = worker_dir(train_dir, strategy)
   tf.io.gfile.makedirs(own_dir)
+  remove_temporary_siblings(own_dir)  # a killed run's half-written best/last.keras
   optimizer = model.optimizer
   train_step = make_train_step(model, strategy)
   epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from yt8m_tf.files import atomic_open, atomic_path
+from yt8m_tf.files import atomic_open, atomic_path, remove_temporary_siblings
 from yt8m_tf.training.evaluation import ValidationMetrics
 
 BEST_MODEL = "best.keras"
@@ -150,6 +150,7 @@ def fit(
   after each epoch; `validation_data` may keep or drop the `id` feature.
   """
   tf.io.gfile.makedirs(train_dir)
+  remove_temporary_siblings(train_dir)  # a killed run's half-written best/last.keras
   callbacks, history = epoch_callbacks(
     train_dir,
     validation_data,
