@@ -114,6 +114,11 @@ class TrainConfig:
     return data.Schema(num_classes=self.num_classes, max_frames=self.max_frames)
 
   @property
+  def targets_by_id(self) -> bool:
+    """Soft or transductive targets are looked up by video id, so the training reader keeps `id`."""
+    return bool(self.soft_labels or self.transductive_data_pattern)
+
+  @property
   def schedule(self) -> Tuple[int, Optional[int]]:
     """(epochs, steps_per_epoch) as run: with max_steps, epochs of at most max_steps batches and at
     most max_steps batches in all."""
@@ -172,7 +177,7 @@ def apply_training_transforms(
   seeded from `config.seed`: a run replays exactly."""
   if config.soft_labels and soft_targets:
     dataset = dataset.map(
-      _soft_label_transform(config.soft_labels, config, config.soft_label_weight),
+      _soft_targets(_load_store(config.soft_labels), config, config.soft_label_weight),
       num_parallel_calls=tf.data.AUTOTUNE,
     )
   if config.frame_sampler:
@@ -189,8 +194,8 @@ def apply_training_transforms(
   return dataset
 
 
-def _soft_label_transform(path: str, config: TrainConfig, weight: float):
-  return _load_store(path).target_transform(
+def _soft_targets(store, config: TrainConfig, weight: float):
+  return store.target_transform(
     weight,
     missed_positives=config.soft_label_missed_positives,
     temperature=config.soft_label_temperature,
@@ -203,27 +208,34 @@ def _load_store(path: str):
   return soft_labels.SoftLabelStore.load(path)
 
 
-def _with_transductive_batches(train: tf.data.Dataset, config: TrainConfig, num_epochs) -> tf.data.Dataset:
-  """Mixes whole batches of the unlabeled videos, targets = the teacher's scores alone (weight 1), into
-  the training batches, in proportion to the two sets' sizes (the stores cover every video of each)."""
-  extra_store = _load_store(config.transductive_soft_labels)
-  extra = dataset_for(
+def _shuffled_batches(config: TrainConfig, pattern: str, seed: int, num_epochs, **folds) -> tf.data.Dataset:
+  """Shuffled training batches of `pattern` (whole batches only), with the ids kept if targets need them."""
+  return dataset_for(
     config.kind,
-    config.transductive_data_pattern,
+    pattern,
     config.batch_size,
     schema=config.schema,
-    keep_ids=True,
+    keep_ids=config.targets_by_id,
     shuffle=True,
-    seed=config.seed + 2,
+    seed=seed,
     num_epochs=num_epochs,
     shuffle_buffer=config.shuffle_buffer,
     drop_remainder=True,
+    **folds,
   )
-  extra = extra.map(
+
+
+def _with_transductive_batches(train: tf.data.Dataset, config: TrainConfig, num_epochs) -> tf.data.Dataset:
+  """Mixes whole batches of the unlabeled videos, targets = the teacher's scores alone (weight 1), into
+  the training batches, in proportion to the two sets' sizes (the stores cover every video of each)."""
+  store = _load_store(config.soft_labels)
+  extra_store = _load_store(config.transductive_soft_labels)
+  train = train.map(_soft_targets(store, config, config.soft_label_weight))
+  extra = _shuffled_batches(config, config.transductive_data_pattern, config.seed + 2, num_epochs).map(
     extra_store.target_transform(1.0, temperature=config.soft_label_temperature),
     num_parallel_calls=tf.data.AUTOTUNE,
   )
-  train_videos = len(_load_store(config.soft_labels))
+  train_videos = len(store)
   if config.fold is not None and not config.fit_all_folds:
     train_videos *= (config.num_folds - 1) / config.num_folds
   share = len(extra_store) / (len(extra_store) + train_videos)
@@ -242,26 +254,14 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
   # With steps_per_epoch an epoch is that many batches of an endless stream (the seed's
   # pseudo-epochs); without it, one pass over the data.
   num_epochs = None if config.steps_per_epoch or config.max_steps else 1
-  needs_ids = bool(config.soft_labels or config.transductive_data_pattern)  # targets looked up by id
-  train = dataset_for(
-    config.kind,
-    config.train_data_pattern,
-    config.batch_size,
-    schema=config.schema,
-    keep_ids=needs_ids,
-    shuffle=True,
-    seed=config.seed,
-    num_epochs=num_epochs,
-    shuffle_buffer=config.shuffle_buffer,
-    drop_remainder=True,
-    **_training_folds(config),
+  train = _shuffled_batches(
+    config, config.train_data_pattern, config.seed, num_epochs, **_training_folds(config)
   )
   if config.transductive_data_pattern:
-    train = train.map(_soft_label_transform(config.soft_labels, config, config.soft_label_weight))
     train = apply_training_transforms(_with_transductive_batches(train, config, num_epochs), config, False)
   else:
     train = apply_training_transforms(train, config)
-  if needs_ids:
+  if config.targets_by_id:
     train = train.map(lambda f, l: ({k: v for k, v in f.items() if k != "id"}, l))
   options = tf.data.Options()
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
