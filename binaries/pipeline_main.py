@@ -51,8 +51,6 @@ flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if bool(FLAGS.train_data_pattern) != bool(FLAGS.test_data_pattern):
-    raise app.UsageError("--train_data_pattern and --test_data_pattern go together")
   overrides = {
     name: getattr(FLAGS, name)
     for name in (
@@ -71,7 +69,10 @@ def main(argv):
   }
   if FLAGS.l1_members:
     overrides["l1_members"] = tuple(FLAGS.l1_members)
-  config = pipeline.preset(FLAGS.preset, FLAGS.workdir, **overrides)
+  try:
+    config = pipeline.preset(FLAGS.preset, FLAGS.workdir, **overrides)
+  except ValueError as e:  # messages name the setting, which is the flag's name
+    raise app.UsageError(str(e)) from None
   report = pipeline.Pipeline(config).run()
   print(pipeline.format_report(report))
   print(f"report: {os.path.join(FLAGS.workdir, 'report.json')}")

@@ -35,7 +35,13 @@ flags.DEFINE_integer("batch_size", 512, "Global batch size.")
 flags.DEFINE_integer("epochs", 30, "Epochs (pseudo-epochs with --steps_per_epoch).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per pseudo-epoch; default: one pass over the data.")
 flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; default: all.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate; halved when validation GAP plateaus.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam's (initial) learning rate.")
+flags.DEFINE_enum(
+  "lr_schedule",
+  "plateau",
+  ["plateau", "cosine"],
+  "plateau: times --lr_factor when validation GAP stops improving; cosine: per-step decay to 0 over the run.",
+)
 flags.DEFINE_float("lr_factor", 0.5, "ReduceLROnPlateau factor.")
 flags.DEFINE_integer("lr_patience", 0, "ReduceLROnPlateau patience, in epochs.")
 flags.DEFINE_integer("early_stopping_patience", None, "Stop after this many epochs without improvement.")
@@ -86,8 +92,14 @@ def config_from_flags() -> experiment.TrainConfig:
     f.name: FLAGS[f.name].value for f in dataclasses.fields(experiment.TrainConfig) if f.name in FLAGS
   }
   for name in experiment.JSON_FIELDS:
-    values[name] = json.loads(values[name])
-  return experiment.TrainConfig(**values)
+    try:
+      values[name] = json.loads(values[name])
+    except json.JSONDecodeError as e:
+      raise app.UsageError(f"--{name}={values[name]!r} is not valid JSON: {e}") from None
+  try:
+    return experiment.TrainConfig(**values)
+  except ValueError as e:  # messages name the field, which is the flag's name
+    raise app.UsageError(str(e)) from None
 
 
 def main(argv):

@@ -148,6 +148,49 @@ def test_finished_stages_skip_and_the_binary_prints_the_report(finished):
   assert f"{stacker_row['test_gap']:.4f}" in result.stdout
 
 
+def test_a_finished_student_is_kept_not_trained_again(finished):
+  """After a kill in a later stage, a rerun of the distill stage keeps the students already trained
+  (their best.keras and the test GAP measured on it)."""
+  config, report, _ = finished
+  job = pipeline.Pipeline(config, log=lambda line: None)
+  student = job.distill_config("hard")
+  best = os.path.join(student.train_dir, "best.keras")
+  before = os.stat(best).st_mtime_ns
+  entry = job.train_student(student)
+  assert os.stat(best).st_mtime_ns == before
+  assert entry["test_gap"] == pytest.approx(_gap(report, "EnsembleModel, hard")["test_gap"], abs=1e-12)
+
+
+@pytest.mark.parametrize(
+  "change, named",
+  [
+    ({"num_folds": 1}, "num_folds must be >= 2"),
+    ({"num_folds": 0}, "num_folds must be >= 2"),
+    ({"distill_batch_size": 0}, "distill_batch_size must be >= 1"),
+    ({"l1_members": ()}, "l1_members must name"),
+    ({"soft_label_weight": 1.5}, r"soft_label_weight must be in \[0, 1\]"),
+    ({"train_data_pattern": "x"}, "go together"),
+  ],
+)
+def test_settings_that_make_no_sense_are_refused_before_any_work(tmp_path, change, named):
+  with pytest.raises(ValueError, match=named):
+    pipeline.preset("tiny", str(tmp_path / "work"), **change)
+  assert not (tmp_path / "work").exists()
+
+
+def test_the_binary_names_a_bad_flag(tmp_path):
+  result = subprocess.run(
+    [sys.executable, "-m", "binaries.pipeline_main", f"--workdir={tmp_path}/work", "--num_folds=1"],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    timeout=300,
+    cwd=REPO,
+  )
+  assert result.returncode != 0 and "num_folds must be >= 2, got 1" in result.stderr
+  assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.paper  # opt-in: ~13 min and ~18 GB peak memory on 2 cores, beyond the suite's budget
 def test_paper_preset_wiring_runs_end_to_end_with_capped_steps(tmp_path):
   """The paper preset's wiring on tiny data, every training capped at 2 steps: the full-size ResNetLike

@@ -170,12 +170,44 @@ def test_output_bias_starts_at_the_training_folds_class_prior(tiny_data, tmp_pat
     videos += keep.sum()
   prior = (counts + 0.5) / (videos + 1)
   np.testing.assert_allclose(model.get_layer("logits").bias.numpy(), np.log(prior / (1 - prior)), rtol=1e-5)
-  assert (tmp_path / "run" / "class_prior.npy").exists()
+  assert experiment.training_label_counts(config)[1] == videos
+  assert (tmp_path / "run" / experiment.TRAINING_LABELS_FILE).exists()  # the pass is cached
   assert config.schedule == (1, 3)  # one epoch of 3 steps: max_steps caps the 5 epochs
   logs = experiment.run_training(config)
   assert len(logs) == 1
   with pytest.raises(ValueError, match="output layer has no bias"):
     experiment.build_model(dataclasses.replace(config, model_params={"width_scale": 1 / 64}))
+
+
+def test_cosine_schedule_decays_to_zero_over_the_planned_steps(tiny_data, tmp_path):
+  """lr_schedule=cosine: the LR falls per step from learning_rate towards 0 over exactly the steps the run
+  takes (whole batches of the training folds), and no plateau callback fights it."""
+  config = experiment.TrainConfig(
+    model="Logistic",
+    train_dir=str(tmp_path / "run"),
+    train_data_pattern=os.path.join(tiny_data, "video", "train-*.tfrecord"),
+    num_classes=NUM_CLASSES,
+    num_folds=3,
+    fold=0,
+    batch_size=8,
+    epochs=3,
+    learning_rate=0.01,
+    lr_schedule="cosine",
+    verbose=0,
+  )
+  steps = experiment.planned_steps(config)
+  assert steps == 3 * (experiment.training_label_counts(config)[1] // 8)
+  logs = experiment.run_training(config)
+  rates = [e["learning_rate"] for e in logs]
+  assert rates[0] < 0.01 and rates == sorted(rates, reverse=True)
+  assert rates[-1] == pytest.approx(0.0, abs=1e-7)  # the last step is the planned last step
+  # After epoch 1 a third of the steps are done; Keras counts one more optimizer iteration per epoch that
+  # ends on exhausted data, so allow one step more.
+  per_epoch = steps // 3
+  done = [0.005 * (1 + np.cos(np.pi * n / steps)) for n in (per_epoch, per_epoch + 1)]
+  assert done[1] - 1e-6 <= rates[0] <= done[0] + 1e-6
+  with pytest.raises(ValueError, match="lr_schedule"):
+    dataclasses.replace(config, lr_schedule="linear")
 
 
 def test_a_restarted_run_removes_what_a_killed_write_left(tiny_data, tmp_path):
@@ -190,3 +222,41 @@ def test_a_restarted_run_removes_what_a_killed_write_left(tiny_data, tmp_path):
   _run(_train_args(tiny_data, train_dir, "--epochs=1"))
   assert not leftover.exists() and keep.read_text() == "mine"
   assert (train_dir / "last.keras").exists()
+
+
+@pytest.mark.parametrize(
+  "change, named",
+  [
+    ({"num_folds": 1}, "num_folds must be >= 2"),
+    ({"num_folds": 0}, "num_folds must be >= 2"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"batch_size": -5}, "batch_size must be >= 1"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"steps_per_epoch": 0}, "steps_per_epoch must be >= 1"),
+    ({"soft_label_temperature": 0.0}, "soft_label_temperature must be > 0"),
+    ({"model_params": "[1, 2]"}, "model_params must be a JSON object"),
+  ],
+)
+def test_settings_that_make_no_sense_are_refused_naming_the_setting(tmp_path, change, named):
+  base = dict(model="Logistic", train_dir=str(tmp_path), train_data_pattern="x", num_folds=3, fold=0)
+  with pytest.raises(ValueError, match=named):
+    experiment.TrainConfig(**{**base, **change})
+
+
+def test_train_main_refuses_bad_json_and_an_empty_training_set_before_any_work(tmp_path):
+  empty = tmp_path / "empty.tfrecord"
+  empty.write_bytes(b"")
+  args = _train_args(str(tmp_path), tmp_path / "run")
+  args = [a.replace(f"{tmp_path}/video/train-*.tfrecord", str(empty)) for a in args]
+  result = subprocess.run(
+    args + ["--model_params={bad"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
+  )
+  assert result.returncode != 0 and "--model_params='{bad' is not valid JSON" in result.stderr
+  result = subprocess.run(
+    args + ["--batch_size=0"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300
+  )
+  assert result.returncode != 0 and "batch_size must be >= 1, got 0" in result.stderr
+  result = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
+  assert result.returncode != 0 and "no training videos" in result.stderr
+  assert not (tmp_path / "run" / "best.keras").exists()

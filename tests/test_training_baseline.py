@@ -9,6 +9,7 @@ import pytest
 
 from conftest import TINY_SCHEMA, write_video_file
 from yt8m_tf import metrics, models, training
+from yt8m_tf.training import trainer
 
 
 def _learnable_videos(num, seed):
@@ -65,3 +66,76 @@ def test_evaluate_equals_gap_of_full_predictions(tiny_splits):
   expected = metrics.gap_at_k(np.concatenate(scores), np.concatenate(labels))
   assert training.evaluate(model, eval_ds)["gap@20"] == pytest.approx(expected, abs=1e-9)
   assert len(np.concatenate(ids)) == 96
+
+
+def test_evaluate_equals_the_numpy_metrics(tiny_splits):
+  """The in-graph summary gives what the reference metrics give on the full score matrix."""
+  _, val_file = tiny_splits
+  keras.utils.set_random_seed(1)
+  model = models.build("MoE", num_classes=TINY_SCHEMA.num_classes, num_mixtures=2)
+  eval_ds = training.dataset_for("video", val_file, 40, schema=TINY_SCHEMA)
+  _, scores, labels = zip(*training.predict_batches(model, eval_ds))
+  scores, labels = np.concatenate(scores), np.concatenate(labels)
+  result = training.evaluate(model, eval_ds, k=5)
+  assert result["gap@5"] == pytest.approx(metrics.gap_at_k(scores, labels, k=5), abs=1e-9)
+  assert result["perr"] == pytest.approx(metrics.perr(scores, labels), abs=1e-6)
+  assert result["hit@1"] == pytest.approx(metrics.hit_at_one(scores, labels), abs=1e-9)
+  clipped = np.clip(scores.astype(np.float64), 1e-12, 1 - 1e-12)
+  bce = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped), axis=1).mean()
+  assert result["loss"] == pytest.approx(bce, rel=1e-4)
+
+
+class _KillAfterEpoch(keras.callbacks.Callback):
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch == self.epoch:
+      raise KeyboardInterrupt("killed")
+
+
+def test_a_damaged_backup_falls_back_to_the_epoch_before(tiny_splits, tmp_path):
+  """A kill while backup/latest.weights.h5 was written leaves it truncated: the restart resumes from the
+  previous epoch's backup instead of failing until the file is deleted by hand."""
+  train_file, val_file = tiny_splits
+  train_ds = training.dataset_for(
+    "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+  )
+  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+  train_dir = str(tmp_path / "run")
+
+  def new_model():
+    model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
+    return training.compile_model(model, learning_rate=0.05)
+
+  fit = dict(train_dir=train_dir, steps_per_epoch=4, verbose=0)
+  with pytest.raises(KeyboardInterrupt):
+    training.fit(new_model(), train_ds, val_ds, epochs=3, extra_callbacks=[_KillAfterEpoch(1)], **fit)
+  weights = os.path.join(train_dir, trainer.BACKUP_DIR, "latest.weights.h5")
+  with open(weights, "r+b") as f:  # the kill came in the middle of the write
+    f.truncate(os.path.getsize(weights) // 2)
+  history = training.fit(new_model(), train_ds, val_ds, epochs=3, **fit)
+  assert [e["epoch"] for e in history] == [1, 2, 3]  # epoch 2 redone from epoch 1's backup
+  assert not os.path.exists(os.path.join(train_dir, trainer.BACKUP_DIR))  # removed once complete
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one(tiny_splits, tmp_path):
+  """Killed after epoch 1 and resumed: same data order (shuffle = f(seed, epoch)), same weights."""
+  train_file, val_file = tiny_splits
+
+  def run(train_dir, kill_after=None):
+    keras.utils.set_random_seed(0)
+    model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), 0.05)
+    train_ds = training.dataset_for("video", train_file, 16, schema=TINY_SCHEMA, shuffle=True, seed=0)
+    val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+    extra = [] if kill_after is None else [_KillAfterEpoch(kill_after)]
+    training.fit(model, train_ds, val_ds, train_dir=train_dir, epochs=3, extra_callbacks=extra, verbose=0)
+    return model
+
+  whole = run(str(tmp_path / "whole"))
+  with pytest.raises(KeyboardInterrupt):
+    run(str(tmp_path / "resumed"), kill_after=0)
+  resumed = run(str(tmp_path / "resumed"))
+  for a, b in zip(whole.weights, resumed.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

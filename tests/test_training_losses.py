@@ -278,31 +278,6 @@ def test_xla_compiles_the_per_example_losses():
     np.testing.assert_allclose(float(value), REFERENCES[name](y, x), rtol=1e-5)
 
 
-# --- target mixing -----------------------------------------------------------------------------------
-
-
-def test_mix_targets():
-  rng = np.random.default_rng(16)
-  hard = (rng.random((4, 10)) < 0.3).astype(np.float32)
-  soft = rng.random((4, 10)).astype(np.float32) * (rng.random((4, 10)) < 0.5)
-  for w in (0.0, 0.1, 0.5, 1.0):
-    np.testing.assert_allclose(
-      losses.mix_targets(hard, soft, w).numpy(), w * soft + (1 - w) * hard, rtol=1e-6
-    )
-  # a positive the teacher did not score gets 1 - w
-  np.testing.assert_allclose(losses.mix_targets([[1.0]], [[0.0]], 0.1).numpy(), [[0.9]])
-  np.testing.assert_allclose(
-    losses.mix_targets(hard, soft, tf.constant(0.25)).numpy(), 0.25 * soft + 0.75 * hard, rtol=1e-6
-  )
-  mixed = tf.function(lambda h, s, w: losses.mix_targets(h, s, w))(hard, soft, tf.constant(0.5))
-  np.testing.assert_allclose(mixed.numpy(), 0.5 * (soft + hard), rtol=1e-6)
-  for bad in (-0.1, 1.5):
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-      losses.mix_targets(hard, soft, bad)
-  with pytest.raises(tf.errors.InvalidArgumentError):
-    losses.mix_targets(hard, soft, tf.constant(1.5))
-
-
 # --- tf.distribute: a fresh process with 2 logical CPUs (they must be configured before TF starts) -
 
 MIRRORED_SCRIPT = r"""

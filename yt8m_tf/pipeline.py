@@ -69,7 +69,7 @@ class PipelineConfig:
   num_classes: int = 3862
   # L1
   zoo_dir: str = os.path.join(CONFIGS_DIR, "pipeline")
-  l1_members: Tuple[str, ...] = ("logistic", "resnet_like", "wide_mlp")
+  l1_members: Tuple[str, ...] = ("logistic", "resnet_like", "ensemble_model")
   l1_overrides: Dict[str, object] = dataclasses.field(default_factory=dict)
   num_folds: int = 3
   store_top_k: int = 100
@@ -96,7 +96,10 @@ class PipelineConfig:
   distill_fit_all_folds: bool = True
   distill_batch_size: int = 256
   distill_epochs: int = 6
-  distill_learning_rate: float = 3e-3
+  # Per-step cosine decay from 0.01, as the `ensemble_model` L1 member (same architecture) chose on its
+  # fold-0 validation; the students' own validation watches videos they train on.
+  distill_learning_rate: float = 0.01
+  distill_lr_schedule: str = "cosine"
   distill_loss: str = "bce"
   # Soft targets: w * teacher + (1 - w) * hard; hard positives the teacher did not score keep 1.
   soft_label_weight: float = 0.5
@@ -110,6 +113,29 @@ class PipelineConfig:
   # The L1 + stacker teacher graph is not a submission; the paper preset's (15 full L1 models) is ~3 GB.
   large_ensemble_budget_bytes: int = 10**9
   seed: int = 0
+
+  def __post_init__(self):
+    """Settings that make no sense are refused before any work, naming the setting (= the flag)."""
+    at_least = {
+      "num_folds": 2,
+      "num_classes": 1,
+      "store_top_k": 1,
+      "distill_batch_size": 1,
+      "distill_epochs": 1,
+    }
+    for name, low in at_least.items():
+      if getattr(self, name) < low:
+        raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+    if self.max_steps is not None and self.max_steps < 1:
+      raise ValueError(f"max_steps must be >= 1 or unset, got {self.max_steps}")
+    if not self.l1_members:
+      raise ValueError("l1_members must name at least one flagfile of the zoo directory")
+    if not 0.0 <= self.soft_label_weight <= 1.0:
+      raise ValueError(f"soft_label_weight must be in [0, 1], got {self.soft_label_weight}")
+    if not self.distill_learning_rate > 0 or not self.soft_label_temperature > 0:
+      raise ValueError("distill_learning_rate and soft_label_temperature must be > 0")
+    if bool(self.train_data_pattern) != bool(self.test_data_pattern):
+      raise ValueError("train_data_pattern and test_data_pattern go together (your own data)")
 
 
 def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
@@ -310,6 +336,7 @@ class Pipeline:
       batch_size=config.distill_batch_size,
       epochs=config.distill_epochs,
       learning_rate=config.distill_learning_rate,
+      lr_schedule=config.distill_lr_schedule,
       loss=config.distill_loss,
       output_bias_init=config.distill_output_bias_init,
       soft_labels=self.path("stacker", stacker.SOFT_LABELS) if soft else None,
@@ -332,7 +359,9 @@ class Pipeline:
 
   def train_student(self, config: experiment.TrainConfig) -> dict:
     """Trains (or resumes) one student; its best fold-0 validation GAP and, with test labels, its test GAP."""
-    history = experiment.run_training(config)
+    # A finished student is kept: after a kill in a later variant, only that one is trained again.
+    history = experiment.read_history(config) if experiment.training_finished(config) else None
+    history = history or experiment.run_training(config)
     entry = {"best_val_gap": max(e["val_gap"] for e in history), "epochs": len(history)}
     test_labels = self.labels("test")
     if test_labels is not None:

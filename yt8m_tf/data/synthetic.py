@@ -525,15 +525,6 @@ def synthesize_chunk(
 # Generation.
 
 
-@dataclasses.dataclass
-class _Dataset:
-  clean: LabelSets
-  observed: LabelSets
-  vocabulary: Vocabulary
-  splits: List[np.ndarray]
-  dropped_without_labels: int
-
-
 def prepare_labels(
   config: SyntheticConfig, label_sets_path: Optional[str] = None, vocabulary_path: Optional[str] = None
 ) -> Tuple[LabelSets, Vocabulary, int]:

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
-from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, load_npy, load_npz
+from yt8m_tf.files import atomic_open, atomic_save_npz, load_npz
 from yt8m_tf.training import distributed, losses, trainer
 from yt8m_tf.training.inputs import dataset_for
 
@@ -31,7 +31,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 # "model": each builder's own initialization; "prior": the output bias (the Dense layer named "logits")
 # starts at the log-odds of each class's frequency in the training folds.
 OUTPUT_BIAS_INITS = ("model", "prior")
-CLASS_PRIOR_FILE = "class_prior.npy"
+# "plateau": the LR is multiplied by lr_factor when validation GAP stops improving (lr_patience epochs);
+# "cosine": per-step cosine decay from learning_rate to 0 over the run's planned steps.
+LR_SCHEDULES = ("plateau", "cosine")
+TRAINING_LABELS_FILE = "training_labels.npz"  # class counts and videos of the training folds
 JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSON on command lines
 # Settings that may change when a run is resumed (how long it runs, not what it trains).
 _RESUMABLE_CHANGES = {"epochs", "max_steps", "verbose"}
@@ -55,6 +58,7 @@ class TrainConfig:
   steps_per_epoch: Optional[int] = None
   validation_steps: Optional[int] = None
   learning_rate: float = 1e-3
+  lr_schedule: str = "plateau"
   lr_factor: float = 0.5
   lr_patience: int = 0
   early_stopping_patience: Optional[int] = None
@@ -83,6 +87,23 @@ class TrainConfig:
   verbose: int = 2
 
   def __post_init__(self):
+    for name in ("batch_size", "epochs", "num_classes", "max_frames", "shuffle_buffer"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("steps_per_epoch", "validation_steps"):
+      if getattr(self, name) is not None and getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1 or unset, got {getattr(self, name)}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.num_folds < 2 and self.fold is not None:
+      raise ValueError(
+        f"num_folds must be >= 2 with a fold (one fold leaves nothing to train on), got {self.num_folds}"
+      )
+    if not self.soft_label_temperature > 0:
+      raise ValueError(f"soft_label_temperature must be > 0, got {self.soft_label_temperature}")
+    for name in JSON_FIELDS:
+      if not isinstance(getattr(self, name), dict):
+        raise ValueError(f"{name} must be a JSON object (a dict), got {getattr(self, name)!r}")
     if self.distribution_strategy not in STRATEGIES:
       raise ValueError(
         f"distribution_strategy must be one of {STRATEGIES}, got {self.distribution_strategy!r}"
@@ -93,6 +114,8 @@ class TrainConfig:
       raise ValueError("without --fold, --eval_data_pattern is needed for validation")
     if not 0.0 <= self.soft_label_weight <= 1.0:
       raise ValueError(f"soft_label_weight must be in [0, 1], got {self.soft_label_weight}")
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
     if self.output_bias_init not in OUTPUT_BIAS_INITS:
       raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}")
     if bool(self.transductive_data_pattern) != bool(self.transductive_soft_labels):
@@ -314,13 +337,13 @@ def set_output_bias(model: keras.Model, bias: np.ndarray) -> None:
   layer.bias.assign(np.asarray(bias, np.float32))
 
 
-def training_class_prior(config: TrainConfig) -> np.ndarray:
-  """Each class's frequency among the training videos (the training folds only: the held-out fold's
-  labels stay unseen), smoothed as (count + 0.5) / (videos + 1) so that no class is at 0. One pass over
-  the labels, cached as train_dir/class_prior.npy."""
-  path = os.path.join(config.train_dir, CLASS_PRIOR_FILE)
+def training_label_counts(config: TrainConfig) -> Tuple[np.ndarray, int]:
+  """(videos per class [num_classes], videos) over the training folds (the held-out fold's labels stay
+  unseen). One pass over the labels, cached as train_dir/training_labels.npz."""
+  path = os.path.join(config.train_dir, TRAINING_LABELS_FILE)
   if tf.io.gfile.exists(path):
-    return load_npy(path)
+    cached = load_npz(path)
+    return cached["class_counts"], int(cached["videos"])
   labels = dataset_for(
     config.kind, config.train_data_pattern, 1024, schema=config.schema, **_training_folds(config)
   ).map(lambda features, labels: labels)
@@ -329,10 +352,34 @@ def training_class_prior(config: TrainConfig) -> np.ndarray:
     counts += batch.numpy().sum(axis=0)
     videos += batch.shape[0]
   if videos == 0:
-    raise ValueError(f"{config.train_data_pattern}: no training videos to compute the class prior from")
-  prior = ((counts + 0.5) / (videos + 1)).astype(np.float32)
-  atomic_save_npy(path, prior)
-  return prior
+    raise ValueError(f"{config.train_data_pattern}: no training videos in the training folds")
+  atomic_save_npz(path, class_counts=counts, videos=np.int64(videos))
+  return counts, videos
+
+
+def training_class_prior(config: TrainConfig) -> np.ndarray:
+  """Each class's frequency among the training videos, smoothed as (count + 0.5) / (videos + 1) so that
+  no class is at 0."""
+  counts, videos = training_label_counts(config)
+  return ((counts + 0.5) / (videos + 1)).astype(np.float32)
+
+
+def planned_steps(config: TrainConfig) -> int:
+  """Training steps the run will take: what a per-step LR schedule spans."""
+  epochs, steps_per_epoch = config.schedule
+  if not steps_per_epoch:
+    steps_per_epoch = training_label_counts(config)[1] // config.batch_size  # whole batches only
+    if config.transductive_data_pattern:
+      steps_per_epoch += len(_load_store(config.transductive_soft_labels)) // config.batch_size
+  total = epochs * steps_per_epoch
+  return max(1, min(total, config.max_steps) if config.max_steps else total)
+
+
+def learning_rate(config: TrainConfig):
+  """The optimizer's learning rate: a float (plateau) or a per-step schedule."""
+  if config.lr_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=planned_steps(config))
+  return config.learning_rate
 
 
 def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
@@ -364,6 +411,21 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
   centroid_lib.set_centroids(model, centers, idf)
 
 
+def read_history(config: TrainConfig) -> List[Dict[str, float]]:
+  """The run's per-epoch logs so far (history.json); [] before its first epoch ends."""
+  path = os.path.join(config.train_dir, "history.json")
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def training_finished(config: TrainConfig) -> bool:
+  """The run took all its epochs: a finished run is kept, never trained again from scratch (its backup,
+  which a restart resumes from, is gone once training ends)."""
+  return len(read_history(config)) >= config.schedule[0]
+
+
 def run_training(config: TrainConfig) -> List[Dict[str, float]]:
   """Trains (or resumes) one L1 model; returns the per-epoch logs (see trainer.fit)."""
   strategy = make_strategy(config.distribution_strategy)
@@ -376,7 +438,7 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     # Rank losses pad to B*C*30B under XLA; they run without it.
     trainer.compile_model(
       model,
-      config.learning_rate,
+      learning_rate(config),
       loss=loss,
       clip_norm=config.clip_norm,
       jit_compile="auto" if losses.loss_supports_jit(loss) else False,
@@ -386,11 +448,18 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     epochs=epochs,
     steps_per_epoch=steps_per_epoch,
     validation_steps=config.validation_steps,
+    lr_on_plateau=config.lr_schedule == "plateau",
     lr_factor=config.lr_factor,
     lr_patience=config.lr_patience,
     early_stopping_patience=config.early_stopping_patience,
     verbose=config.verbose,
   )
+  videos = training_label_counts(config)[1]
+  if videos < config.batch_size:  # whole batches only: the run would take no step
+    raise ValueError(
+      f"{config.train_data_pattern}: the training folds hold {videos} videos, fewer than one batch "
+      f"(batch_size={config.batch_size})"
+    )
   train, validation = training_dataset(config), validation_dataset(config)
   if distributed.uses_custom_loop(strategy):
     return distributed.fit(

@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import numbers
 from typing import Dict, Type
 
 import keras
 import tensorflow as tf
 
+from yt8m_tf.data.schema import NUM_CLASSES_2018
+
 # Starter-code epsilons: CrossEntropyLoss `epsilon = 10e-6` (= 1e-5); SoftmaxLoss `epsilon = 10e-8` (= 1e-7).
 STARTER_CE_EPSILON = 1e-5
 STARTER_SOFTMAX_EPSILON = 1e-7
 TOP_NEG_COUNT = 30  # seed: hardest negatives per example in the batch (top_neg_count * B in all)
-NUM_LABELS = 3862
 
 
 def _float(x):
@@ -181,7 +181,7 @@ class LabelsTagsBCE(_Loss):
   """
 
   def __init__(
-    self, num_labels: int = NUM_LABELS, labels_weight: float = 1.0, tags_weight: float = 2.0, **kwargs
+    self, num_labels: int = NUM_CLASSES_2018, labels_weight: float = 1.0, tags_weight: float = 2.0, **kwargs
   ):
     super().__init__(**kwargs)
     self.num_labels = int(num_labels)
@@ -443,27 +443,3 @@ def get_loss(name: str, **params) -> keras.losses.Loss:
 def loss_supports_jit(loss) -> bool:
   """False for losses that must not be XLA-compiled (the rank losses): compile those with jit_compile=False."""
   return bool(getattr(loss, "supports_jit", True))
-
-
-def mix_targets(hard, soft, weight):
-  """Seed soft-label targets (`DatasetWithSoftLabels`): `weight * soft + (1 - weight) * hard` on all classes.
-
-  `hard` and `soft` are [B, C] (or any equal shapes); `weight` in [0, 1], a Python number (checked here)
-  or a scalar tensor (checked when run). A positive the teacher did not score gets 1 - weight.
-  Returns float32.
-  """
-  hard, soft = _float(hard), _float(soft)
-  if isinstance(weight, numbers.Number):
-    if not 0.0 <= float(weight) <= 1.0:
-      raise ValueError(f"soft-target weight must be in [0, 1], got {weight}")
-    weight = tf.constant(float(weight), tf.float32)
-  else:
-    weight = _float(weight)
-    with tf.control_dependencies(
-      [
-        tf.debugging.assert_greater_equal(weight, 0.0, message="soft-target weight must be >= 0"),
-        tf.debugging.assert_less_equal(weight, 1.0, message="soft-target weight must be <= 1"),
-      ]
-    ):
-      weight = tf.identity(weight)
-  return weight * soft + (1.0 - weight) * hard

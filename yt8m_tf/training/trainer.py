@@ -74,10 +74,60 @@ class _BestModelCheckpoint(keras.callbacks.Callback):
     save_model_atomically(self.model, self.path)
 
 
+class _ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+  """ReduceLROnPlateau whose plateau state (best value, epochs waited, cooldown) survives a resume.
+
+  The LR itself comes back with the optimizer's variables; the state is replayed from the epochs that
+  history.json holds up to where BackupAndRestore resumes, without touching the LR again.
+  """
+
+  def __init__(self, history: "_SaveHistory", **kwargs):
+    super().__init__(**kwargs)
+    self._history = history
+    self._replaying = False
+
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    resumed_at = getattr(self.model, "_initial_epoch", None) or 0  # set by BackupAndRestore, which runs first
+    self._replaying = True
+    try:
+      for record in self._history.epochs:
+        if record["epoch"] <= resumed_at and self.monitor in record:
+          self.on_epoch_end(record["epoch"] - 1, {self.monitor: record[self.monitor]})
+    finally:
+      self._replaying = False
+
+  def _reduce_optimizer_lr(self, optimizer, epoch, name=""):
+    return False if self._replaying else super()._reduce_optimizer_lr(optimizer, epoch, name)
+
+
+class _LogLearningRate(keras.callbacks.Callback):
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def _continue_data_order(train_data: tf.data.Dataset, backup_dir: str) -> None:
+  """A resumed run sees the data order the uninterrupted one would have seen.
+
+  Each epoch iterates `train_data` anew, and every new iterator draws the next shuffle order from the
+  dataset's seeds; a restarted process would start again at epoch 1's order. Creating (not reading) one
+  iterator per finished epoch moves the seeds to where the killed run was.
+  """
+  metadata = os.path.join(backup_dir, "training_metadata.json")  # written by BackupAndRestore
+  if not tf.io.gfile.exists(metadata):
+    return
+  with tf.io.gfile.GFile(metadata) as f:
+    finished_epochs = int(json.load(f).get("epoch", 0))
+  for _ in range(finished_epochs):
+    iter(train_data)
+
+
 def compile_model(
-  model: keras.Model, learning_rate: float, loss=None, clip_norm: Optional[float] = 10.0, jit_compile="auto"
+  model: keras.Model, learning_rate, loss=None, clip_norm: Optional[float] = 10.0, jit_compile="auto"
 ) -> keras.Model:
-  """Adam + BCE-with-logits (mean), the seed's default L1 set-up (gradient global-norm clip 10).
+  """Adam + BCE-with-logits (mean), the seed's default L1 set-up (gradient global-norm clip 10);
+  `learning_rate` is a float or a keras LearningRateSchedule.
 
   No metrics on training batches: validation GAP comes from `ValidationMetrics` once per epoch.
   """
@@ -95,6 +145,7 @@ def epoch_callbacks(
   validation_data: tf.data.Dataset,
   *,
   validation_steps: Optional[int] = None,
+  lr_on_plateau: bool = True,
   lr_factor: float = 0.5,
   lr_patience: int = 0,
   early_stopping_patience: Optional[int] = None,
@@ -112,15 +163,30 @@ def epoch_callbacks(
     ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data)
   ]
   if backup:
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(train_dir, BACKUP_DIR)))
+    # double_checkpoint: a kill while the backup is written leaves a truncated file; the restart then
+    # falls back to the epoch before instead of failing until someone deletes it.
+    callbacks.append(
+      keras.callbacks.BackupAndRestore(os.path.join(train_dir, BACKUP_DIR), double_checkpoint=True)
+    )
   if early_stopping_patience is not None:
     callbacks.append(
       keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping_patience)
     )
+  if lr_on_plateau:
+    callbacks.append(
+      _ResumableReduceLROnPlateau(
+        history,
+        monitor=monitor,
+        mode="max",
+        factor=lr_factor,
+        patience=lr_patience,
+        min_lr=1e-7,
+        verbose=verbose,
+      )
+    )
+  else:  # a per-step schedule sets the LR; log where it stands, as ReduceLROnPlateau does
+    callbacks.append(_LogLearningRate())
   callbacks += [
-    keras.callbacks.ReduceLROnPlateau(
-      monitor=monitor, mode="max", factor=lr_factor, patience=lr_patience, min_lr=1e-7, verbose=verbose
-    ),
     keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
     _BestModelCheckpoint(train_dir, monitor, history),
     history,  # last: it records what the others added to the logs (val_gap, learning_rate)
@@ -137,6 +203,7 @@ def fit(
   epochs: int,
   steps_per_epoch: Optional[int] = None,
   validation_steps: Optional[int] = None,
+  lr_on_plateau: bool = True,
   lr_factor: float = 0.5,
   lr_patience: int = 0,
   early_stopping_patience: Optional[int] = None,
@@ -155,11 +222,14 @@ def fit(
     train_dir,
     validation_data,
     validation_steps=validation_steps,
+    lr_on_plateau=lr_on_plateau,
     lr_factor=lr_factor,
     lr_patience=lr_patience,
     early_stopping_patience=early_stopping_patience,
     verbose=verbose,
   )
+  if steps_per_epoch is None:
+    _continue_data_order(train_data, os.path.join(train_dir, BACKUP_DIR))
   with warnings.catch_warnings():
     if steps_per_epoch is None:
       # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch

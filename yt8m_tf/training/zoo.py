@@ -108,14 +108,6 @@ def member_config(
   )
 
 
-def _finished(config: experiment.TrainConfig) -> bool:
-  path = os.path.join(config.train_dir, "history.json")
-  if not tf.io.gfile.exists(path):
-    return False
-  with tf.io.gfile.GFile(path) as f:
-    return len(json.load(f)) >= config.schedule[0]
-
-
 def labels_by_id(
   file_pattern: str, schema: data.Schema, frame_level: bool = False, batch_size: int = 1024
 ) -> Dict[bytes, np.ndarray]:
@@ -198,7 +190,7 @@ def run_zoo(
       config = member_config(
         zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
       )
-      if _finished(config):
+      if experiment.training_finished(config):
         continue
       log(f"[zoo] {name} fold {fold}: training {config.model}")
       experiment.run_training(config)
