@@ -1,13 +1,14 @@
-"""EnsembleModel (the seed's distilled towers A-F): shapes, round trips, a short fit, batch-independent
-inference, the L2 norm inside the model, the structure and size of the full model, and one training run."""
+"""EnsembleModel (the seed's distilled towers A-F): the L2 norm inside the model, the structure and size of the
+full model, the parameter arithmetic, and one training run. (Shapes, round trips, a short fit and
+batch-independent inference: test_models_contract.py.)"""
 
 import gc
 
 import keras
 import numpy as np
 import pytest
-
 from conftest import TINY_SCHEMA, make_videos, write_video_file
+
 from yt8m_tf import models
 from yt8m_tf.models.video.ensemble import ensemble_parameter_count
 from yt8m_tf.training import experiment
@@ -17,72 +18,18 @@ TINY = {"width_scale": 1 / 64}
 SEED_PARAMETER_COUNT = 247_233_888
 
 
-def _batch(num=16, seed=0):
-  rng = np.random.default_rng(seed)
-  features = {
-    "mean_rgb": rng.normal(size=(num, 1024)).astype(np.float32),
-    "mean_audio": rng.normal(size=(num, 128)).astype(np.float32),
-  }
-  labels = (rng.random((num, NUM_CLASSES)) < 0.3).astype(np.float32)
-  return features, labels
-
-
 def _tiny_model(seed=1, **params):
   keras.utils.set_random_seed(seed)
   return models.build("EnsembleModel", num_classes=NUM_CLASSES, **{**TINY, **params})
 
 
-def _fit(model, features, labels, epochs):
-  model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
-  return model.fit(features, labels, epochs=epochs, batch_size=8, verbose=0).history["loss"]
-
-
-@pytest.fixture(scope="module")
-def fitted():
-  """A tiny model after a short fit (so BN's moving statistics are not the initial ones), its training
-  batch and loss history."""
+def test_one_l2_norm_over_both_features_inside_the_model():
   model = _tiny_model()
-  features, labels = _batch(32)
-  history = _fit(model, features, labels, epochs=5)
-  return model, features, history
-
-
-def test_a_short_fit_lowers_the_loss(fitted):
-  _, _, history = fitted
-  assert history[-1] < history[0]
-
-
-def test_shapes_and_config_and_keras_round_trips(fitted, tmp_path):
-  model, features, _ = fitted
-  logits = model(features, training=False)
-  assert tuple(logits.shape) == (32, NUM_CLASSES)
-
-  clone = keras.Model.from_config(model.get_config())
-  clone.set_weights(model.get_weights())
-  np.testing.assert_allclose(clone(features, training=False), logits, atol=1e-6)
-
-  path = str(tmp_path / "ensemble.keras")
-  model.save(path)
-  np.testing.assert_allclose(models.load_model(path)(features, training=False), logits, atol=1e-6)
-
-
-def test_inference_does_not_depend_on_the_other_videos_in_the_batch(fitted):
-  # The seed's BN used batch statistics at inference; ours uses the moving ones.
-  model, features, _ = fitted
-  batch = model(features, training=False).numpy()
-  for row in (0, 17):
-    alone = model({k: v[row : row + 1] for k, v in features.items()}, training=False).numpy()
-    np.testing.assert_allclose(alone[0], batch[row], atol=1e-5)
-  # In training mode BN does use the batch, so the check above can tell the two apart. (On a copy:
-  # training-mode calls update the moving statistics the other tests share.)
-  copy = keras.Model.from_config(model.get_config())
-  copy.set_weights(model.get_weights())
-  alone = copy({k: v[:2] for k, v in features.items()}, training=True).numpy()
-  assert np.abs(alone[0] - copy(features, training=True).numpy()[0]).max() > 1e-3
-
-
-def test_one_l2_norm_over_both_features_inside_the_model(fitted):
-  model, features, _ = fitted
+  rng = np.random.default_rng(0)
+  features = {
+    "mean_rgb": rng.normal(size=(32, 1024)).astype(np.float32),
+    "mean_audio": rng.normal(size=(32, 128)).astype(np.float32),
+  }
   logits = model(features, training=False).numpy()
   scaled = {k: 3.0 * v for k, v in features.items()}
   np.testing.assert_allclose(model(scaled, training=False), logits, atol=1e-5)

@@ -1,138 +1,24 @@
-"""Frame-level pooling, recurrent and self-attention models: shapes, masking, round trips, a short fit.
-
-Masking is checked two ways for every model: (1) filling the padding with garbage leaves every output unchanged,
-and (2) the same videos padded to a longer max_frames (same weights) give the same outputs, which catches zero
-padding entering a mean, a softmax, a max, a convolution or an RNN state.
+"""Frame-level pooling, recurrent and attention models against their formulas: the masked mean, the
+bidirectional masking, the seed's global-context attention, the signed soft-assignment power, the presets.
+(Shapes, masking, round trips and a short fit of every model: test_models_contract.py.)
 """
 
 import keras
 import numpy as np
-import pytest
 import tensorflow as tf
+from test_models_contract import FEATURE_SIZES, NUM_FRAMES, T, frame_batch
 
-from conftest import call_with_unknown_frames
 from yt8m_tf import models
 from yt8m_tf.models.frame import pooling_models, recurrent
 
 NUM_CLASSES = 5
-SIZES = (16, 8)
-T = 8
-NUM_FRAMES = np.array([8, 5, 1, 3, 0], np.int32)  # full, partial, one frame, short, empty
-
-# (name, tiny params, deterministic in training mode: no dropout, so BN batch moments can be compared)
-CASES = [
-  ("FrameLevelLogistic", {}, True),
-  ("DBoF", {"cluster_size": 16, "hidden_size": 8}, True),
-  (
-    "DBoF",
-    {"cluster_size": 16, "hidden_size": 8, "pooling": "mean", "classifier": "logistic", "batch_norm": False},
-    True,
-  ),
-  ("SoftBoW", {"num_clusters": 6, "inner_size": 8, "bow_dropout": 0.0, "dropout": 0.0}, True),
-  (
-    "VLADBoW",
-    {
-      "num_clusters": 6,
-      "inner_size": 8,
-      "softmax_power": 3.0,
-      "learnable_power": True,
-      "bow_dropout": 0.2,
-      "dropout": 0.1,
-    },
-    False,
-  ),
-  ("TimeDistributedPooling", {"units": 8, "hidden_sizes": (8,)}, True),
-  (
-    "TimeDistributedPooling",
-    {"projection": "conv", "units": 8, "num_layers": 2, "attention_heads": 2, "hidden_sizes": (8,)},
-    True,
-  ),
-  ("StackedRNN", {"units": 6, "hidden_sizes": (8,), "dropout": 0.0}, True),
-  ("StackedRNN", {"cell": "gru", "num_layers": 3, "units": 6, "hidden_sizes": (8, 8), "dropout": 0.1}, False),
-  ("BiLSTMAttention", {"layers_number": 2, "video_hidden": 6, "audio_hidden": 4, "hidden_sizes": (8,)}, True),
-  ("AttentionModel", {"num_layers": 2, "hidden_size": 6, "hidden_sizes": (8,)}, True),
-  ("SelfAttentionEncoder", {"d_model": 8, "num_heads": 2, "ff_dim": 16, "dropout": 0.0}, True),
-  ("SelfAttentionEncoder", {"d_model": 8, "num_heads": 2, "num_layers": 1, "ff_dim": 16}, False),
-]
-
-
-def _batch(max_frames=T, seed=0, garbage=False):
-  """Videos with NUM_FRAMES real frames; the padding is zeros, or garbage when asked."""
-  rng = np.random.default_rng(seed)
-  real = {
-    "rgb": rng.normal(size=(len(NUM_FRAMES), T, SIZES[0])),
-    "audio": rng.normal(size=(len(NUM_FRAMES), T, SIZES[1])),
-  }
-  noise = np.random.default_rng(seed + 1)
-  features = {}
-  for name, x in real.items():
-    padded = np.zeros((len(NUM_FRAMES), max_frames, x.shape[-1]))
-    if garbage:
-      padded = noise.normal(3.0, 10.0, padded.shape)
-    for i, n in enumerate(NUM_FRAMES):
-      padded[i, :n] = x[i, :n]
-    features[name] = padded.astype(np.float32)
-  features["num_frames"] = NUM_FRAMES.copy()
-  labels = (rng.random((len(NUM_FRAMES), NUM_CLASSES)) < 0.4).astype(np.float32)
-  return features, labels
-
-
-def _build(name, params, max_frames=T):
-  return models.build(name, num_classes=NUM_CLASSES, feature_sizes=SIZES, max_frames=max_frames, **params)
-
-
-@pytest.mark.parametrize(
-  "name,params,deterministic", CASES, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(CASES)]
-)
-def test_frame_model(name, params, deterministic, tmp_path):
-  keras.utils.set_random_seed(3)
-  model = _build(name, params)
-  features, labels = _batch()
-  logits = np.asarray(model(features, training=False))
-  assert logits.shape == (len(NUM_FRAMES), NUM_CLASSES)
-  assert np.isfinite(logits).all()
-
-  # Padding content never matters.
-  garbage, _ = _batch(garbage=True)
-  np.testing.assert_allclose(model(garbage, training=False), logits, atol=1e-5)
-
-  # Nor does the amount of padding: the same weights at max_frames 12 give the same outputs.
-  longer = _build(name, params, max_frames=12)
-  longer.set_weights(model.get_weights())
-  for junk in (False, True):
-    np.testing.assert_allclose(longer(_batch(12, garbage=junk)[0], training=False), logits, atol=1e-5)
-
-  # Graph mode with the batch and frame axes unknown gives the same outputs.
-  np.testing.assert_allclose(call_with_unknown_frames(model, features), logits, atol=1e-5)
-
-  # Graph mode (tf.function, unknown batch size) gives the same outputs.
-  np.testing.assert_allclose(
-    model.predict(features, batch_size=len(NUM_FRAMES), verbose=0), logits, atol=1e-5
-  )
-
-  clone = keras.Model.from_config(model.get_config())
-  clone.set_weights(model.get_weights())
-  np.testing.assert_allclose(clone(features, training=False), logits, atol=1e-6)
-
-  path = str(tmp_path / "model.keras")
-  model.save(path)
-  np.testing.assert_allclose(keras.models.load_model(path)(features, training=False), logits, atol=1e-6)
-
-  if deterministic:  # training mode: BatchNorm's batch moments come from real frames only
-    np.testing.assert_allclose(model(garbage, training=True), model(features, training=True), atol=1e-4)
-
-  model.compile(
-    optimizer=keras.optimizers.Adam(0.01),
-    loss=keras.losses.BinaryCrossentropy(from_logits=True),
-    run_eagerly=True,
-  )  # eager: tracing the train step costs more than 5 tiny steps
-  history = model.fit(features, labels, epochs=5, batch_size=len(NUM_FRAMES), verbose=0).history["loss"]
-  assert np.isfinite(history).all() and history[-1] < history[0]
 
 
 def test_frame_level_logistic_is_the_mean_over_real_frames():
-  model = _build("FrameLevelLogistic", {})
-  features, _ = _batch(garbage=True)
+  model = models.build(
+    "FrameLevelLogistic", num_classes=NUM_CLASSES, feature_sizes=FEATURE_SIZES, max_frames=T
+  )
+  features = frame_batch(padding="garbage")
   x = np.concatenate([features["rgb"], features["audio"]], -1)
   kernel, bias = model.get_layer("logits").get_weights()
   for i, n in enumerate(NUM_FRAMES):
@@ -222,7 +108,7 @@ def test_registry_presets():
   )
   assert models.get("AttentionModel4").params["hidden_size"] == 768
   model = models.build(
-    "EarlyConcatLSTM2", num_classes=3, feature_sizes=SIZES, max_frames=T, units=4, hidden_sizes=(6,)
+    "EarlyConcatLSTM2", num_classes=3, feature_sizes=FEATURE_SIZES, max_frames=T, units=4, hidden_sizes=(6,)
   )
   assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.LSTM)] == [
     "lstm0",

@@ -23,7 +23,7 @@ def test_frame_mask():
 
 @pytest.mark.parametrize("method", ["mean", "max", "sum"])
 def test_masked_pooling_ignores_padding(method):
-  x, garbage, num_frames, mask = _padded()
+  x, garbage, _, mask = _padded()
   pool = layers.MaskedPooling(method)
   clean, noisy = np.asarray(pool(x, mask)), np.asarray(pool(garbage, mask))
   np.testing.assert_allclose(clean, noisy, rtol=1e-6)
@@ -51,3 +51,20 @@ def test_context_gating_roundtrip():
     clone.build((None, 5))
     clone.set_weights(layer.get_weights())
     np.testing.assert_allclose(np.asarray(clone(x)), y, rtol=1e-6)
+
+
+def test_masked_batch_norm_uses_real_frames_only():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 5, 4)).astype(np.float32)
+  mask = (np.arange(5)[None] < np.array([[5], [2], [0]])).astype(np.float32)
+  layer = layers.MaskedBatchNormalization(momentum=0.9)
+  garbage = np.where(mask[..., None] > 0, x, 1e3).astype(np.float32)
+  y = np.asarray(layer(garbage, mask, training=True))
+  real = x[mask > 0]
+  mean, var = real.mean(0), real.var(0)
+  np.testing.assert_allclose(y[mask > 0], (real - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * var, rtol=1e-5)
+  before = layer.moving_mean.numpy().copy()
+  layer(garbage, np.zeros_like(mask), training=True)  # no real frame: statistics unchanged
+  np.testing.assert_array_equal(layer.moving_mean.numpy(), before)

@@ -1,6 +1,6 @@
 """Video-level model zoo (EarlyConcatFCN, AttentiveFCN*) and the ResNetLike structure against the seed spec
-(seed_method.md §2.1): round trips, a short fit, numpy reference forwards, parameter counts, and
-batch-independent inference.
+(seed_method.md §2.1): numpy reference forwards, parameter counts, layer structure. (Shapes, round trips, a
+short fit and batch-independent inference of every model: test_models_contract.py.)
 """
 
 import keras
@@ -20,10 +20,6 @@ def _features(num=16, seed=0):
     "mean_rgb": rng.normal(size=(num, 1024)).astype(np.float32),
     "mean_audio": rng.normal(size=(num, 128)).astype(np.float32),
   }
-
-
-def _labels(num=16, num_classes=C, seed=0):
-  return (np.random.default_rng(seed + 1).random((num, num_classes)) < 0.3).astype(np.float32)
 
 
 def _randomize_batch_norm(model, seed=0):
@@ -186,7 +182,7 @@ ZOO_IDS = [z[0] for z in ZOO]
 
 
 @pytest.mark.parametrize("name,params,reference,num_params", ZOO, ids=ZOO_IDS)
-def test_zoo_model_matches_reference_roundtrips_and_fits(name, params, reference, num_params, tmp_path):
+def test_zoo_model_matches_reference_and_parameter_count(name, params, reference, num_params):
   keras.utils.set_random_seed(1)
   model = models.build(name, num_classes=C, **params)
   assert models.get(name).kind == models.VIDEO
@@ -196,18 +192,6 @@ def test_zoo_model_matches_reference_roundtrips_and_fits(name, params, reference
   logits = model(features, training=False)
   assert tuple(logits.shape) == (16, C)
   np.testing.assert_allclose(logits, reference(model, features), rtol=1e-4, atol=1e-4)
-
-  clone = keras.Model.from_config(model.get_config())
-  clone.set_weights(model.get_weights())
-  np.testing.assert_allclose(clone(features, training=False), logits, atol=1e-6)
-
-  path = str(tmp_path / "model.keras")
-  model.save(path)
-  np.testing.assert_allclose(keras.models.load_model(path)(features, training=False), logits, atol=1e-6)
-
-  model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
-  history = model.fit(features, _labels(), epochs=5, batch_size=8, shuffle=False, verbose=0).history["loss"]
-  assert history[-1] < history[0]
 
 
 def test_early_concat_fcn_applies_dropout_before_relu_and_concats_rgb_first():
@@ -464,34 +448,3 @@ def test_resnet_like_matches_a_numpy_reference_in_inference_mode():
   y = _dense(model, "logits", fc("head_fc", x))
   y = y * _sigmoid(_dense(model, "context_gate", y))
   np.testing.assert_allclose(model(f, training=False), y, rtol=1e-4, atol=1e-5)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# inference is deterministic and batch-independent (BN moving statistics, dropout off)
-
-
-@pytest.mark.parametrize(
-  "name,params",
-  [
-    ("ResNetLike", {"inner_size": 8, "dropout": 0.5, "context_gating": True}),
-    ("AttentiveFCN3", {"inner_size": 8, "dropout": 0.5}),
-    ("AttentiveFCN6", {"inner_size": 8, "dropout": 0.5}),
-    ("AttentiveFCN7", {"inner_size": 8, "dropout": 0.5}),
-    ("EarlyConcatFCN", {"inner_sizes": (8, 8), "dropout": 0.5}),
-  ],
-)
-def test_inference_is_deterministic_and_batch_independent(name, params):
-  keras.utils.set_random_seed(5)
-  model = models.build(name, num_classes=C, **params)
-  _randomize_batch_norm(model)
-  f = _features(8, seed=1)
-  other = _features(8, seed=2)
-  mixed = {k: np.concatenate([f[k][:3], other[k][3:]]) for k in f}
-  out = model(f, training=False).numpy()
-  np.testing.assert_array_equal(model(f, training=False).numpy(), out)
-  np.testing.assert_allclose(model(mixed, training=False).numpy()[:3], out[:3], rtol=1e-5, atol=1e-6)
-  single = model({k: v[:1] for k, v in f.items()}, training=False).numpy()
-  np.testing.assert_allclose(single, out[:1], rtol=1e-5, atol=1e-6)
-  # the check has teeth: in training mode (batch statistics and/or dropout) the outputs move
-  trained = model(mixed, training=True).numpy()[:3]
-  assert np.abs(trained - out[:3]).max() > 1e-4

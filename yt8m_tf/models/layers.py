@@ -1,11 +1,16 @@
-"""Layers and masked operations shared by the models.
+"""Layers and masked operations shared by the video- and frame-level models.
 
 Frame-level tensors are [B, T, D] zero-padded after `num_frames` real frames. Every reduction over
 time goes through the masked helpers here, so a padded frame never enters a softmax, mean, sum or max:
-a model's output for a video must not change when its padding changes.
+a model's output for a video must not change when its padding changes. Padded frames are removed with
+`where`, never with a 0-weight product, so even inf/NaN padding cannot leak (0 * inf is NaN).
+
+Also here: the PyTorch-default Dense and BatchNorm of the seed's models, and the class-summed L2.
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import ops
@@ -14,10 +19,26 @@ from keras import ops
 _MASKED_LOGIT = -1e9
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Masked operations.
+
+
 def frame_mask(num_frames, max_frames: int, dtype="float32"):
   """[B] frame counts -> [B, T] mask, 1 for real frames and 0 for padding."""
   positions = ops.arange(max_frames, dtype="int32")[None, :]
   return ops.cast(positions < ops.cast(num_frames, "int32")[:, None], dtype)
+
+
+def _expand(mask, x):
+  """[B, T] mask -> the rank of x ([B, T, 1, ...]) so that it broadcasts against x."""
+  while len(mask.shape) < len(x.shape):
+    mask = ops.expand_dims(mask, -1)
+  return mask
+
+
+def zero_padded(x, mask):
+  """x [B, T, ...] with its padded frames replaced by exact zeros, whatever they held."""
+  return ops.where(_expand(mask, x) > 0, x, ops.zeros_like(x))
 
 
 def masked_sum(x, mask):
@@ -41,11 +62,14 @@ def masked_max(x, mask):
 
 def masked_softmax(logits, mask, axis: int = 1):
   """Softmax over time of [B, T] or [B, T, H] logits; padded positions get exactly 0 weight."""
-  while len(mask.shape) < len(logits.shape):
-    mask = ops.expand_dims(mask, -1)
+  mask = _expand(mask, logits)
   logits = ops.where(mask > 0, logits, ops.cast(_MASKED_LOGIT, logits.dtype))
   weights = ops.softmax(logits, axis=axis)
   return weights * ops.cast(mask > 0, weights.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masked layers.
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -87,6 +111,141 @@ class MaskedPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
+class MaskedFramePooling(MaskedPooling):
+  """MaskedPooling ("mean" / "max" / "sum") whose padded frames are removed with `where` first, so non-finite
+  padding cannot reach the result through a 0 * inf product. The pooled output carries no Keras mask."""
+
+  def call(self, x, mask):
+    return super().call(zero_padded(x, mask), mask)
+
+  def compute_mask(self, inputs, previous_mask=None):
+    return None
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class ZeroPadFrames(keras.layers.Layer):
+  """Replaces padded frames of [B, T, D] by zeros (with `where`, so inf/NaN padding is removed too).
+
+  The output carries no Keras mask (layers after it, such as Conv1D, take none); pass the frame mask explicitly.
+  """
+
+  def call(self, x, mask):
+    return zero_padded(x, mask)
+
+  def compute_mask(self, inputs, previous_mask=None):
+    return None
+
+  def compute_output_shape(self, x_shape, mask_shape=None):
+    return x_shape
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class AttentionPooling(keras.layers.Layer):
+  """Learned temporal pooling: w = masked softmax_t(Dense(num_heads)(x_t)); out_h = sum_t w_th x_t.
+
+  [B, T, D] -> [B, num_heads * D] (heads concatenated). Padded frames get exactly zero weight and their values
+  are replaced by zeros before the weighted sum; a video with no real frames pools to zeros.
+  """
+
+  def __init__(self, num_heads: int = 1, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads = num_heads
+    self.score = keras.layers.Dense(num_heads, name="score")
+
+  def build(self, x_shape, mask_shape=None):
+    self.score.build(x_shape)
+
+  def call(self, x, mask):
+    weights = masked_softmax(self.score(x), mask, axis=1)  # [B, T, H]
+    pooled = ops.einsum("bth,btd->bhd", weights, zero_padded(x, mask))  # [B, H, D]
+    return ops.reshape(pooled, (-1, self.num_heads * x.shape[-1]))
+
+  def compute_output_shape(self, x_shape, mask_shape=None):
+    return (x_shape[0], self.num_heads * x_shape[-1])
+
+  def compute_mask(self, inputs, previous_mask=None):
+    return None
+
+  def get_config(self):
+    return {**super().get_config(), "num_heads": self.num_heads}
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
+class MaskedBatchNormalization(keras.layers.Layer):
+  """Batch normalization over the last axis whose batch statistics come from real frames only.
+
+  `call(x, mask)` with x [B, T, C] and mask [B, T] (1 real, 0 padding); without a mask it is plain
+  BN over all leading axes. Training: mean and (biased) variance are the mask-weighted moments over
+  (batch, time); moving averages are updated from them as Keras BN does
+  (moving = moving * momentum + batch * (1 - momentum)), except that a batch with no real frame
+  leaves them unchanged. Inference: moving averages. Same defaults as keras BatchNormalization.
+  """
+
+  def __init__(
+    self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True, scale: bool = True, **kwargs
+  ):
+    super().__init__(**kwargs)
+    self.momentum = momentum
+    self.epsilon = epsilon
+    self.center = center
+    self.scale = scale
+
+  def build(self, input_shape):
+    dim = (input_shape[-1],)
+    self.gamma = self.add_weight(name="gamma", shape=dim, initializer="ones") if self.scale else None
+    self.beta = self.add_weight(name="beta", shape=dim, initializer="zeros") if self.center else None
+    self.moving_mean = self.add_weight(
+      name="moving_mean", shape=dim, initializer="zeros", trainable=False, autocast=False
+    )
+    self.moving_variance = self.add_weight(
+      name="moving_variance", shape=dim, initializer="ones", trainable=False, autocast=False
+    )
+
+  def _update(self, moving, batch_value, has_frames):
+    updated = moving * self.momentum + ops.cast(batch_value, "float32") * (1 - self.momentum)
+    moving.assign(ops.where(has_frames, updated, moving))
+
+  def call(self, inputs, mask=None, training=None):
+    x = inputs
+    if training and self.trainable:
+      axes = tuple(range(len(x.shape) - 1))
+      if mask is None:
+        mask = ops.ones_like(x[..., 0])
+      valid = _expand(ops.cast(mask, x.dtype), x) > 0  # where(), not a product: NaN padding is fine
+      count = ops.sum(ops.cast(valid, x.dtype) * ops.ones_like(x[..., :1]))
+      denominator = ops.maximum(count, 1.0)
+      mean = ops.sum(ops.where(valid, x, 0.0), axis=axes) / denominator
+      variance = ops.sum(ops.where(valid, ops.square(x - mean), 0.0), axis=axes) / denominator
+      self._update(self.moving_mean, mean, count > 0)
+      self._update(self.moving_variance, variance, count > 0)
+    else:
+      mean = ops.cast(self.moving_mean, x.dtype)
+      variance = ops.cast(self.moving_variance, x.dtype)
+    y = (x - mean) * ops.rsqrt(variance + self.epsilon)
+    if self.scale:
+      y = y * self.gamma
+    if self.center:
+      y = y + self.beta
+    return y
+
+  def compute_output_shape(self, inputs_shape, mask_shape=None):
+    return inputs_shape
+
+  def get_config(self):
+    return {
+      **super().get_config(),
+      "momentum": self.momentum,
+      "epsilon": self.epsilon,
+      "center": self.center,
+      "scale": self.scale,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gating, PyTorch-default layers, regularization.
+
+
+@keras.saving.register_keras_serializable(package="yt8m_tf")
 class ContextGating(keras.layers.Layer):
   """y = x * sigmoid(W x + b) (WILLOW's context gating; with `batch_norm`, BN replaces the bias)."""
 
@@ -113,6 +272,23 @@ class ContextGating(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "batch_norm": self.batch_norm}
+
+
+def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
+  """Dense initialized like PyTorch's nn.Linear: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  limit = 1.0 / math.sqrt(fan_in)
+  return keras.layers.Dense(
+    units,
+    use_bias=use_bias,
+    name=name,
+    kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+    bias_initializer=keras.initializers.RandomUniform(-limit, limit),
+  )
+
+
+def torch_batch_norm(name: str) -> keras.layers.BatchNormalization:
+  """BatchNorm1d's defaults: momentum 0.1 (Keras 0.9) and epsilon 1e-5."""
+  return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
 def class_summed_l2(l2_penalty: float, num_classes: int) -> keras.regularizers.Regularizer:

@@ -3,6 +3,7 @@
 Every model takes the readers' feature dict (video level: `mean_rgb`, `mean_audio`; frame level:
 `rgb`, `audio`, `num_frames`) and returns logits [B, num_classes]. A builder registers itself with
 `@register("Name", kind="video"|"frame")`; `kind` tells training which reader and inputs to use.
+A family of models that differ only in numbers is one builder plus a table of `register_variant` calls.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-from typing import Callable, Dict, List
+from collections.abc import Callable, Mapping
 
 import keras
 
@@ -24,7 +25,7 @@ class ModelEntry:
   builder: Callable[..., keras.Model]
 
   @property
-  def params(self) -> Dict[str, object]:
+  def params(self) -> dict[str, object]:
     """The builder's keyword parameters and their defaults."""
     signature = inspect.signature(self.builder)
     return {
@@ -32,7 +33,7 @@ class ModelEntry:
     }
 
 
-_REGISTRY: Dict[str, ModelEntry] = {}
+_REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(name: str, kind: str):
@@ -46,6 +47,41 @@ def register(name: str, kind: str):
     return builder
 
   return decorator
+
+
+def register_variant(
+  name: str,
+  kind: str,
+  builder: Callable[..., keras.Model],
+  fixed: Mapping[str, object] | None = None,
+  **defaults,
+) -> Callable[..., keras.Model]:
+  """Registers `builder` under `name` with the arguments in `fixed` bound (they are not params of the
+  variant) and `defaults` as the defaults of its other params. A builder taking **kwargs gets the
+  `defaults` it does not name as new keyword params, so each variant lists exactly the params it accepts.
+  """
+  fixed = dict(fixed or {})
+  signature = inspect.signature(builder)
+  new = dict(defaults)
+  parameters, takes_kwargs = [], False
+  for parameter in signature.parameters.values():
+    if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+      takes_kwargs = True
+    elif parameter.name not in fixed:
+      if parameter.name in new:
+        parameter = parameter.replace(default=new.pop(parameter.name))
+      parameters.append(parameter)
+  if new and not takes_kwargs:
+    raise TypeError(f"{builder.__name__} has no params {sorted(new)}")
+  parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in new.items()]
+
+  def variant(**params):
+    return builder(**fixed, **{**defaults, **params})
+
+  variant.__signature__ = signature.replace(parameters=parameters)  # what ModelEntry.params reads
+  variant.__name__ = variant.__qualname__ = f"{builder.__name__}[{name}]"
+  variant.__doc__, variant.__module__ = builder.__doc__, builder.__module__
+  return register(name, kind)(variant)
 
 
 def get(name: str) -> ModelEntry:
@@ -68,5 +104,5 @@ def build(name: str, num_classes: int = 3862, **params) -> keras.Model:
   return entry.builder(num_classes=num_classes, **params)
 
 
-def list_models(kind: str | None = None) -> List[str]:
+def list_models(kind: str | None = None) -> list[str]:
   return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)

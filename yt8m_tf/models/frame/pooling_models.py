@@ -1,5 +1,5 @@
-"""Frame-level models that embed frames independently and pool them over time, plus the masked layers the
-other frame-level modules share (seed_method.md §2.2, peers.md §A.4).
+"""Frame-level models that embed frames independently and pool them over time (seed_method.md §2.2,
+peers.md §A.4). The masked layers they use are in models/layers.py, the heads in models/heads.py.
 
 Inputs are `rgb` [B, T, 1024], `audio` [B, T, 128] zero-padded after `num_frames`; every model returns logits.
 Masking: the [B, T] frame mask is built from `num_frames` (never inferred from zero frames, as the seed did).
@@ -19,89 +19,15 @@ Models:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
 
-from yt8m_tf.models.inputs import frame_inputs
-from yt8m_tf.models.layers import FrameMask, MaskedPooling, masked_softmax, class_summed_l2
+from yt8m_tf.models.heads import classifier_head, fcn_head, logistic_head, resnet_like_head
+from yt8m_tf.models.inputs import masked_frame_inputs
+from yt8m_tf.models.layers import AttentionPooling, MaskedFramePooling, ZeroPadFrames
 from yt8m_tf.models.registry import FRAME, register
-from yt8m_tf.models.video.moe import MixtureOfExperts
-from yt8m_tf.models.video.resnet_like import resnet_like_head, torch_dense
-
-
-def _valid(mask, x):
-  """[B, T] float mask -> boolean [B, T, 1] (or broadcastable to x) that selects real frames."""
-  mask = mask > 0
-  while len(mask.shape) < len(x.shape):
-    mask = ops.expand_dims(mask, -1)
-  return mask
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Shared masked layers (used by recurrent.py and self_attention.py too).
-
-
-@keras.saving.register_keras_serializable(package="yt8m_tf")
-class ZeroPadFrames(keras.layers.Layer):
-  """Replaces padded frames of [B, T, D] by zeros (with `where`, so inf/NaN padding is removed too).
-
-  The output carries no Keras mask (layers after it, such as Conv1D, take none); pass the frame mask explicitly.
-  """
-
-  def call(self, x, mask):
-    return ops.where(_valid(mask, x), x, ops.zeros_like(x))
-
-  def compute_mask(self, inputs, previous_mask=None):
-    return None
-
-  def compute_output_shape(self, x_shape, mask_shape=None):
-    return x_shape
-
-
-@keras.saving.register_keras_serializable(package="yt8m_tf")
-class MaskedFramePooling(MaskedPooling):
-  """MaskedPooling ("mean" / "max" / "sum") whose padded frames are removed with `where` first, so non-finite
-  padding cannot reach the result through a 0 * inf product. The pooled output carries no Keras mask."""
-
-  def call(self, x, mask):
-    return super().call(ops.where(_valid(mask, x), x, ops.zeros_like(x)), mask)
-
-  def compute_mask(self, inputs, previous_mask=None):
-    return None
-
-
-@keras.saving.register_keras_serializable(package="yt8m_tf")
-class AttentionPooling(keras.layers.Layer):
-  """Learned temporal pooling: w = masked softmax_t(Dense(num_heads)(x_t)); out_h = sum_t w_th x_t.
-
-  [B, T, D] -> [B, num_heads * D] (heads concatenated). Padded frames get exactly zero weight and their values
-  are replaced by zeros before the weighted sum; a video with no real frames pools to zeros.
-  """
-
-  def __init__(self, num_heads: int = 1, **kwargs):
-    super().__init__(**kwargs)
-    self.num_heads = num_heads
-    self.score = keras.layers.Dense(num_heads, name="score")
-
-  def build(self, x_shape, mask_shape=None):
-    self.score.build(x_shape)
-
-  def call(self, x, mask):
-    weights = masked_softmax(self.score(x), mask, axis=1)  # [B, T, H]
-    x = ops.where(_valid(mask, x), x, ops.zeros_like(x))
-    pooled = ops.einsum("bth,btd->bhd", weights, x)  # [B, H, D]
-    return ops.reshape(pooled, (-1, self.num_heads * x.shape[-1]))
-
-  def compute_output_shape(self, x_shape, mask_shape=None):
-    return (x_shape[0], self.num_heads * x_shape[-1])
-
-  def compute_mask(self, inputs, previous_mask=None):
-    return None
-
-  def get_config(self):
-    return {**super().get_config(), "num_heads": self.num_heads}
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -152,50 +78,16 @@ class SoftAssignment(keras.layers.Layer):
     }
 
 
-def model_inputs(feature_sizes: Sequence[int], max_frames: int):
-  """The frame-level inputs dict, rgb, audio and the float [B, T] frame mask."""
-  inputs = frame_inputs(feature_sizes, max_frames)
-  mask = FrameMask(max_frames, name="frame_mask")(inputs["num_frames"])
-  return inputs, inputs["rgb"], inputs["audio"], mask
-
-
-def fcn_head(x, num_classes: int, hidden_sizes: Sequence[int] = (), dropout: float = 0.0, name: str = "fcn"):
-  """The seed's FCN: every hidden layer is Linear -> Dropout -> ReLU (dropout before the activation), then a
-  linear output; PyTorch nn.Linear initialization."""
-  for i, units in enumerate(hidden_sizes):
-    x = torch_dense(units, x.shape[-1], name=f"{name}_dense{i}")(x)
-    if dropout > 0:
-      x = keras.layers.Dropout(dropout, name=f"{name}_dropout{i}")(x)
-    x = keras.layers.ReLU(name=f"{name}_relu{i}")(x)
-  return torch_dense(num_classes, x.shape[-1], name="logits")(x)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Models.
-
-
 @register("FrameLevelLogistic", kind=FRAME)
 def frame_level_logistic(
   num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, l2_penalty: float = 1e-8
 ) -> keras.Model:
   """The starter's FrameLevelLogisticModel: mean over the real frames -> Dense logits (L2 on the kernel)."""
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
-  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
-  logits = keras.layers.Dense(
-    num_classes, kernel_regularizer=class_summed_l2(l2_penalty, num_classes), name="logits"
-  )(x)
+  logits = logistic_head(x, num_classes, l2_penalty)
   return keras.Model(inputs, logits, name="FrameLevelLogistic")
-
-
-def _video_classifier(x, num_classes: int, classifier: str, num_mixtures: int, l2_penalty: float):
-  if classifier == "moe":
-    return MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(x)
-  if classifier == "logistic":
-    return keras.layers.Dense(
-      num_classes, kernel_regularizer=class_summed_l2(l2_penalty, num_classes), name="logits"
-    )(x)
-  raise ValueError(f"classifier must be 'moe' or 'logistic', got {classifier!r}")
 
 
 @register("DBoF", kind=FRAME)
@@ -218,8 +110,8 @@ def dbof(
   2018 starter, "sigmoid" at its HEAD); `batch_norm=False` replaces every BN by a bias (the starter could not
   switch BN off); `classifier` "moe" (MixtureOfExperts, returns logits) or "logistic".
   """
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
-  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   if batch_norm:
     x = keras.layers.BatchNormalization(name="input_bn")(x, mask=mask)
   x = keras.layers.Dense(cluster_size, use_bias=not batch_norm, name="cluster_dense")(x)
@@ -231,7 +123,7 @@ def dbof(
   if batch_norm:
     x = keras.layers.BatchNormalization(name="hidden_bn")(x)
   x = keras.layers.Activation(activation, name="hidden_act")(x)
-  logits = _video_classifier(x, num_classes, classifier, num_mixtures, l2_penalty)
+  logits = classifier_head(x, num_classes, classifier, num_mixtures, l2_penalty)
   return keras.Model(inputs, logits, name="DBoF")
 
 
@@ -257,9 +149,9 @@ def soft_bow(
   context_gating) with audio first. Seed config 91: num_clusters=4096, softmax_power=3, learnable_power=True,
   bow_dropout=0.1.
   """
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
   hists = {}
-  for name, x in (("video", rgb), ("audio", audio)):
+  for name, x in (("video", frames["rgb"]), ("audio", frames["audio"])):
     s = SoftAssignment(num_clusters, softmax_power, learnable_power, name=f"{name}_assign")(x)
     h = MaskedFramePooling("sum", name=f"{name}_hist")(s, mask)
     if bow_dropout > 0:
@@ -305,8 +197,8 @@ def time_distributed_pooling(
   """
   if projection not in ("dense", "conv"):
     raise ValueError(f"projection must be 'dense' or 'conv', got {projection!r}")
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
-  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   for i in range(num_layers):
     if projection == "conv":
       x = ZeroPadFrames(name=f"zero_pad{i}")(x, mask)

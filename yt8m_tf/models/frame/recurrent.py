@@ -16,24 +16,22 @@ Models:
 
 from __future__ import annotations
 
-import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import ops
 
-from yt8m_tf.models.frame.pooling_models import AttentionPooling, fcn_head, model_inputs
-from yt8m_tf.models.layers import masked_mean, masked_softmax
-from yt8m_tf.models.registry import FRAME, register
-from yt8m_tf.models.video.resnet_like import torch_dense
-
-
-def _preset(name: str, builder, **defaults):
-  """Registers `builder` under `name` with other defaults (they show in the registry's params)."""
-  preset = functools.partial(builder, **defaults)
-  functools.update_wrapper(preset, builder)
-  del preset.__wrapped__  # let inspect.signature see the partial's defaults, not the builder's
-  register(name, kind=FRAME)(preset)
+from yt8m_tf.models.heads import fcn_head
+from yt8m_tf.models.inputs import masked_frame_inputs
+from yt8m_tf.models.layers import (
+  AttentionPooling,
+  masked_mean,
+  masked_softmax,
+  torch_batch_norm,
+  torch_dense,
+  zero_padded,
+)
+from yt8m_tf.models.registry import FRAME, register, register_variant
 
 
 def _uniform_dense(units: int, fan_in: int, name: str, use_bias: bool = True):
@@ -43,11 +41,6 @@ def _uniform_dense(units: int, fan_in: int, name: str, use_bias: bool = True):
   return keras.layers.Dense(
     units, use_bias=use_bias, name=name, kernel_initializer=init, bias_initializer=init
   )
-
-
-def _torch_bn(name: str):
-  """BatchNorm1d's defaults: momentum 0.1 (Keras 0.9) and epsilon 1e-5."""
-  return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
 @register("StackedRNN", kind=FRAME)
@@ -66,8 +59,8 @@ def stacked_rnn(
   (Linear -> Dropout -> ReLU per hidden size). The defaults are the seed's EarlyConcatLSTM."""
   if cell not in ("lstm", "gru"):
     raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
-  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   rnn_class = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
   states = []
   for i in range(num_layers):
@@ -80,21 +73,32 @@ def stacked_rnn(
   return keras.Model(inputs, logits, name="StackedRNN")
 
 
-_preset(
-  "EarlyConcatLSTM", stacked_rnn, cell="lstm", num_layers=2, units=1024, hidden_sizes=(2048,), dropout=0.1
-)
-_preset(
-  "EarlyConcatLSTM2",
-  stacked_rnn,
-  cell="lstm",
-  num_layers=3,
-  units=512,
-  hidden_sizes=(1024, 1024),
-  dropout=0.0,
-)
-_preset(
-  "EarlyConcatGRU2", stacked_rnn, cell="gru", num_layers=3, units=1024, hidden_sizes=(1024, 1024), dropout=0.0
-)
+# The seed's stacked RNNs: StackedRNN with other defaults (every param stays a param).
+STACKED_RNN_PRESETS = {
+  "EarlyConcatLSTM": {
+    "cell": "lstm",
+    "num_layers": 2,
+    "units": 1024,
+    "hidden_sizes": (2048,),
+    "dropout": 0.1,
+  },
+  "EarlyConcatLSTM2": {
+    "cell": "lstm",
+    "num_layers": 3,
+    "units": 512,
+    "hidden_sizes": (1024, 1024),
+    "dropout": 0.0,
+  },
+  "EarlyConcatGRU2": {
+    "cell": "gru",
+    "num_layers": 3,
+    "units": 1024,
+    "hidden_sizes": (1024, 1024),
+    "dropout": 0.0,
+  },
+}
+for _name, _defaults in STACKED_RNN_PRESETS.items():
+  register_variant(_name, FRAME, stacked_rnn, **_defaults)
 
 
 @register("BiLSTMAttention", kind=FRAME)
@@ -114,9 +118,9 @@ def bilstm_attention(
     pooled = sum_t softmax_t(Dense(1)(x_t)) x_t over the real frames.
   concat(video, audio) (3072 + 384 = 3456 at the defaults) -> BatchNorm -> FCN(hidden_sizes, dropout) -> logits.
   """
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
   pooled = []
-  for name, x, hidden in (("video", rgb, video_hidden), ("audio", audio, audio_hidden)):
+  for name, x, hidden in (("video", frames["rgb"], video_hidden), ("audio", frames["audio"], audio_hidden)):
     x = torch_dense(x.shape[-1], x.shape[-1], name=f"{name}_dense")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     for i in range(layers_number):
@@ -125,7 +129,7 @@ def bilstm_attention(
       x = keras.layers.Concatenate(name=f"{name}_dense_concat{i}")([x, h])
     pooled.append(AttentionPooling(1, name=f"{name}_attention_pool")(x, mask))
   x = keras.layers.Concatenate(name="concat_modalities")(pooled)
-  x = _torch_bn("head_bn")(x)
+  x = torch_batch_norm("head_bn")(x)
   logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="BiLSTMAttention")
 
@@ -173,10 +177,8 @@ class GlobalContextAttention(keras.layers.Layer):
         v = v + ops.expand_dims(self.context_dense[i - 1](ops.concatenate(contexts, axis=-1)), 1)
       v = ops.relu(v)
       weights = masked_softmax(self.score_dense[i](v)[..., 0], mask, axis=1)  # [B, T]
-      v = ops.where(ops.expand_dims(mask, -1) > 0, v, ops.zeros_like(v))
-      contexts.append(ops.einsum("bt,btd->bd", weights, v))
-    x = ops.where(ops.expand_dims(mask, -1) > 0, x, ops.zeros_like(x))
-    return ops.concatenate([masked_mean(x, mask)] + contexts, axis=-1)
+      contexts.append(ops.einsum("bt,btd->bd", weights, zero_padded(v, mask)))
+    return ops.concatenate([masked_mean(zero_padded(x, mask), mask), *contexts], axis=-1)
 
   def compute_output_shape(self, x_shape, mask_shape=None):
     return (x_shape[0], x_shape[-1] + self.num_layers * self.hidden_size)
@@ -201,15 +203,20 @@ def attention_model(
 ) -> keras.Model:
   """The seed's AttentionModel: GlobalContextAttention(L=num_layers, H=hidden_size) on concat(rgb, audio)
   -> BatchNorm (if batch_norm) -> FCN(hidden_sizes, dropout) -> logits."""
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
-  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = GlobalContextAttention(num_layers, hidden_size, name="context_attention")(x, mask)
   if batch_norm:
-    x = _torch_bn("head_bn")(x)
+    x = torch_batch_norm("head_bn")(x)
   logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="AttentionModel")
 
 
-_preset("AttentionModel2", attention_model, dropout=0.3)
-_preset("AttentionModel3", attention_model, num_layers=5, hidden_size=512)
-_preset("AttentionModel4", attention_model, num_layers=4, hidden_size=768, dropout=0.3)
+# The seed's AttentionModel configurations.
+ATTENTION_MODEL_PRESETS = {
+  "AttentionModel2": {"dropout": 0.3},
+  "AttentionModel3": {"num_layers": 5, "hidden_size": 512},
+  "AttentionModel4": {"num_layers": 4, "hidden_size": 768, "dropout": 0.3},
+}
+for _name, _defaults in ATTENTION_MODEL_PRESETS.items():
+  register_variant(_name, FRAME, attention_model, **_defaults)

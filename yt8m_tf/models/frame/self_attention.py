@@ -22,7 +22,8 @@ import math
 import keras
 from keras import ops
 
-from yt8m_tf.models.frame.pooling_models import MaskedFramePooling, ZeroPadFrames, model_inputs
+from yt8m_tf.models.inputs import masked_frame_inputs
+from yt8m_tf.models.layers import MaskedFramePooling, ZeroPadFrames, zero_padded
 from yt8m_tf.models.registry import FRAME, register
 
 
@@ -85,7 +86,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
     x = self.norm_attention(x + self.drop(attended, training=training))
     ff = self.ff_out(self.drop(self.ff_in(x), training=training))
     x = self.norm_ff(x + self.drop(ff, training=training))
-    return ops.where(valid[..., None], x, ops.zeros_like(x))
+    return zero_padded(x, mask)
 
   def compute_output_shape(self, x_shape, mask_shape=None):
     return x_shape
@@ -113,8 +114,8 @@ def self_attention_encoder(
 ) -> keras.Model:
   """Transformer encoder over the real frames (module docstring); `dropout` is used on the input, inside the
   attention, on both residual branches and inside the FFN."""
-  inputs, rgb, audio, mask = model_inputs(feature_sizes, max_frames)
-  x = keras.layers.Concatenate(name="concat_features")([rgb, audio])
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = keras.layers.Dense(d_model, name="input_projection")(x)
   x = SinusoidalPositions(name="positions")(x)
   if dropout > 0:

@@ -58,10 +58,10 @@ import math
 import keras
 from keras import ops
 
-from yt8m_tf.models.inputs import frame_inputs
-from yt8m_tf.models.layers import ContextGating, FrameMask, class_summed_l2
-from yt8m_tf.models.registry import FRAME, register
-from yt8m_tf.models.video.moe import MixtureOfExperts
+from yt8m_tf.models.heads import check_classifier, classifier_head, logistic_head
+from yt8m_tf.models.inputs import masked_frame_inputs
+from yt8m_tf.models.layers import ContextGating, MaskedBatchNormalization, zero_padded
+from yt8m_tf.models.registry import FRAME, register, register_variant
 
 _L2_EPSILON = 1e-12  # tf.nn.l2_normalize's default
 
@@ -69,99 +69,6 @@ _L2_EPSILON = 1e-12  # tf.nn.l2_normalize's default
 def l2_normalize(x, axis):
   """x / max(||x||, 1e-6) along `axis`, as tf.nn.l2_normalize (a zero vector stays zero)."""
   return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), _L2_EPSILON))
-
-
-def _expand_mask(mask, x):
-  """[B, T] mask -> [B, T, 1] (rank of x), in x's dtype."""
-  mask = ops.cast(mask, x.dtype)
-  while len(mask.shape) < len(x.shape):
-    mask = ops.expand_dims(mask, -1)
-  return mask
-
-
-def zero_padding(x, mask):
-  """Sets padded frames to exactly 0 (whatever they held, NaN included)."""
-  return ops.where(_expand_mask(mask, x) > 0, x, ops.zeros_like(x))
-
-
-@keras.saving.register_keras_serializable(package="yt8m_tf")
-class MaskedBatchNormalization(keras.layers.Layer):
-  """Batch normalization over the last axis whose batch statistics come from real frames only.
-
-  `call(x, mask)` with x [B, T, C] and mask [B, T] (1 real, 0 padding); without a mask it is plain
-  BN over all leading axes. Training: mean and (biased) variance are the mask-weighted moments over
-  (batch, time); moving averages are updated from them as Keras BN does
-  (moving = moving * momentum + batch * (1 - momentum)), except that a batch with no real frame
-  leaves them unchanged. Inference: moving averages. Same defaults as keras BatchNormalization.
-  """
-
-  def __init__(
-    self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True, scale: bool = True, **kwargs
-  ):
-    super().__init__(**kwargs)
-    self.momentum = momentum
-    self.epsilon = epsilon
-    self.center = center
-    self.scale = scale
-
-  def build(self, input_shape):
-    dim = (input_shape[-1],)
-    self.gamma = self.add_weight(name="gamma", shape=dim, initializer="ones") if self.scale else None
-    self.beta = self.add_weight(name="beta", shape=dim, initializer="zeros") if self.center else None
-    self.moving_mean = self.add_weight(
-      name="moving_mean", shape=dim, initializer="zeros", trainable=False, autocast=False
-    )
-    self.moving_variance = self.add_weight(
-      name="moving_variance", shape=dim, initializer="ones", trainable=False, autocast=False
-    )
-
-  def call(self, inputs, mask=None, training=None):
-    x = inputs
-    if training and self.trainable:
-      axes = tuple(range(len(x.shape) - 1))
-      if mask is None:
-        mask = ops.ones_like(x[..., 0])
-      valid = _expand_mask(mask, x) > 0  # where(), not a product: NaN padding is fine
-      count = ops.sum(ops.cast(valid, x.dtype) * ops.ones_like(x[..., :1]))
-      denominator = ops.maximum(count, 1.0)
-      mean = ops.sum(ops.where(valid, x, 0.0), axis=axes) / denominator
-      variance = ops.sum(ops.where(valid, ops.square(x - mean), 0.0), axis=axes) / denominator
-      has_frames = count > 0
-      self.moving_mean.assign(
-        ops.where(
-          has_frames,
-          self.moving_mean * self.momentum + ops.cast(mean, "float32") * (1 - self.momentum),
-          self.moving_mean,
-        )
-      )
-      self.moving_variance.assign(
-        ops.where(
-          has_frames,
-          self.moving_variance * self.momentum + ops.cast(variance, "float32") * (1 - self.momentum),
-          self.moving_variance,
-        )
-      )
-    else:
-      mean = ops.cast(self.moving_mean, x.dtype)
-      variance = ops.cast(self.moving_variance, x.dtype)
-    y = (x - mean) * ops.rsqrt(variance + self.epsilon)
-    if self.scale:
-      y = y * self.gamma
-    if self.center:
-      y = y + self.beta
-    return y
-
-  def compute_output_shape(self, inputs_shape, mask_shape=None):
-    return inputs_shape
-
-  def get_config(self):
-    return {
-      **super().get_config(),
-      "momentum": self.momentum,
-      "epsilon": self.epsilon,
-      "center": self.center,
-      "scale": self.scale,
-    }
 
 
 class _WillowPooling(keras.layers.Layer):
@@ -197,7 +104,7 @@ class _WillowPooling(keras.layers.Layer):
     pass
 
   def _assignment(self, x, mask, training):
-    """Soft assignment [B, T, K], 0 on padded frames (callers pass x through zero_padding first)."""
+    """Soft assignment [B, T, K], 0 on padded frames (callers pass x through zero_padded first)."""
     logits = ops.matmul(x, self.cluster_weights)  # [B, T, K]
     if self.add_batch_norm:
       logits = self.cluster_bn(logits, mask, training=training)
@@ -230,7 +137,7 @@ class NetVLAD(_WillowPooling):
     )
 
   def call(self, x, mask, training=None):
-    x = zero_padding(x, mask)
+    x = zero_padded(x, mask)
     a = self._assignment(x, mask, training)
     vlad = self._weighted_sum(a, x) - ops.expand_dims(ops.sum(a, axis=1), 1) * self.centers
     vlad = l2_normalize(vlad, axis=1)
@@ -242,7 +149,7 @@ class NetRVLAD(_WillowPooling):
   """WILLOW NetRVLAD (LightVLAD): V_jk = sum_t a_k(x_t) x_tj, intra-L2, flatten, global L2."""
 
   def call(self, x, mask, training=None):
-    x = zero_padding(x, mask)
+    x = zero_padded(x, mask)
     vlad = l2_normalize(self._weighted_sum(self._assignment(x, mask, training), x), axis=1)
     return l2_normalize(ops.reshape(vlad, (-1, self.feature_size * self.cluster_size)), axis=1)
 
@@ -281,7 +188,7 @@ class NetFV(_WillowPooling):
     return 2 * n * self.cluster_size
 
   def call(self, x, mask, training=None):
-    x = zero_padding(x, mask)
+    x = zero_padded(x, mask)
     a = self._assignment(x, mask, training)
     centers = self.coupling_factor * self.cluster_weights if self.couple_weights else self.centers
     sigma = ops.square(self.covar_weights) + 1e-6
@@ -354,7 +261,7 @@ class NeXtVLAD(keras.layers.Layer):
   def call(self, x, mask, training=None):
     max_frames = ops.shape(x)[1]  # static when known, else a scalar tensor (e.g. from a tf.data pipeline)
     mask = ops.cast(mask, x.dtype)
-    expanded = self.expand(zero_padding(x, mask))  # [B, T, lambda*N]
+    expanded = self.expand(zero_padded(x, mask))  # [B, T, lambda*N]
     attention = self.attention(expanded) * ops.expand_dims(mask, -1)  # [B, T, G]
     logits = self.cluster_bn(ops.matmul(expanded, self.cluster_weights), mask, training=training)
     logits = ops.reshape(logits, (-1, max_frames, self.groups, self.cluster_size))
@@ -445,42 +352,33 @@ class ProbabilityGating(keras.layers.Layer):
     return {**super().get_config(), "epsilon": self.epsilon}
 
 
-def _split_frames(feature_sizes, max_frames):
-  inputs = frame_inputs(feature_sizes, max_frames)
-  mask = FrameMask(max_frames, name="frame_mask")(inputs["num_frames"])
-  modalities = [name for name in inputs if name != "num_frames"]
-  return inputs, mask, modalities
-
-
-def _willow_model(
-  model_name,
-  pooling_cls,
-  pooling_kwargs,
-  num_classes,
-  feature_sizes,
-  max_frames,
-  cluster_size,
-  hidden_size,
-  add_batch_norm,
-  relu,
-  gating,
-  classifier,
-  num_mixtures,
-  l2_penalty,
-  probability_gating,
-):
-  if classifier not in ("moe", "logistic"):
-    raise ValueError(f"classifier must be 'moe' or 'logistic', got {classifier!r}")
-  inputs, mask, modalities = _split_frames(feature_sizes, max_frames)
+def willow_model(
+  name: str,
+  pooling: type[_WillowPooling],
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  cluster_size: int = 64,
+  hidden_size: int = 1024,
+  add_batch_norm: bool = True,
+  relu: bool = False,
+  gating: bool = True,
+  classifier: str = "moe",
+  num_mixtures: int = 2,
+  l2_penalty: float = 1e-6,
+  probability_gating: bool = True,
+  **pooling_params,
+) -> keras.Model:
+  """WILLOW's gated model around one pooling layer class (module docstring); `pooling_params` go to it."""
+  check_classifier(classifier)
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
   pooled = []
-  for i, name in enumerate(modalities):
-    x = inputs[name]
+  for i, (modality, x) in enumerate(frames.items()):
     if add_batch_norm:
-      x = MaskedBatchNormalization(name=f"{name}_input_bn")(x, mask)
+      x = MaskedBatchNormalization(name=f"{modality}_input_bn")(x, mask)
     clusters = cluster_size if i == 0 else max(cluster_size // 2, 1)
-    pooled.append(
-      pooling_cls(clusters, add_batch_norm=add_batch_norm, name=f"{name}_pooling", **pooling_kwargs)(x, mask)
-    )
+    layer = pooling(clusters, add_batch_norm=add_batch_norm, name=f"{modality}_pooling", **pooling_params)
+    pooled.append(layer(x, mask))
   h = keras.layers.Concatenate(name="concat_pooled")(pooled)
   hidden_bn = add_batch_norm and relu  # WILLOW: BN only with the ReLU, otherwise a bias
   h = keras.layers.Dense(
@@ -496,123 +394,22 @@ def _willow_model(
     h = keras.layers.ReLU(max_value=6.0, name="relu6")(h)
   if gating:
     h = ContextGating(batch_norm=add_batch_norm, name="context_gating")(h)
-  if classifier == "moe":
-    logits = MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(h)
-  else:
-    regularizer = class_summed_l2(l2_penalty, num_classes)
-    logits = keras.layers.Dense(
-      num_classes, kernel_regularizer=regularizer, bias_regularizer=regularizer, name="logits"
-    )(h)
+  logits = classifier_head(h, num_classes, classifier, num_mixtures, l2_penalty, regularize_bias=True)
   if probability_gating:
     logits = ProbabilityGating(name="probability_gating")(logits)
-  return keras.Model(inputs, logits, name=model_name)
+  return keras.Model(inputs, logits, name=name)
 
 
-@register("NetVLADModel", kind=FRAME)
-def netvlad_model(
-  num_classes: int = 3862,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
-  cluster_size: int = 64,
-  hidden_size: int = 1024,
-  add_batch_norm: bool = True,
-  relu: bool = False,
-  gating: bool = True,
-  classifier: str = "moe",
-  num_mixtures: int = 2,
-  l2_penalty: float = 1e-6,
-  probability_gating: bool = True,
-) -> keras.Model:
-  """WILLOW Gated NetVLAD (published: cluster_size=256, hidden_size=1024)."""
-  return _willow_model(
-    "NetVLADModel",
-    NetVLAD,
-    {},
-    num_classes,
-    feature_sizes,
-    max_frames,
-    cluster_size,
-    hidden_size,
-    add_batch_norm,
-    relu,
-    gating,
-    classifier,
-    num_mixtures,
-    l2_penalty,
-    probability_gating,
-  )
-
-
-@register("NetRVLADModel", kind=FRAME)
-def netrvlad_model(
-  num_classes: int = 3862,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
-  cluster_size: int = 64,
-  hidden_size: int = 1024,
-  add_batch_norm: bool = True,
-  relu: bool = False,
-  gating: bool = True,
-  classifier: str = "moe",
-  num_mixtures: int = 2,
-  l2_penalty: float = 1e-6,
-  probability_gating: bool = True,
-) -> keras.Model:
-  """WILLOW Gated NetRVLAD (--lightvlad; published: cluster_size=256, hidden_size=1024)."""
-  return _willow_model(
-    "NetRVLADModel",
-    NetRVLAD,
-    {},
-    num_classes,
-    feature_sizes,
-    max_frames,
-    cluster_size,
-    hidden_size,
-    add_batch_norm,
-    relu,
-    gating,
-    classifier,
-    num_mixtures,
-    l2_penalty,
-    probability_gating,
-  )
-
-
-@register("NetFVModel", kind=FRAME)
-def netfv_model(
-  num_classes: int = 3862,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
-  cluster_size: int = 64,
-  hidden_size: int = 1024,
-  add_batch_norm: bool = True,
-  relu: bool = False,
-  gating: bool = True,
-  classifier: str = "moe",
-  num_mixtures: int = 2,
-  l2_penalty: float = 1e-6,
-  probability_gating: bool = True,
-  couple_weights: bool = False,
-  coupling_factor: float = 0.01,
-) -> keras.Model:
-  """WILLOW Gated NetFV (published: cluster_size=128, hidden_size=1024, fv_couple_weights=False)."""
-  return _willow_model(
-    "NetFVModel",
-    NetFV,
-    {"couple_weights": couple_weights, "coupling_factor": coupling_factor},
-    num_classes,
-    feature_sizes,
-    max_frames,
-    cluster_size,
-    hidden_size,
-    add_batch_norm,
-    relu,
-    gating,
-    classifier,
-    num_mixtures,
-    l2_penalty,
-    probability_gating,
-  )
+# WILLOW's gated models: name -> (pooling layer, its extra params and their defaults). Published settings:
+# Gated NetVLAD and NetRVLAD (--lightvlad) cluster_size=256, hidden_size=1024; Gated NetFV cluster_size=128,
+# hidden_size=1024, fv_couple_weights=False.
+WILLOW_MODELS = {
+  "NetVLADModel": (NetVLAD, {}),
+  "NetRVLADModel": (NetRVLAD, {}),
+  "NetFVModel": (NetFV, {"couple_weights": False, "coupling_factor": 0.01}),
+}
+for _name, (_pooling, _pooling_params) in WILLOW_MODELS.items():
+  register_variant(_name, FRAME, willow_model, fixed={"name": _name, "pooling": _pooling}, **_pooling_params)
 
 
 @register("NeXtVLADModel", kind=FRAME)
@@ -636,14 +433,14 @@ def nextvlad_model(
   until then inference-mode outputs are several times too small (measured: 43x too large a moving
   variance after 182 steps). Short runs want ~0.9; the original (slim) used 0.999 over 100k+ steps.
   """
-  inputs, mask, modalities = _split_frames(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
   pooled = []
-  for i, name in enumerate(modalities):
+  for i, (modality, x) in enumerate(frames.items()):
     clusters, group_count = (
       (cluster_size, groups) if i == 0 else (max(cluster_size // 2, 1), max(groups // 2, 1))
     )
     pooled.append(
-      NeXtVLAD(clusters, group_count, expansion, bn_momentum, name=f"{name}_nextvlad")(inputs[name], mask)
+      NeXtVLAD(clusters, group_count, expansion, bn_momentum, name=f"{modality}_nextvlad")(x, mask)
     )
   h = keras.layers.Concatenate(name="concat_pooled")(pooled)
   if drop_rate > 0:
@@ -651,8 +448,5 @@ def nextvlad_model(
   h = keras.layers.Dense(hidden_size, use_bias=False, kernel_initializer="he_normal", name="hidden")(h)
   h = keras.layers.BatchNormalization(momentum=bn_momentum, name="hidden_bn")(h)
   h = SEContextGating(gating_reduction, bn_momentum, name="context_gating")(h)
-  regularizer = class_summed_l2(l2_penalty, num_classes)
-  logits = keras.layers.Dense(
-    num_classes, kernel_regularizer=regularizer, bias_regularizer=regularizer, name="logits"
-  )(h)
+  logits = logistic_head(h, num_classes, l2_penalty, regularize_bias=True)
   return keras.Model(inputs, logits, name="NeXtVLADModel")

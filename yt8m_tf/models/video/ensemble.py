@@ -39,11 +39,11 @@ arithmetic, without allocating weights. For small runs, `width_scale` multiplies
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import keras
 
-from yt8m_tf.models.inputs import video_inputs
+from yt8m_tf.models.inputs import concat_video_inputs
 from yt8m_tf.models.registry import VIDEO, register
 
 LEAKY_SLOPE = 0.2
@@ -77,15 +77,13 @@ class ColumnSlice(keras.layers.Layer):
     return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
-def ensemble_widths(
-  width_scale: float = 1.0, head_widths: Optional[Sequence[int]] = None
-) -> Dict[str, object]:
+def ensemble_widths(width_scale: float = 1.0, head_widths: Sequence[int] | None = None) -> dict[str, object]:
   """The hidden widths used by `ensemble_model`: the seed's, times `width_scale` (at least 1)."""
   if width_scale <= 0:
     raise ValueError(f"width_scale must be positive, got {width_scale}")
 
   def scaled(width):
-    return max(1, int(round(width * width_scale)))
+    return max(1, round(width * width_scale))
 
   widths = {key: scaled(width) for key, width in SEED_WIDTHS.items()}
   head = [scaled(w) for w in SEED_HEAD_WIDTHS] if head_widths is None else [int(w) for w in head_widths]
@@ -155,7 +153,7 @@ def ensemble_model(
   feature_sizes: Sequence[int] = (1024, 128),
   feature_names: Sequence[str] = ("mean_rgb", "mean_audio"),
   width_scale: float = 1.0,
-  head_widths: Optional[Sequence[int]] = None,
+  head_widths: Sequence[int] | None = None,
   bn_momentum: float = BN_MOMENTUM,
   output_bias: bool = False,
   input_normalization: str = "l2",
@@ -175,10 +173,7 @@ def ensemble_model(
       f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}"
     )
   widths = ensemble_widths(width_scale, head_widths)
-  inputs = video_inputs(feature_sizes, feature_names)
-  x = keras.layers.Concatenate(name="concat_features")([inputs[n] for n in feature_names])
-  if input_normalization == "l2":
-    x = keras.layers.UnitNormalization(name="l2_normalize")(x)
+  inputs, x = concat_video_inputs(feature_sizes, feature_names, normalize=input_normalization == "l2")
   video_size, total_size = feature_sizes[0], sum(feature_sizes)
   v = ColumnSlice(0, video_size, name="video_slice")(x)
   a = ColumnSlice(video_size, total_size, name="audio_slice")(x)
@@ -202,7 +197,7 @@ def ensemble_parameter_count(
   num_classes: int = 3862,
   feature_sizes: Sequence[int] = (1024, 128),
   width_scale: float = 1.0,
-  head_widths: Optional[Sequence[int]] = None,
+  head_widths: Sequence[int] | None = None,
   output_bias: bool = False,
 ) -> int:
   """Parameters of `ensemble_model(...)` with these arguments, by arithmetic: a bias-free Dense has

@@ -4,7 +4,7 @@ Every model here concatenates [mean_rgb, mean_audio] (1152 dims) first and ends 
 emits logits. "gate" is the self-gating of the AttentiveFCN family, h = h * sigmoid(Dense(h)(h)).
 
   EarlyConcatFCN   per hidden width: Dense -> Dropout -> ReLU (dropout before the activation, as the seed);
-                   then Dense(num_classes)
+                   then Dense(num_classes): the seed's FCN (`heads.fcn_head`) on the concatenation
   AttentiveFCN     ReLU(fc1) -> gate -> logits
   AttentiveFCN2    ReLU(fc1) -> ReLU(fc2) -> ReLU(fc3: n_heads*C) -> [B, C, n_heads]
                    -> per-class gate (Dense n_heads->n_heads, shared over classes) -> Dense(n_heads->1)
@@ -16,6 +16,7 @@ emits logits. "gate" is the self-gating of the AttentiveFCN family, h = h * sigm
   AttentiveFCN7    ReLU(fc1) -> ReLU(BN1(fc2)) -> x + fc4(x) -> ReLU(BN2) -> x + fc5(x) -> ReLU(BN3)
                    -> gate -> Dropout -> logits
 
+AttentiveFCN and AttentiveFCN3-7 are one builder (`attentive_fcn`) and a table of trunks (ATTENTIVE_FCN).
 All hidden Dense layers are inner_size -> inner_size as in the seed's code. PyTorch defaults are kept:
 nn.Linear's U(+-1/sqrt(fan_in)) init (`torch_dense`) and BatchNorm1d's momentum 0.1 (Keras 0.9) / eps 1e-5.
 AttentiveFCN2's default inner_size is 2048, as in its only config (42) and the spec; the seed class default
@@ -26,14 +27,16 @@ AttentiveFCN 37,326,614; AttentiveFCN2 46,123,922; AttentiveFCN3/4/5 54,107,926;
 AttentiveFCN7 87,719,702.
 """
 
-from typing import Sequence
+import dataclasses
+from collections.abc import Sequence
 
 import keras
 from keras import ops
 
-from yt8m_tf.models.inputs import video_inputs
-from yt8m_tf.models.registry import VIDEO, register
-from yt8m_tf.models.video.resnet_like import torch_dense
+from yt8m_tf.models.heads import fcn_head
+from yt8m_tf.models.inputs import concat_video_inputs
+from yt8m_tf.models.layers import torch_batch_norm, torch_dense
+from yt8m_tf.models.registry import VIDEO, register, register_variant
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -56,12 +59,6 @@ class FeatureSort(keras.layers.Layer):
     return {**super().get_config(), "descending": self.descending}
 
 
-def _concat_inputs(feature_sizes):
-  inputs = video_inputs(feature_sizes)
-  x = keras.layers.Concatenate(name="concat_features")([inputs["mean_rgb"], inputs["mean_audio"]])
-  return inputs, x
-
-
 def _dense(x, units: int, name: str, activation: str | None = None):
   x = torch_dense(units, x.shape[-1], name=name)(x)
   if activation:
@@ -69,18 +66,10 @@ def _dense(x, units: int, name: str, activation: str | None = None):
   return x
 
 
-def _batch_norm(x, name: str):
-  return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(x)
-
-
 def _self_gate(x, name: str = "gate", activation: str = "sigmoid"):
   """x * activation(Dense(x)); the Dense maps the last axis to itself."""
   weights = _dense(x, x.shape[-1], name=name, activation=activation)
   return keras.layers.Multiply(name=f"{name}_multiply")([x, weights])
-
-
-def _dropout(x, rate: float, name: str = "dropout"):
-  return keras.layers.Dropout(rate, name=name)(x) if rate > 0 else x
 
 
 def _residual(x, name: str):
@@ -95,29 +84,18 @@ def early_concat_fcn(
   inner_sizes: Sequence[int] = (1024, 1024),
   dropout: float = 0.0,
 ) -> keras.Model:
-  inputs, x = _concat_inputs(feature_sizes)
-  for i, width in enumerate(inner_sizes):
-    x = _dense(x, int(width), name=f"fc{i + 1}")
-    x = _dropout(x, dropout, name=f"fc{i + 1}_dropout")  # before the activation, as the seed
-    x = keras.layers.ReLU(name=f"fc{i + 1}_relu")(x)
-  logits = _dense(x, num_classes, name="logits")
+  inputs, x = concat_video_inputs(feature_sizes)
+  logits = fcn_head(
+    x, num_classes, inner_sizes, dropout, layer_names=("fc{n}", "fc{n}_dropout", "fc{n}_relu")
+  )
   return keras.Model(inputs, logits, name="EarlyConcatFCN")
-
-
-@register("AttentiveFCN", kind=VIDEO)
-def attentive_fcn(num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096) -> keras.Model:
-  inputs, x = _concat_inputs(feature_sizes)
-  x = _dense(x, inner_size, name="fc1", activation="relu")
-  x = _self_gate(x)
-  logits = _dense(x, num_classes, name="logits")
-  return keras.Model(inputs, logits, name="AttentiveFCN")
 
 
 @register("AttentiveFCN2", kind=VIDEO)
 def attentive_fcn2(
   num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 2048, n_heads: int = 5
 ) -> keras.Model:
-  inputs, x = _concat_inputs(feature_sizes)
+  inputs, x = concat_video_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2", activation="relu")
   x = _dense(x, n_heads * num_classes, name="fc3", activation="relu")
@@ -129,74 +107,63 @@ def attentive_fcn2(
   return keras.Model(inputs, logits, name="AttentiveFCN2")
 
 
-def _attentive_fcn3_like(
-  name: str, num_classes, feature_sizes, inner_size, dropout, gate_activation="sigmoid"
-):
-  inputs, x = _concat_inputs(feature_sizes)
-  x = _dense(x, inner_size, name="fc1", activation="relu")
-  x = _dense(x, inner_size, name="fc2", activation="relu")
-  x = _self_gate(x, activation=gate_activation)
-  x = _dropout(x, dropout)
+@dataclasses.dataclass(frozen=True)
+class AttentiveTrunk:
+  """Where the gated AttentiveFCNs differ: fc1 -> [sort] -> [fc2 -> [BN]] -> residuals -> gate."""
+
+  fc1_activation: str | None = "relu"
+  sort_features: bool = False  # sort fc1's outputs ascending before fc2
+  fc2: bool = True
+  fc2_batch_norm: bool = False  # ReLU(BN(fc2)) instead of ReLU(fc2)
+  residuals: int = 0  # x + fc(x) blocks, named fc4, fc5, ... each followed by ReLU
+  residual_batch_norm: bool = False  # ReLU(BN(x + fc(x))) instead of ReLU(x + fc(x))
+  gate_activation: str = "sigmoid"
+
+
+def attentive_fcn(
+  name: str,
+  trunk: AttentiveTrunk,
+  num_classes: int = 3862,
+  feature_sizes=(1024, 128),
+  inner_size: int = 4096,
+  dropout: float = 0.3,
+) -> keras.Model:
+  """The gated AttentiveFCN family: concat -> `trunk` (every Dense inner_size wide) -> Dropout -> logits."""
+  inputs, x = concat_video_inputs(feature_sizes)
+  x = _dense(x, inner_size, name="fc1", activation=trunk.fc1_activation)
+  if trunk.sort_features:
+    x = FeatureSort(name="sort_features")(x)
+  if trunk.fc2:
+    x = _dense(x, inner_size, name="fc2", activation=None if trunk.fc2_batch_norm else "relu")
+    if trunk.fc2_batch_norm:
+      x = keras.layers.ReLU(name="bn1_relu")(torch_batch_norm("bn1")(x))
+  for i in range(trunk.residuals):
+    x = _residual(x, f"fc{i + 4}")
+    if trunk.residual_batch_norm:
+      x = keras.layers.ReLU(name=f"bn{i + 2}_relu")(torch_batch_norm(f"bn{i + 2}")(x))
+    else:
+      x = keras.layers.ReLU(name=f"fc{i + 4}_relu")(x)
+  x = _self_gate(x, activation=trunk.gate_activation)
+  if dropout > 0:
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
   logits = _dense(x, num_classes, name="logits")
   return keras.Model(inputs, logits, name=name)
 
 
-@register("AttentiveFCN3", kind=VIDEO)
-def attentive_fcn3(
-  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
-) -> keras.Model:
-  return _attentive_fcn3_like("AttentiveFCN3", num_classes, feature_sizes, inner_size, dropout)
-
-
-@register("AttentiveFCN4", kind=VIDEO)
-def attentive_fcn4(
-  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
-) -> keras.Model:
-  return _attentive_fcn3_like(
-    "AttentiveFCN4", num_classes, feature_sizes, inner_size, dropout, gate_activation="softmax"
-  )
-
-
-@register("AttentiveFCN5", kind=VIDEO)
-def attentive_fcn5(
-  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
-) -> keras.Model:
-  inputs, x = _concat_inputs(feature_sizes)
-  x = _dense(x, inner_size, name="fc1")  # no activation
-  x = FeatureSort(name="sort_features")(x)
-  x = _dense(x, inner_size, name="fc2", activation="relu")
-  x = _self_gate(x)
-  x = _dropout(x, dropout)
-  logits = _dense(x, num_classes, name="logits")
-  return keras.Model(inputs, logits, name="AttentiveFCN5")
-
-
-@register("AttentiveFCN6", kind=VIDEO)
-def attentive_fcn6(
-  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
-) -> keras.Model:
-  inputs, x = _concat_inputs(feature_sizes)
-  x = _dense(x, inner_size, name="fc1", activation="relu")
-  x = _dense(x, inner_size, name="fc2")
-  x = keras.layers.ReLU(name="bn1_relu")(_batch_norm(x, "bn1"))
-  x = keras.layers.ReLU(name="fc4_relu")(_residual(x, "fc4"))
-  x = _self_gate(x)
-  x = _dropout(x, dropout)
-  logits = _dense(x, num_classes, name="logits")
-  return keras.Model(inputs, logits, name="AttentiveFCN6")
-
-
-@register("AttentiveFCN7", kind=VIDEO)
-def attentive_fcn7(
-  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 4096, dropout: float = 0.3
-) -> keras.Model:
-  inputs, x = _concat_inputs(feature_sizes)
-  x = _dense(x, inner_size, name="fc1", activation="relu")
-  x = _dense(x, inner_size, name="fc2")
-  x = keras.layers.ReLU(name="bn1_relu")(_batch_norm(x, "bn1"))
-  x = keras.layers.ReLU(name="bn2_relu")(_batch_norm(_residual(x, "fc4"), "bn2"))
-  x = keras.layers.ReLU(name="bn3_relu")(_batch_norm(_residual(x, "fc5"), "bn3"))
-  x = _self_gate(x)
-  x = _dropout(x, dropout)
-  logits = _dense(x, num_classes, name="logits")
-  return keras.Model(inputs, logits, name="AttentiveFCN7")
+# The seed's gated AttentiveFCNs (3-7), each registered with its trunk bound, taking the family's params.
+ATTENTIVE_FCN = {
+  "AttentiveFCN3": AttentiveTrunk(),
+  "AttentiveFCN4": AttentiveTrunk(gate_activation="softmax"),
+  "AttentiveFCN5": AttentiveTrunk(fc1_activation=None, sort_features=True),
+  "AttentiveFCN6": AttentiveTrunk(fc2_batch_norm=True, residuals=1),
+  "AttentiveFCN7": AttentiveTrunk(fc2_batch_norm=True, residuals=2, residual_batch_norm=True),
+}
+for _name, _trunk in ATTENTIVE_FCN.items():
+  register_variant(_name, VIDEO, attentive_fcn, fixed={"name": _name, "trunk": _trunk})
+# The first AttentiveFCN has neither fc2 nor dropout in the seed, hence no dropout param.
+register_variant(
+  "AttentiveFCN",
+  VIDEO,
+  attentive_fcn,
+  fixed={"name": "AttentiveFCN", "trunk": AttentiveTrunk(fc2=False), "dropout": 0.0},
+)
