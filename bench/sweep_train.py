@@ -30,7 +30,6 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
   "workdir", None, "A pipeline work directory whose stages up to `stacker` are done.", required=True
 )
-flags.DEFINE_string("preset", "demo", "The preset the work directory was made with.")
 flags.DEFINE_string("base", "soft", "hard | soft | transductive | l1:<member>.")
 flags.DEFINE_multi_string("variant", [], "name={JSON TrainConfig overrides}; 'base={}' is the base itself.")
 flags.DEFINE_list("seeds", ["0"], "Training seeds.")
@@ -59,7 +58,7 @@ def make_config(pipe: pipeline.Pipeline, base: str, train_dir: str, seed: int, o
 
 def main(argv):
   del argv
-  pipe = pipeline.Pipeline(pipeline.preset(FLAGS.preset, FLAGS.workdir), log=lambda *_: None)
+  pipe = pipeline.Pipeline(pipeline.load_config(FLAGS.workdir), log=lambda *_: None)
   variants = []
   for text in FLAGS.variant or ["base={}"]:
     name, _, overrides = text.partition("=")

@@ -7,7 +7,9 @@ EnsembleModel -> one SavedModel -> Kaggle CSV -> report, in one workdir.
       --train_data_pattern='gs://.../train*.tfrecord,gs://.../validate*.tfrecord' \\
       --test_data_pattern='gs://.../test*.tfrecord'                        # the seed's sizes, GPU
 
-Finished stages are skipped when run again; an interrupted stage resumes.
+Finished stages are skipped when run again; an interrupted stage resumes. The workdir records its
+settings (settings.json): other settings are refused, naming each change, unless --redo_from names the
+first stage they change (that stage and those after it are then redone).
 """
 
 import os
@@ -17,7 +19,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 from absl import app, flags  # noqa: E402
 
-from yt8m_tf import pipeline  # noqa: E402
+from yt8m_tf import pipeline, settings_record  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Directory holding every stage's outputs and markers.")
@@ -40,6 +42,13 @@ flags.DEFINE_string("zoo_dir", None, "Folder of L1 flagfiles (default: the prese
 flags.DEFINE_integer("seed", None, "Seed for data order and initialization.")
 flags.DEFINE_integer(
   "max_steps", None, "Caps every training run (L1 and students) at this many steps: a smoke run of a preset."
+)
+flags.DEFINE_enum(
+  "redo_from",
+  None,
+  list(pipeline.STAGES),
+  "Redo this stage and every stage after it (their outputs are removed first): how a workdir takes new "
+  "settings. Without it, a run whose settings differ from those the workdir records is refused.",
 )
 flags.DEFINE_bool(
   "transductive",
@@ -73,7 +82,10 @@ def main(argv):
     config = pipeline.preset(FLAGS.preset, FLAGS.workdir, **overrides)
   except ValueError as e:  # messages name the setting, which is the flag's name
     raise app.UsageError(str(e)) from None
-  report = pipeline.Pipeline(config).run()
+  try:
+    report = pipeline.Pipeline(config).run(redo_from=FLAGS.redo_from)
+  except settings_record.SettingsChanged as e:
+    raise app.UsageError(str(e).replace("redo_from=", "--redo_from=")) from None
   print(pipeline.format_report(report))
   print(f"report: {os.path.join(FLAGS.workdir, 'report.json')}")
 

@@ -6,7 +6,8 @@
 
 Each model directory is a predict_main output (`<dir>/predictions/{oof,test}`). Writes
 `output_dir/candidates/{train,test}`, `output_dir/stacker/` (fold models, OOF and test row scores,
-report.json) and `output_dir/stacker/soft_labels.npz` for `train_main --soft_labels`.
+report.json) and `output_dir/stacker/soft_labels.npz` for `train_main --soft_labels`. The flags are recorded in
+`output_dir/settings.json`; a run with other values is refused, naming each change.
 """
 
 import json
@@ -17,7 +18,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 from absl import app, flags  # noqa: E402
 
-from yt8m_tf import data  # noqa: E402
+from yt8m_tf import data, settings_record  # noqa: E402
 from yt8m_tf.data import labels as labels_lib  # noqa: E402
 from yt8m_tf.stacking import candidates, stacker  # noqa: E402
 from yt8m_tf.training import zoo  # noqa: E402
@@ -38,11 +39,33 @@ flags.DEFINE_integer("early_stopping_trees", 30, "Stop after this many trees wit
 flags.DEFINE_enum("class_id_semantic", "numerical", list(stacker.SEMANTICS), "How the GBT sees the class id.")
 flags.DEFINE_integer("max_train_videos", None, "Per fold, train on a fixed subset of this many videos.")
 
+# Every flag the output depends on: recorded in output_dir/settings.json.
+_SETTINGS = (
+  "models",
+  "train_data_pattern",
+  "test_labels",
+  "num_folds",
+  "num_classes",
+  "num_trees",
+  "shrinkage",
+  "max_depth",
+  "early_stopping_trees",
+  "class_id_semantic",
+  "max_train_videos",
+)
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   model_dirs = dict(pair.split(":", 1) for pair in FLAGS.models)
+  settings = {name: getattr(FLAGS, name) for name in _SETTINGS}
+  try:  # candidates and fold models made with other settings are not reused
+    settings_record.check_and_record(
+      FLAGS.output_dir, settings, remedy="use a new --output_dir, or delete it to stack again"
+    )
+  except settings_record.SettingsChanged as e:
+    raise app.UsageError(str(e)) from None
   schema = data.Schema(num_classes=FLAGS.num_classes)
   train_labels = zoo.labels_by_id(FLAGS.train_data_pattern, schema)
   test_labels = None

@@ -55,8 +55,9 @@ flags.DEFINE_float("soft_label_weight", 1.0, "Targets are w * soft + (1 - w) * h
 flags.DEFINE_enum(
   "soft_label_missed_positives",
   "mixed",
-  ["mixed", "hard"],
-  "Target of a hard positive the teacher did not score: 1 - w (mixed, the seed) or 1 (hard).",
+  ["mixed", "hard", "max"],
+  "Target of a hard positive the teacher did not score: 1 - w (mixed, the seed) or 1 (hard); max: targets "
+  "max(hard, w * soft) (positives keep 1, the teacher lifts negatives).",
 )
 flags.DEFINE_float("soft_label_temperature", 1.0, "Teacher probabilities p -> sigmoid(logit(p) / T).")
 flags.DEFINE_string(

@@ -9,7 +9,8 @@
 
 Frame-level members read `--frame_train_data_pattern` / `--frame_test_data_pattern`.
 Prints each member's out-of-fold GAP@20 (and test GAP@20 with --test_labels) and writes them to
-<workdir>/zoo_results.json. Finished folds and prediction stores are kept.
+<workdir>/zoo_results.json. Finished folds and prediction stores are kept; a member trained with other
+settings (recorded in <workdir>/<member>/settings.json) is refused, naming each changed setting.
 """
 
 import json
@@ -20,7 +21,7 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 from absl import app, flags  # noqa: E402
 
-from yt8m_tf import data, files, models  # noqa: E402
+from yt8m_tf import data, files, models, settings_record  # noqa: E402
 from yt8m_tf.training import zoo  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -52,8 +53,8 @@ def main(argv):
     pattern = FLAGS.frame_train_data_pattern if frame else FLAGS.train_data_pattern
     if pattern not in train_labels:
       train_labels[pattern] = zoo.labels_by_id(pattern, schema, frame_level=frame)
-    results.update(
-      zoo.run_zoo(
+    try:
+      member_results = zoo.run_zoo(
         FLAGS.zoo_dir,
         FLAGS.workdir,
         pattern,
@@ -65,7 +66,9 @@ def main(argv):
         test_labels=test_labels,
         train_labels=train_labels[pattern],
       )
-    )
+    except settings_record.SettingsChanged as e:  # a member trained with other settings
+      raise app.UsageError(str(e)) from None
+    results.update(member_results)
     with files.atomic_open(os.path.join(FLAGS.workdir, "zoo_results.json")) as f:
       json.dump(results, f, indent=1)
   print(f"\n{'member':<26} {'model':<22} {'OOF GAP@20':>10} {'test GAP@20':>11}")

@@ -3,6 +3,7 @@ checked after reloading in a fresh process that imports only tensorflow."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -251,3 +252,84 @@ def test_video_models_only():
   frame_model = models.build("FrameLevelLogistic", num_classes=12)
   with pytest.raises(ValueError, match="only video-level models"):
     export.export_keras_model(frame_model, "/nonexistent", "m", TINY_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def loaded_logistic(tmp_path_factory):
+  """A Logistic export loaded back with tf.saved_model.load, as a server calls it."""
+  base = str(tmp_path_factory.mktemp("checked_inputs"))
+  result = export.export_keras_model(models.build("Logistic", num_classes=12), base, "logistic", TINY_SCHEMA)
+  return tf.saved_model.load(result.path)
+
+
+def _served_features(rgb_shape=(3, 1024), audio_shape=(3, 128), poke=None):
+  features = {"mean_rgb": np.zeros(rgb_shape, np.float32), "mean_audio": np.zeros(audio_shape, np.float32)}
+  if poke:
+    name, position, value = poke
+    features[name][position] = value
+  return features
+
+
+SERVING_REFUSALS = [
+  (
+    "both_widths",
+    dict(rgb_shape=(3, 1000), audio_shape=(3, 152)),
+    "mean_rgb must have shape [batch, 1024], got [3, 1000]",
+  ),
+  ("rgb_width", dict(rgb_shape=(3, 1000)), "mean_rgb must have shape [batch, 1024], got [3, 1000]"),
+  ("audio_width", dict(audio_shape=(3, 129)), "mean_audio must have shape [batch, 128], got [3, 129]"),
+  ("rank_1", dict(rgb_shape=(1024,)), "mean_rgb must have shape [batch, 1024], got [1024]"),
+  ("rank_3", dict(rgb_shape=(3, 1, 1024)), "mean_rgb must have shape [batch, 1024], got [3, 1, 1024]"),
+  ("nan", dict(poke=("mean_rgb", (1, 5), np.nan)), "mean_rgb must hold finite values, found nan at [1, 5]"),
+  (
+    "inf",
+    dict(poke=("mean_audio", (2, 0), -np.inf)),
+    "mean_audio must hold finite values, found -inf at [2, 0]",
+  ),
+]
+
+
+@pytest.mark.parametrize("name,shapes,message", SERVING_REFUSALS, ids=[c[0] for c in SERVING_REFUSALS])
+def test_served_model_refuses_bad_inputs_naming_them(loaded_logistic, name, shapes, message):
+  serve = loaded_logistic.signatures["serving_default"]
+  features = _served_features(**shapes)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"serving_default: input {message}")):
+    serve(**{k: tf.constant(v) for k, v in features.items()})
+  assert serve(**{k: tf.constant(v) for k, v in _served_features().items()})["probabilities"].shape == (3, 12)
+
+
+def _example(**changes):
+  record = data.video_example(
+    "ok", [1], {"mean_rgb": np.zeros(1024), "mean_audio": np.zeros(128)}, TINY_SCHEMA
+  )
+  for key, (kind, values) in changes.items():
+    del record.features.feature[key]
+    getattr(record.features.feature[key], kind).value.extend(values)
+  return record.SerializeToString()
+
+
+EXAMPLE_REFUSALS = [
+  (
+    "not_a_protocol_buffer",
+    np.random.default_rng(7).bytes(200),
+    "record is not a serialized tf.train.Example",
+  ),
+  (
+    "float_labels",
+    _example(labels=("float_list", [1.0])),
+    "field labels must be of type int64_list, found float_list",
+  ),
+  (
+    "nan",
+    _example(mean_rgb=("float_list", [0.0] * 3 + [np.nan] + [0.0] * 1020)),
+    "field mean_rgb must hold finite values, found nan at position 3",
+  ),
+]
+
+
+@pytest.mark.parametrize("name,record,message", EXAMPLE_REFUSALS, ids=[c[0] for c in EXAMPLE_REFUSALS])
+def test_served_from_examples_refuses_bad_records_naming_them(loaded_logistic, name, record, message):
+  from_examples = loaded_logistic.signatures["from_examples"]
+  with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"example_bytes:1: {message}")):
+    from_examples(example_bytes=tf.constant([_example(), record, _example()]))
+  assert from_examples(example_bytes=tf.constant([_example()]))["id"].numpy().tolist() == [b"ok"]

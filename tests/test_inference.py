@@ -1,6 +1,7 @@
 """Inference from an exported SavedModel to the Kaggle CSV: library, binaries end to end, CSV reader and GAP."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_SCHEMA, make_videos, write_video_file
-from yt8m_tf import export, metrics, models
+from yt8m_tf import data, export, metrics, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (25, 18)  # videos per test file
@@ -129,6 +130,51 @@ def test_export_and_inference_binaries_end_to_end(setup):
     assert len(fields) == 10 and all(a >= b for a, b in zip(scores, scores[1:]))
     np.testing.assert_allclose(scores, np.sort(setup["videos"][video_id][1])[::-1][:5], atol=2e-3)
   assert os.listdir(root / "binary") == ["submission.csv"]
+
+
+def _test_file(path, ids, seed=0):
+  """Unlabeled video-level records with these ids (bytes ids are written as they are)."""
+  _, _, rgb, audio = make_videos(len(ids), seed=seed)
+  data.write_records(
+    str(path),
+    [
+      data.video_example(i, None, {"mean_rgb": r, "mean_audio": a}, TINY_SCHEMA)
+      for i, r, a in zip(ids, rgb, audio)
+    ],
+  )
+  return str(path)
+
+
+def _inference_refuses(setup, tmp_path, pattern, message):
+  output = str(tmp_path / "out" / "submission.csv")
+  with pytest.raises(ValueError, match=re.escape(message)):
+    export.run_inference(os.path.join(setup["base"], "logistic"), pattern, output, batch_size=4)
+  assert not os.path.exists(output)
+
+
+def test_inference_refuses_duplicate_ids_naming_both_records(setup, tmp_path):
+  first = _test_file(tmp_path / "a.tfrecord", [f"a{i}" for i in range(6)])
+  second = _test_file(tmp_path / "b.tfrecord", ["b0", "a4", "b2"])
+  message = f"{second}:1: duplicate video id 'a4', also at {first}:4"
+  _inference_refuses(setup, tmp_path, str(tmp_path / "*.tfrecord"), message)
+
+
+def test_inference_refuses_non_utf8_id_naming_the_record(setup, tmp_path):
+  path = _test_file(tmp_path / "a.tfrecord", ["a0", "a1", b"a\xff\xfe", "a3", "a4"])
+  _inference_refuses(setup, tmp_path, path, f"{path}:2: video id b'a\\xff\\xfe' is not UTF-8 text")
+
+
+def test_inference_names_the_file_and_record_the_export_refuses(setup, tmp_path):
+  _test_file(tmp_path / "a.tfrecord", ["a0", "a1", "a2"])  # the bad record is in the 2nd file, 3rd batch
+  records = [
+    data.video_example(f"b{i}", None, {"mean_rgb": np.zeros(1024), "mean_audio": np.zeros(128)}, TINY_SCHEMA)
+    for i in range(6)
+  ]
+  records[5] = np.random.default_rng(7).bytes(200)
+  bad = str(tmp_path / "b.tfrecord")
+  data.write_records(bad, records)
+  message = f"{bad}:5: record is not a serialized tf.train.Example"
+  _inference_refuses(setup, tmp_path, str(tmp_path / "*.tfrecord"), message)
 
 
 def test_submission_roundtrip_and_gap_match_the_metric(tmp_path):

@@ -148,6 +148,33 @@ def test_finished_stages_skip_and_the_binary_prints_the_report(finished):
   assert f"{stacker_row['test_gap']:.4f}" in result.stdout
 
 
+def test_the_binary_refuses_other_settings_on_a_finished_workdir(finished):
+  """Run again with another seed and fold count, a finished workdir is refused (it used to print the old
+  report), naming each changed setting and the way out; the report stays as it was."""
+  config, report, _ = finished
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "binaries.pipeline_main",
+      f"--workdir={config.workdir}",
+      "--preset=tiny",
+      "--seed=7",
+      "--num_folds=3",
+    ],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    timeout=300,
+    cwd=REPO,
+  )
+  assert result.returncode != 0
+  assert "num_folds: 2 -> 3 (stage l1); seed: 0 -> 7 (stage l1)" in result.stderr
+  assert "--redo_from=l1" in result.stderr and "TF-DF GBT stacker" not in result.stdout
+  with open(os.path.join(config.workdir, "report.json")) as f:
+    assert json.load(f)["gap@20"] == report["gap@20"]
+
+
 def test_a_finished_student_is_kept_not_trained_again(finished):
   """After a kill in a later stage, a rerun of the distill stage keeps the students already trained
   (their best.keras and the test GAP measured on it)."""

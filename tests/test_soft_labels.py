@@ -304,6 +304,10 @@ def test_missed_positives_hard_keeps_positives_the_teacher_did_not_score():
   # at weight 1 a missed positive still trains on 1 (the seed's formula gives 0)
   ((_, labels),) = list(dataset.map(store.target_transform(1.0, missed_positives="hard")))
   np.testing.assert_allclose(labels.numpy(), np.where(candidate == 1, oracle, hard), rtol=1e-6, atol=1e-7)
+  # "max": every hard positive keeps 1, the teacher only lifts negatives
+  ((_, labels),) = list(dataset.map(store.target_transform(0.5, missed_positives="max")))
+  np.testing.assert_allclose(labels.numpy(), np.maximum(hard, 0.5 * oracle), rtol=1e-6, atol=1e-7)
+  assert ((candidate == 1) & (hard == 1)).any() and ((candidate == 1) & (hard == 0)).any()
   with pytest.raises(ValueError, match="missed_positives must be one of"):
     store.target_transform(0.5, missed_positives="drop")
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from yt8m_tf import metrics
+from yt8m_tf import metrics, settings_record
 from yt8m_tf.data import synthetic
 from yt8m_tf.training import prediction, zoo
 
@@ -98,3 +98,16 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
     assert prediction.is_complete(test_store)
     assert 0 < result["test_gap"] <= 1 and result["test_gap"] == zoo.store_gap(test_store, test_labels)
     assert result["seconds"] > 0
+  # A finished member is not reused under other settings: the refusal names each change.
+  with pytest.raises(settings_record.SettingsChanged, match=r"epochs: 1 -> 2; num_folds: 2 -> 3"):
+    zoo.run_zoo(
+      str(zoo_dir),
+      str(tmp_path / "work"),
+      f"{data_dir}/video/train-*.tfrecord",
+      20,
+      num_folds=3,
+      test_data_pattern=f"{data_dir}/video/test-*.tfrecord",
+      max_frames=4,
+      members=["video"],
+      epochs=2,
+    )

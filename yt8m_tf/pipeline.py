@@ -11,8 +11,12 @@
   report      GAP@20 on held-out labeled test videos for every level, sizes, wall time per stage
 
 Each stage writes under `workdir/` and, when finished, a marker `workdir/stages/<stage>.json` with its
-results and wall time; a finished stage is skipped, an interrupted one runs again and resumes from what
-it left (training from its BackupAndRestore state, finished folds and stores are kept).
+results, wall time and the settings it depends on; a finished stage is skipped, an interrupted one runs
+again and resumes from what it left (training from its BackupAndRestore state, finished folds and stores
+are kept; what a killed writer left half-written is removed).
+`workdir/settings.json` records the whole config. A run with other settings is refused, naming each
+changed setting, unless `redo_from` names a stage no later than the first one they change: that stage and
+every stage after it are then removed and run again.
 Train and validate partitions are merged into one K-fold training set, as in the seed.
 """
 
@@ -27,15 +31,25 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models
+from yt8m_tf import data, models, settings_record
 from yt8m_tf.data import synthetic
-from yt8m_tf.files import atomic_open, atomic_save_npy, load_npy
+from yt8m_tf.files import atomic_open, atomic_save_npy, load_npy, remove_temporary_siblings
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.training import experiment, prediction, zoo
 from yt8m_tf.training.inputs import dataset_for
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
 STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
+# What each stage writes (relative to the workdir): removed when the stage is redone.
+STAGE_OUTPUTS = {
+  "data": ("data",),
+  "l1": ("l1",),
+  "candidates": ("candidates",),
+  "stacker": ("stacker",),
+  "distill": ("distill",),
+  "export": ("export",),
+  "inference": ("submission.csv",),
+}
 # Students: hard labels, soft labels (the submitted one), and optionally transductive (soft + test videos).
 DISTILL_VARIANTS = ("hard", "soft", "transductive")
 STUDENT_NAMES = {
@@ -137,6 +151,60 @@ class PipelineConfig:
     if bool(self.train_data_pattern) != bool(self.test_data_pattern):
       raise ValueError("train_data_pattern and test_data_pattern go together (your own data)")
 
+  def settings(self) -> dict:
+    """Every setting but the workdir, as JSON values: what `workdir/settings.json` records."""
+    values = dataclasses.asdict(self)
+    del values["workdir"]
+    return settings_record.as_json(values)
+
+
+def load_config(workdir: str) -> PipelineConfig:
+  """The config a workdir was made with, from its `settings.json` (tools that revisit a finished run)."""
+  values = settings_record.read(workdir)
+  if values is None:
+    raise FileNotFoundError(f"{workdir} has no {settings_record.SETTINGS_FILE}: not a pipeline workdir")
+  values["synthetic"] = synthetic.SyntheticConfig.from_json_dict(values["synthetic"])
+  values["stacker"] = stacker.StackerConfig(**values["stacker"])
+  values["l1_members"] = tuple(values["l1_members"])
+  return PipelineConfig(workdir=workdir, **values)
+
+
+# The first stage each setting feeds: a change invalidates that stage and every stage after it.
+FIRST_STAGE_OF_SETTING = {
+  **dict.fromkeys(
+    ("synthetic", "label_sets", "train_data_pattern", "test_data_pattern", "test_labels", "num_classes"),
+    "data",
+  ),
+  **dict.fromkeys(
+    ("zoo_dir", "l1_members", "l1_overrides", "num_folds", "store_top_k", "max_steps", "seed"), "l1"
+  ),
+  "stacker": "stacker",
+  **dict.fromkeys(
+    (
+      "distill_params",
+      "distill_output_bias_init",
+      "distill_fit_all_folds",
+      "distill_batch_size",
+      "distill_epochs",
+      "distill_learning_rate",
+      "distill_lr_schedule",
+      "distill_loss",
+      "soft_label_weight",
+      "soft_label_missed_positives",
+      "soft_label_temperature",
+      "transductive",
+    ),
+    "distill",
+  ),
+  **dict.fromkeys(("size_budget_bytes", "large_ensemble_budget_bytes"), "export"),
+}
+
+
+def first_stage_changed(changes: List[settings_record.Change]) -> Optional[str]:
+  """The earliest stage that any of `changes` feeds (None: no change)."""
+  stages = [FIRST_STAGE_OF_SETTING[change.name.split(".")[0]] for change in changes]
+  return min(stages, key=STAGES.index, default=None)
+
 
 def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
   if name == "demo":
@@ -201,15 +269,87 @@ class Pipeline:
     with tf.io.gfile.GFile(path) as f:
       return json.load(f)
 
+  def stage_settings(self, stage: str) -> dict:
+    """The settings `stage` depends on: those it reads and those of every stage before it."""
+    last = STAGES.index(stage)
+    return {
+      name: value
+      for name, value in self.config.settings().items()
+      if STAGES.index(FIRST_STAGE_OF_SETTING[name]) <= last
+    }
+
+  def _started(self, stage: str) -> bool:
+    outputs = [self.path(name) for name in STAGE_OUTPUTS[stage]]
+    return tf.io.gfile.exists(self._marker(stage)) or any(tf.io.gfile.exists(p) for p in outputs)
+
+  def prepare_workdir(self, redo_from: Optional[str] = None) -> None:
+    """Checks this run's settings against those `workdir/settings.json` records (refusing a change that
+    finished or started work depends on), removes the stages from `redo_from` on, and records the settings."""
+    workdir = self.config.workdir
+    if redo_from is not None and redo_from not in STAGES:
+      raise ValueError(f"redo_from must be one of {', '.join(STAGES)}, got {redo_from!r}")
+    recorded = settings_record.read(workdir)
+    changes = settings_record.changes(recorded, self.config.settings()) if recorded is not None else []
+    first = first_stage_changed(changes)
+    listed = "; ".join(f"{c} (stage {FIRST_STAGE_OF_SETTING[c.name.split('.')[0]]})" for c in changes)
+    if redo_from is not None:
+      if first is not None and STAGES.index(first) < STAGES.index(redo_from):
+        raise settings_record.SettingsChanged(
+          f"{workdir} was made with other settings ({listed}); they change stage {first}, before "
+          f"redo_from={redo_from}: use redo_from={first} (or earlier) or a new workdir",
+          changes,
+        )
+      for stage in STAGES[STAGES.index(redo_from) :]:
+        self._forget(stage)
+    elif first is not None:
+      started = [stage for stage in STAGES[STAGES.index(first) :] if self._started(stage)]
+      if started:
+        raise settings_record.SettingsChanged(
+          f"{workdir} was made with other settings ({listed}); stages {', '.join(started)} hold work "
+          f"made with the old ones. Use a new workdir, or redo_from={first} to redo "
+          f"{first} and the stages after it",
+          changes,
+        )
+    settings_record.write(workdir, self.config.settings())
+
+  def _forget(self, stage: str) -> None:
+    for path in [self._marker(stage), self.path("report.json")] + [
+      self.path(p) for p in STAGE_OUTPUTS[stage]
+    ]:
+      if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      elif tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+  def _remove_leftovers(self, stage: str) -> None:
+    """What a killed writer of `stage` left half-written (temporary siblings of its outputs and of the
+    files directly inside its output folders)."""
+    for output in STAGE_OUTPUTS[stage]:
+      path = self.path(output)
+      remove_temporary_siblings(os.path.dirname(path))
+      if tf.io.gfile.isdir(path):
+        remove_temporary_siblings(path)
+        for name in tf.io.gfile.listdir(path):
+          remove_temporary_siblings(os.path.join(path, name.rstrip("/")))
+
   def run_stage(self, stage: str, body: Callable[[], dict]) -> dict:
     done = self.result(stage)
+    settings = self.stage_settings(stage)
     if done is not None:
+      changes = settings_record.changes(done.get("settings", settings), settings)
+      if changes:  # only when settings.json was edited or removed by hand
+        raise settings_record.SettingsChanged(
+          f"{self._marker(stage)} was made with other settings "
+          f"({'; '.join(map(str, changes))}); use a new workdir or redo_from={stage}",
+          changes,
+        )
       self.log(f"[{stage}] already done ({done['wall_seconds']:.1f} s), skipping")
       return done
     self.log(f"[{stage}] running")
+    self._remove_leftovers(stage)
     start = time.perf_counter()
     outputs = body()
-    done = {"stage": stage, "wall_seconds": time.perf_counter() - start, **outputs}
+    done = {"stage": stage, "wall_seconds": time.perf_counter() - start, **outputs, "settings": settings}
     with atomic_open(self._marker(stage)) as f:
       json.dump(done, f, indent=1)
     self.log(f"[{stage}] done in {done['wall_seconds']:.1f} s")
@@ -465,7 +605,9 @@ class Pipeline:
     return result
 
   # -- the job -----------------------------------------------------------------------------------
-  def run(self) -> dict:
+  def run(self, redo_from: Optional[str] = None) -> dict:
+    """Every stage in order (see `prepare_workdir` for `redo_from`); returns the report."""
+    self.prepare_workdir(redo_from)
     for stage in STAGES:
       self.run_stage(stage, getattr(self, f"stage_{stage}"))
     return self.report()
@@ -527,7 +669,7 @@ class Pipeline:
         "saved_model_bytes_on_disk": s["saved_model_bytes_on_disk"],
       }
       for name, s in stages["export"].items()
-      if name != "stage" and isinstance(s, dict)
+      if name not in ("stage", "settings") and isinstance(s, dict)
     }
     report = {
       "workdir": self.config.workdir,

@@ -6,16 +6,17 @@ tensors, `labels` is multi-hot float32 [B, num_classes] (all zeros for unlabeled
 Every record carries a name `"<file>:<record index>"` through the pipeline, and every field is
 validated in the graph, so bad input stops with an error naming the file, the record and the field:
 a truncated or corrupt file (detected by comparing the bytes read with the file size, because
-TFRecordDataset's own DataLossError does not name the file), a missing key, a feature of the wrong
-length, a label id outside [0, num_classes), a frame byte string of the wrong size. With
-`on_bad_record="skip"` the bad records (and the unreadable tail of a damaged file) are dropped instead,
-logged to stderr and counted in a `BadRecordCounter`.
+TFRecordDataset's own DataLossError does not name the file), a record that does not parse (not a protocol
+buffer, or a key stored as another list type than the schema's), a missing key, a feature of the wrong
+length, a non-finite (NaN/Inf) video-level value, a label id outside [0, num_classes), a frame byte string
+of the wrong size. With `on_bad_record="skip"` the bad records (and the unreadable tail of a damaged file)
+are dropped instead, logged to stderr and counted in a `BadRecordCounter`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -27,6 +28,12 @@ _RAISE, _SKIP = "raise", "skip"
 _RECORD_OVERHEAD = 16
 # Records are read per file in blocks of this size, so the integrity bookkeeping is per block.
 _FILE_BLOCK = 256
+# A key no record holds: parsing only it tells whether a record is a protocol buffer of the right kind at all.
+_ABSENT_KEY = "yt8m_tf/absent key"
+_LIST_TYPES = {tf.string: "bytes_list", tf.float32: "float_list", tf.int64: "int64_list"}
+# How a reader's records parse: (parse of a block of records [n], which raises when one does not parse;
+# record -> scalar string saying why it does not).
+_Parsing = Tuple[Callable, Callable]
 
 
 class BadRecordCounter:
@@ -74,8 +81,10 @@ def _named_records(
   on_bad_record: str,
   counter: Optional[BadRecordCounter],
   cycle_length: int,
+  parsing: _Parsing,
 ) -> tf.data.Dataset:
-  """Blocks `(paths [n], indices [n], records [n])` from all files, interleaved, with a per-file integrity check."""
+  """Blocks `(paths [n], indices [n], records [n])` from all files, interleaved, with a per-file integrity
+  check, and without the records that do not parse (see `_unparsable_dropped`)."""
   sizes = _file_sizes(files)
   files_ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(sizes, tf.int64)))
   if shuffle:
@@ -92,8 +101,22 @@ def _named_records(
     def step(state, records):
       count, consumed = state
       num = tf.shape(records, out_type=tf.int64)[0]
-      is_end = tf.equal(num, 0)
-      damaged = is_end & tf.not_equal(consumed, size)
+      damaged = tf.equal(num, 0) & tf.not_equal(consumed, size)  # at the end marker only
+      payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
+      new_state = (count + num, consumed + payload + _RECORD_OVERHEAD * num)
+      # (paths, indices, records, first index; then what `checked` needs: damaged, records and bytes read)
+      return new_state, (
+        tf.fill([num], path),
+        count + tf.range(num),
+        records,
+        count,
+        damaged,
+        count,
+        consumed,
+      )
+
+    def checked(paths, indices, records, damaged, count, consumed):
+      # After the parse attempts, whose ignore_errors would swallow this error if it were raised before.
       message = lambda: tf.strings.join(
         [
           path,
@@ -106,17 +129,13 @@ def _named_records(
           " bytes)",
         ]
       )
-      check = _report(
-        damaged, message, on_bad_record, counter._add_file(tf.cast(damaged, tf.int64)) if counter else None
-      )
-      with tf.control_dependencies(check):
-        indices = count + tf.range(num)
-      payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
-      new_state = (count + num, consumed + payload + _RECORD_OVERHEAD * num)
-      return new_state, (tf.fill([num], path), indices, records)
+      count_op = counter._add_file(tf.cast(damaged, tf.int64)) if counter else None
+      with tf.control_dependencies(_report(damaged, message, on_bad_record, count_op)):
+        return paths, tf.identity(indices), records
 
     scanned = blocks.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
-    return scanned.filter(lambda paths, indices, records: tf.size(records) > 0)
+    parsable = _unparsable_dropped(scanned, path, parsing, on_bad_record, counter).map(checked)
+    return parsable.filter(lambda paths, indices, records: tf.size(records) > 0)
 
   return files_ds.interleave(
     read_file,
@@ -174,8 +193,9 @@ class _Checks:
   def _message(self, ok, field, problem, detail_fn):
     row = tf.argmin(tf.cast(ok, tf.int32))
     detail = detail_fn(row) if detail_fn is not None else ""
+    about = ["field ", field, " "] if field is not None else []  # None: the problem is the whole record
     return tf.strings.join(
-      [self.paths[row], ":", tf.strings.as_string(self.indices[row]), ": field ", field, " ", problem, detail]
+      [self.paths[row], ":", tf.strings.as_string(self.indices[row]), ": ", *about, problem, detail]
     )
 
   def enforce(self, on_bad_record: str, counter: Optional[BadRecordCounter]) -> list:
@@ -186,6 +206,130 @@ class _Checks:
     if on_bad_record == _SKIP and counter is not None:
       ops.append(counter._add_records(tf.reduce_sum(tf.cast(~self.valid, tf.int64))))
     return ops
+
+
+def _unparsable_dropped(blocks, path, parsing: _Parsing, on_bad_record: str, counter) -> tf.data.Dataset:
+  """One file's blocks `(paths, indices, records, first index, *rest)` -> `(paths, indices, records, *rest)`
+  with only the records that parse; the others are reported (or skipped and counted) like any other bad
+  record.
+
+  A record that does not parse fails the parse of its whole batch with an error naming neither record nor
+  field (raw bytes in its text can even make it undecodable in Python). So each block is parsed once here,
+  under ignore_errors: a dropped block shows as a gap in the record numbers, and only then are its records
+  read again and tried one at a time, eagerly in a py_function. Graph alternatives (nested datasets in the
+  per-block function, even in an untaken tf.cond branch, or a flat_map per block) cost 30-50% of the
+  reader's throughput, measured; this costs a good block one more parse.
+  """
+  parse, why = parsing
+  tried = blocks.map(lambda *block: (*block, _needs_all(parse(block[2])))).ignore_errors()
+
+  def try_again(path, start, end):
+    """Eager: the records [start, end) of `path`, whether each parses, and why not ("" if it does)."""
+    paths, indices, records = _read_again(path, start, end)
+    ok = _rows_that_run(lambda record: parse(record[None]), records)
+    reasons = [tf.constant("") if good else why(record) for good, record in zip(ok.numpy(), records)]
+    return paths, indices, records, ok, tf.stack(reasons)
+
+  def step(expected, block):
+    paths, indices, records, first, *integrity, _ = block
+
+    def with_the_dropped():
+      dropped = tf.py_function(
+        try_again, [path, expected, first], [tf.string, tf.int64, tf.string, tf.bool, tf.string]
+      )
+      *dropped, ok, reasons = [tf.ensure_shape(t, [None]) for t in dropped]
+      kept = _kept(*dropped, ok, lambda row: reasons[row], on_bad_record, counter)
+      return tuple(tf.concat([before, now], 0) for before, now in zip(kept, (paths, indices, records)))
+
+    kept = tf.cond(first > expected, with_the_dropped, lambda: (paths, indices, records))
+    return first + tf.size(records, out_type=tf.int64), (*kept, *integrity)
+
+  return tried.scan(tf.constant(0, tf.int64), step)
+
+
+def _read_again(path, first, end):
+  """(paths, indices, records) of the records [first, end) of the TFRecord file `path`."""
+  count = end - first
+  records = tf.data.TFRecordDataset(path).skip(first).take(count).batch(count).get_single_element()
+  return tf.fill([count], path), first + tf.range(count), records
+
+
+def _kept(paths, indices, records, ok, reason_fn, on_bad_record: str, counter):
+  """The rows where `ok`; the others are reported (raise), or logged and counted. `reason_fn(row)`: why not."""
+  checks = _Checks(paths, indices)
+  checks.require(ok, None, "", reason_fn)
+  with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
+    ok = tf.identity(ok)
+  return paths[ok], indices[ok], records[ok]
+
+
+def _needs_all(outputs) -> tf.Tensor:
+  """A scalar computed from every tensor of `outputs`: tf.data prunes ops that only a control dependency
+  needs, so an attempt must output something made from its results for their errors to surface."""
+  return tf.add_n([tf.size(t, out_type=tf.int64) for t in tf.nest.flatten(outputs, expand_composites=True)])
+
+
+def _runs(fn, record) -> tf.Tensor:
+  """Scalar bool: `fn(record)` completes without an error."""
+  ran = tf.data.Dataset.from_tensors(record).map(lambda record: _needs_all(fn(record))).ignore_errors()
+  return ran.reduce(False, lambda ok, _: True)
+
+
+def _rows_that_run(fn, records) -> tf.Tensor:
+  """[B] bool: `fn(records[j])` completes without an error."""
+  count = tf.size(records, out_type=tf.int64)
+  ran = tf.data.Dataset.range(count).map(lambda j: (j, _needs_all(fn(records[j])))).ignore_errors()
+  return ran.reduce(
+    tf.zeros([count], tf.bool), lambda ok, row: tf.tensor_scatter_nd_update(ok, [[row[0]]], [True])
+  )
+
+
+def _why_unparsable(record, kind: str, probe, fields) -> tf.Tensor:
+  """Scalar string saying why `record` does not parse: not a `kind` at all, or the first of `fields`
+  ((key, dtype) pairs; `probe(key, dtype)` parses that key alone) stored as another list type."""
+  reason = tf.constant(f"record does not parse as a tf.train.{kind}")
+  for key, dtype in reversed(fields):
+    found = tf.constant("data that does not parse as such")
+    for other, name in _LIST_TYPES.items():
+      if other != dtype:
+        found = tf.where(_runs(probe(key, other), record), name, found)
+    wrong = f"field {key} must be of type {_LIST_TYPES[dtype]}, found "
+    reason = tf.where(_runs(probe(key, dtype), record), reason, tf.strings.join([wrong, found]))
+  is_kind = _runs(probe(_ABSENT_KEY, tf.string), record)
+  return tf.where(is_kind, reason, f"record is not a serialized tf.train.{kind}")
+
+
+def _example_parsing(spec) -> _Parsing:
+  fields = [(key, feature.dtype) for key, feature in spec.items()]
+
+  def probe(key, dtype):
+    return lambda record: tf.io.parse_example(record[None], {key: tf.io.RaggedFeature(dtype)})
+
+  return (
+    lambda records: tf.io.parse_example(records, spec),
+    lambda record: _why_unparsable(record, "Example", probe, fields),
+  )
+
+
+def _parse_examples(paths, indices, serialized, spec, on_bad_record: str, counter):
+  """`tf.io.parse_example` of a batch that no reader checked (the SavedModel's input) -> (paths, indices,
+  parsed) of the records that parse, the others reported. The batch is tried whole in a one-element dataset
+  under ignore_errors (a try/except in the graph), then record by record if that fails: fine per request,
+  too slow per training batch (hence `_unparsable_dropped` in the readers)."""
+  parsing = _example_parsing(spec)
+
+  def parse(paths, indices, serialized):
+    return paths, indices, tf.io.parse_example(serialized, spec)
+
+  def parse_the_parsable(paths, indices, serialized):
+    ok = _rows_that_run(lambda record: parsing[0](record[None]), serialized)
+    why = lambda row: parsing[1](serialized[row])
+    return parse(*_kept(paths, indices, serialized, ok, why, on_bad_record, counter))
+
+  args = (paths, indices, serialized)
+  tried = tf.data.Dataset.from_tensors(args).map(parse).ignore_errors()
+  rescue = tf.data.Dataset.from_tensors(args).map(parse_the_parsable)
+  return tried.concatenate(rescue).take(1).get_single_element()
 
 
 def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.RaggedTensor, schema: Schema):
@@ -215,6 +359,13 @@ def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
   return tf.tensor_scatter_nd_update(tf.zeros([rows, num_classes], tf.float32), indices, updates)
 
 
+def _video_spec(schema: Schema) -> dict:
+  spec = {schema.id_key: tf.io.RaggedFeature(tf.string), schema.labels_key: tf.io.RaggedFeature(tf.int64)}
+  for name in schema.video_feature_names:
+    spec[name] = tf.io.RaggedFeature(tf.float32)
+  return spec
+
+
 def _parse_video_batch(
   paths,
   indices,
@@ -223,11 +374,14 @@ def _parse_video_batch(
   on_bad_record: str,
   counter: Optional[BadRecordCounter],
   fold_filter,
+  known_to_parse: bool = False,
 ):
-  spec = {schema.id_key: tf.io.RaggedFeature(tf.string), schema.labels_key: tf.io.RaggedFeature(tf.int64)}
-  for name in schema.video_feature_names:
-    spec[name] = tf.io.RaggedFeature(tf.float32)
-  parsed = tf.io.parse_example(serialized, spec)
+  """known_to_parse: the records come from a reader, which parsed each of them once already."""
+  spec = _video_spec(schema)
+  if known_to_parse:
+    parsed = tf.io.parse_example(serialized, spec)
+  else:
+    paths, indices, parsed = _parse_examples(paths, indices, serialized, spec, on_bad_record, counter)
   checks = _Checks(paths, indices)
   _check_id_and_labels(checks, parsed[schema.id_key], parsed[schema.labels_key], schema)
   for name, size in zip(schema.video_feature_names, schema.feature_sizes):
@@ -238,6 +392,7 @@ def _parse_video_batch(
       f"must have {size} float values, found ",
       lambda row, length=length: tf.strings.as_string(length[row]),
     )
+  _check_finite(checks, parsed, schema.video_feature_names)
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid)
   all_valid = tf.reduce_all(valid)
@@ -252,6 +407,37 @@ def _parse_video_batch(
     features = {k: tf.boolean_mask(v, in_folds) for k, v in features.items()}
     labels = tf.boolean_mask(labels, in_folds)
   return features, labels
+
+
+def _check_finite(checks: _Checks, parsed, names: Sequence[str]):
+  """No NaN/Inf in the float features `names`. The failing rows are found from the positions of the
+  non-finite values (usually none): a ragged reduce_all, a cumsum, or a message reading the values cost
+  10-80% of the batch's parse time (measured)."""
+  for name in names:
+    values = parsed[name]
+    positions = tf.where(~tf.math.is_finite(values.flat_values))[:, 0]
+    splits = values.row_splits
+    rows = tf.searchsorted(splits, tf.cast(positions, splits.dtype), side="right") - 1
+    ok = tf.tensor_scatter_nd_update(
+      tf.ones_like(checks.indices, tf.bool), rows[:, None], tf.zeros_like(rows, tf.bool)
+    )
+    checks.require(
+      ok,
+      name,
+      "must hold finite values, found ",
+      lambda row, values=values, positions=positions, rows=rows: _first_non_finite(
+        values, positions, rows, row
+      ),
+    )
+
+
+def _first_non_finite(values: tf.RaggedTensor, positions, rows, row):
+  """ "<value> at position <i>": the first non-finite value of `row` (`positions`: flat positions of the
+  non-finite values, `rows`: their rows). Runs only when the check fails."""
+  first = tf.boolean_mask(positions, tf.equal(rows, tf.cast(row, rows.dtype)))[0]
+  start = tf.cast(values.row_splits[row], first.dtype)
+  value = tf.strings.as_string(values.flat_values[first])
+  return tf.strings.join([value, " at position ", tf.strings.as_string(first - start)])
 
 
 def _valid_rows(ragged: tf.RaggedTensor, valid, all_valid) -> tf.RaggedTensor:
@@ -309,13 +495,21 @@ def video_dataset(
   """
   _check_mode(on_bad_record)
   fold_filter = _fold_filter(num_folds, folds, exclude_folds)
+  parsing = _example_parsing(_video_spec(schema))
   records = _named_records(
-    list_files(file_pattern), shuffle, seed, num_epochs, on_bad_record, bad_record_counter, cycle_length
+    list_files(file_pattern),
+    shuffle,
+    seed,
+    num_epochs,
+    on_bad_record,
+    bad_record_counter,
+    cycle_length,
+    parsing,
   )
   batches = _batched(records, batch_size, shuffle, shuffle_buffer, seed)
   dataset = batches.map(
     lambda paths, indices, serialized: _parse_video_batch(
-      paths, indices, serialized, schema, on_bad_record, bad_record_counter, fold_filter
+      paths, indices, serialized, schema, on_bad_record, bad_record_counter, fold_filter, known_to_parse=True
     ),
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=_deterministic(shuffle, seed),
@@ -336,10 +530,7 @@ def _as_ragged_row(values):
   return tf.RaggedTensor.from_row_lengths(values, tf.reshape(tf.size(values, out_type=tf.int64), [1]))
 
 
-def _parse_frame_record(
-  path, index, serialized, schema: Schema, on_bad_record: str, counter: Optional[BadRecordCounter]
-):
-  """One SequenceExample -> (valid, id [1], labels [n], {feature: frame byte strings [frames]})."""
+def _frame_specs(schema: Schema) -> tuple:
   context_spec = {
     schema.id_key: tf.io.RaggedFeature(tf.string),
     schema.labels_key: tf.io.RaggedFeature(tf.int64),
@@ -348,6 +539,30 @@ def _parse_frame_record(
     feature: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
     for feature in schema.feature_names
   }
+  return context_spec, sequence_spec
+
+
+def _sequence_example_parsing(context_spec, sequence_spec) -> _Parsing:
+  fields = [(key, f.dtype) for key, f in context_spec.items()] + [(key, tf.string) for key in sequence_spec]
+
+  def probe(key, dtype):
+    if key in sequence_spec:
+      # The reader's own spec for its type; any number of values per frame for the others (to name them).
+      feature = sequence_spec[key] if dtype == sequence_spec[key].dtype else tf.io.RaggedFeature(dtype)
+      return lambda record: tf.io.parse_single_sequence_example(record, sequence_features={key: feature})
+    return lambda record: tf.io.parse_single_sequence_example(record, {key: tf.io.RaggedFeature(dtype)})
+
+  return (
+    lambda records: tf.io.parse_sequence_example(records, context_spec, sequence_spec),
+    lambda record: _why_unparsable(record, "SequenceExample", probe, fields),
+  )
+
+
+def _parse_frame_record(
+  path, index, serialized, schema: Schema, on_bad_record: str, counter: Optional[BadRecordCounter]
+):
+  """One SequenceExample (known to parse) -> (valid, id [1], labels [n], {feature: frame byte strings})."""
+  context_spec, sequence_spec = _frame_specs(schema)
   context, sequences = tf.io.parse_single_sequence_example(serialized, context_spec, sequence_spec)
   checks = _Checks(tf.reshape(path, [1]), tf.reshape(index, [1]))
   _check_id_and_labels(
@@ -422,8 +637,16 @@ def frame_dataset(
   """
   _check_mode(on_bad_record)
   fold_filter = _fold_filter(num_folds, folds, exclude_folds)
+  parsing = _sequence_example_parsing(*_frame_specs(schema))
   records = _named_records(
-    list_files(file_pattern), shuffle, seed, num_epochs, on_bad_record, bad_record_counter, cycle_length
+    list_files(file_pattern),
+    shuffle,
+    seed,
+    num_epochs,
+    on_bad_record,
+    bad_record_counter,
+    cycle_length,
+    parsing,
   ).unbatch()
   if shuffle:
     records = records.shuffle(shuffle_buffer, seed=seed)

@@ -3,14 +3,19 @@
 Only the SavedModel is needed, not the model code: raw serialized records go through its `from_examples`
 signature, which parses them, scores them and returns ids with the top classes. Exports containing TF-DF
 components need TF-DF's custom ops; they are loaded on demand when the plain load reports them missing.
+
+Bad input stops with a ValueError naming the file and record: a record the export refuses (its message,
+with the file and record in place of the batch position), an id that is not UTF-8 text, or an id seen
+before (both places named), since a Kaggle submission has exactly one row per video.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -84,14 +89,55 @@ def load_for_examples(model_dir: str, top_k: int):
   return loaded, min(top_k, available)
 
 
+def _named_records(files: Sequence[str], batch_size: int) -> tf.data.Dataset:
+  """Batches of (file number [n], record index in its file [n], serialized record [n]), in file order."""
+
+  def read(number, path):
+    records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).enumerate()
+    return records.map(lambda index, record: (number, index, record))
+
+  numbered = tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64), list(files)))
+  return numbered.flat_map(read).batch(batch_size).prefetch(2)
+
+
+def _refusal(error: tf.errors.InvalidArgumentError, files, numbers, indices) -> Optional[ValueError]:
+  """The export's message about `example_bytes:<row>` with that row's file and record index instead, or
+  None when the error names no record."""
+  match = re.search(re.escape(EXAMPLES_INPUT) + r":(\d+): ([^\]\n]*)", error.message)
+  if match is None:
+    return None
+  row = int(match.group(1))
+  return ValueError(f"{files[numbers[row]]}:{indices[row]}: {match.group(2)}")
+
+
 def _batches(loaded, top_k: int, files: Sequence[str], batch_size: int):
   # The loaded object is kept referenced while its signature runs (it owns the variables).
   signature = loaded.signatures[EXAMPLES_SIGNATURE]
-  records = tf.data.TFRecordDataset(files, buffer_size=1 << 20).batch(batch_size).prefetch(2)
-  for batch in records:
-    outputs = signature(**{EXAMPLES_INPUT: batch})
+  first_seen = {}  # id -> (file number, record index): one row per video in a submission
+  for numbers, indices, records in _named_records(files, batch_size):
+    numbers, indices = numbers.numpy().tolist(), indices.numpy().tolist()
+    try:
+      outputs = signature(**{EXAMPLES_INPUT: records})
+    except tf.errors.InvalidArgumentError as error:
+      refusal = _refusal(error, files, numbers, indices)
+      if refusal is None:
+        raise
+      raise refusal from error
+    ids = outputs["id"].numpy()
+    for video_id, number, index in zip(ids, numbers, indices):
+      try:
+        video_id.decode("utf-8")
+      except UnicodeDecodeError:
+        raise ValueError(f"{files[number]}:{index}: video id {video_id!r} is not UTF-8 text") from None
+      if video_id in first_seen:
+        before, index_before = first_seen[video_id]
+        raise ValueError(
+          f"{files[number]}:{index}: duplicate video id {video_id.decode()!r}, "
+          f"also at {files[before]}:{index_before}"
+        )
+      first_seen[video_id] = (number, index)
     yield (
-      outputs["id"].numpy(),
+      ids,
       outputs["top_classes"].numpy()[:, :top_k],
       outputs["top_scores"].numpy()[:, :top_k],
     )

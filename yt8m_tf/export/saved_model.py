@@ -8,10 +8,12 @@ ignores, since it is not a number) and renamed when complete, so a server never 
 Signatures:
   serving_default: `mean_rgb` [B,1024], `mean_audio` [B,128] float32 (names and sizes from the Schema)
     -> `probabilities` [B,C] float32, `top_classes` [B,k] int32, `top_scores` [B,k] float32, k = min(20, C).
+    The graph itself refuses an input of another width or with a NaN/Inf, naming the input (a loaded
+    SavedModel does not enforce the declared shapes).
   from_examples: `example_bytes` [B] serialized video-level tf.Examples (the starter's input name) -> `id`
     [B] string plus the same outputs. The records are parsed by the repo's reader code, so features and
-    input checks are exactly those of training and prediction; a bad record fails the request with a
-    message naming its index and field.
+    input checks are exactly those of training and prediction; a bad record (one that does not parse, a
+    wrong length, a NaN/Inf...) fails the request with a message naming its index and field.
 
 A scorer is a function `features dict -> probabilities [B,C]` plus the trackable objects it reads
 (tf.Module, tf.Variable, a TF-DF model...). `ExportModule` attaches those under `components`, which is what
@@ -68,6 +70,41 @@ def parse_video_examples(serialized: tf.Tensor, schema: Schema) -> Dict[str, tf.
   # never disagree with training about how a record reads.
   features, _ = readers._parse_video_batch(names, tf.range(count), serialized, schema, "raise", None, None)
   return features
+
+
+def checked_features(features: Mapping[str, tf.Tensor], schema: Schema) -> Dict[str, tf.Tensor]:
+  """`features` behind in-graph checks: each must be [batch, its schema size] and finite.
+
+  A loaded SavedModel's signature does not enforce its declared shapes: without these checks wrong widths
+  give probabilities (both inputs wrong) or a bare "Matrix size-incompatible", and a NaN gives NaN scores.
+  """
+  checked = {}
+  for name, size in zip(schema.video_feature_names, schema.feature_sizes):
+    values = features[name]
+    shape = tf.shape(values)
+    # From the runtime shape only: grappler folds tf.rank to the declared, unchecked, rank 2.
+    padded = tf.concat([shape, [-1, -1]], axis=0)  # -1 past the last axis
+    width_ok = tf.equal(padded[1], size) & tf.equal(padded[2], -1)
+    wrong_width = lambda name=name, size=size, shape=shape: tf.strings.join(
+      [f"{SERVING_SIGNATURE}: input {name} must have shape [batch, {size}], got ", _as_text(shape)]
+    )
+    with tf.control_dependencies(readers._report(~width_ok, wrong_width, "raise")):
+      finite = tf.math.is_finite(values)
+
+    def non_finite(name=name, values=values, finite=finite):
+      where = tf.where(~finite)[0]
+      found = tf.strings.as_string(tf.gather_nd(values, where))
+      return tf.strings.join(
+        [f"{SERVING_SIGNATURE}: input {name} must hold finite values, found ", found, " at ", _as_text(where)]
+      )
+
+    with tf.control_dependencies(readers._report(~tf.reduce_all(finite), non_finite, "raise")):
+      checked[name] = tf.identity(values)
+  return checked
+
+
+def _as_text(vector: tf.Tensor) -> tf.Tensor:
+  return tf.strings.join(["[", tf.strings.reduce_join(tf.strings.as_string(vector), separator=", "), "]"])
 
 
 class KerasScorer(tf.Module):
@@ -195,7 +232,7 @@ class ExportModule(tf.Module):
     return {"probabilities": probabilities, "top_classes": top.indices, "top_scores": top.values}
 
   def _predict_features(self, **features):
-    return self._outputs(features)
+    return self._outputs(checked_features(features, self._schema))
 
   def _predict_examples(self, example_bytes):
     features = parse_video_examples(example_bytes, self._schema)

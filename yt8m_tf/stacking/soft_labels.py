@@ -45,8 +45,9 @@ from yt8m_tf.files import atomic_save_npz
 FORMAT_VERSION = 1
 ON_MISSING = ("error", "hard")
 # What a hard positive outside the video's candidates trains on: "mixed" (the seed) 1 - weight, which is 0
-# at weight 1; "hard": 1, since the teacher gave it no score rather than a low one.
-MISSED_POSITIVES = ("mixed", "hard")
+# at weight 1; "hard": 1, since the teacher gave it no score rather than a low one. "max": every hard
+# positive trains on 1, candidates or not, and the teacher only lifts the negatives (to weight * score).
+MISSED_POSITIVES = ("mixed", "hard", "max")
 _SCORE_CLIP = 1e-6  # keeps logit(score) finite when a temperature is applied
 SCORE_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 _FIELDS = ("format_version", "num_classes", "ids", "row_splits", "classes", "scores")
@@ -365,7 +366,8 @@ class SoftLabelStore:
     on_missing: "error" (default) fails the pipeline naming the ids the store lacks; "hard" keeps the
       hard labels for those videos.
     missed_positives: a hard positive outside the video's candidates trains on `1 - weight` ("mixed",
-      the seed's formula) or on 1 ("hard").
+      the seed's formula) or on 1 ("hard"); "max": targets are max(hard, weight * soft), so every hard
+      positive keeps 1 and the teacher's scores only lift the negatives.
     temperature: the stored probabilities p become sigmoid(logit(p) / temperature); above 1 softens them.
     """
     weight = float(weight)
@@ -418,7 +420,9 @@ class SoftLabelStore:
         clipped = tf.clip_by_value(scores, _SCORE_CLIP, 1.0 - _SCORE_CLIP)
         scores = tf.sigmoid((tf.math.log(clipped) - tf.math.log1p(-clipped)) / temperature)
       shape = tf.shape(hard, out_type=tf.int64)
-      if missed_positives == "hard" and weight > 0:
+      if missed_positives == "max":
+        targets = tf.maximum(hard, tf.scatter_nd(indices, weight * scores, shape))
+      elif missed_positives == "hard" and weight > 0:
         # Outside the candidates (and for videos the store lacks: they have no entries) the hard label
         # stays whole; 1 - weight scales it only where the teacher scored the class.
         candidate = tf.scatter_nd(indices, tf.ones_like(scores), shape)

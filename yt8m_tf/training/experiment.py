@@ -70,7 +70,8 @@ class TrainConfig:
   kmeans_max_batches: Optional[int] = 100  # training batches k-means sees (cluster-centroid models)
   soft_labels: Optional[str] = None
   soft_label_weight: float = 1.0
-  soft_label_missed_positives: str = "mixed"  # hard positives outside the candidates: 1 - w, or "hard": 1
+  # Hard positives outside the candidates: 1 - w ("mixed"), 1 ("hard"); "max": max(hard, w * soft).
+  soft_label_missed_positives: str = "mixed"
   soft_label_temperature: float = 1.0  # teacher probabilities p -> sigmoid(logit(p) / T)
   # Transductive distillation: unlabeled videos (e.g. the test set) trained on the teacher's scores alone.
   transductive_data_pattern: Optional[str] = None

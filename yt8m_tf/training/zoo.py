@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, metrics, models
+from yt8m_tf import data, metrics, models, settings_record
 from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.training import experiment, prediction
 
@@ -186,6 +186,15 @@ def run_zoo(
   results = {}
   for name in members or member_names(zoo_dir):
     start = time.perf_counter()
+    first = member_config(
+      zoo_dir, name, workdir, 0, num_folds, train_data_pattern, num_classes, max_frames, **overrides
+    )
+    settings = {k: v for k, v in first.to_json().items() if k not in ("train_dir", "fold")}
+    settings_record.check_and_record(
+      os.path.join(workdir, name),
+      {**settings, "test_data_pattern": test_data_pattern, "store_top_k": top_k},
+      remedy=f"use a new work directory, or delete {os.path.join(workdir, name)} to train {name} again",
+    )
     for fold in range(num_folds):
       config = member_config(
         zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
