@@ -31,6 +31,9 @@ flags.DEFINE_string("workdir", "runs/ladder", "One work directory per seed goes 
 flags.DEFINE_string("preset", "demo", "Pipeline preset.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 flags.DEFINE_bool("transductive", False, "Also train the transductive student (its own row).")
+flags.DEFINE_string(
+  "redo_from", None, "Redo this stage and those after it in every seed's workdir (new settings for them)."
+)
 
 # (label, later step, earlier step, wanted margin): the issue's "done when" margins.
 MARGINS = (
@@ -65,7 +68,7 @@ def main(argv):
     if seed != seeds[0]:
       share_data(os.path.join(FLAGS.workdir, f"seed_{seeds[0]}"), workdir)
     config = pipeline.preset(FLAGS.preset, workdir, seed=seed, transductive=FLAGS.transductive)
-    report = pipeline.Pipeline(config).run()
+    report = pipeline.Pipeline(config).run(redo_from=FLAGS.redo_from)
     print(pipeline.format_report(report), flush=True)
     ladders[seed] = {step["step"]: step["test_gap"] for step in report["ladder"]}
     extra = [r for r in report["gap@20"] if "transductive" in r["name"]]

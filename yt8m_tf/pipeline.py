@@ -115,9 +115,12 @@ class PipelineConfig:
   distill_learning_rate: float = 0.01
   distill_lr_schedule: str = "cosine"
   distill_loss: str = "bce"
-  # Soft targets: w * teacher + (1 - w) * hard; hard positives the teacher did not score keep 1.
+  # Soft targets max(hard, w * teacher): every hard positive keeps 1, the teacher lifts the negatives it
+  # scores. Chosen on the benchmark's validate split, which no model of that run saw (bench/selection_split.py;
+  # BUILD_NOTES "Choosing the soft targets on a held-out split"): 0.8019 vs 0.7945 for w * teacher + (1 - w) *
+  # hard at w = 0.5 (hard labels: 0.8022).
   soft_label_weight: float = 0.5
-  soft_label_missed_positives: str = "hard"
+  soft_label_missed_positives: str = "max"
   soft_label_temperature: float = 1.0
   # Transductive distillation: a third student also trains on the test videos with the teacher's test
   # scores as targets; reported on its own row, never the submitted model.

@@ -250,6 +250,10 @@ def fit(
   )
   batches = strategy.experimental_distribute_dataset(train_data)
   iterator = iter(batches) if steps_per_epoch else None  # pseudo-epochs continue one endless stream
+  if not steps_per_epoch:  # a resumed run reads through the finished epochs' orders (trainer.fit's reason)
+    for _ in range(int(epochs_done.numpy())):
+      for _ in batches:
+        pass
 
   model.stop_training = False
   callback_list.on_train_begin()
