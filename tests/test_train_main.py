@@ -103,8 +103,13 @@ def test_train_main_resumes_after_being_killed(tiny_data, tmp_path):
   done_before = len(json.loads(history_file.read_text()))
   assert 2 <= done_before < 40
   _run(_train_args(tiny_data, train_dir, f"--epochs={done_before + 2}", "--steps_per_epoch=40"))
-  epochs = [e["epoch"] for e in json.loads(history_file.read_text())]
-  assert epochs == list(range(1, done_before + 3))  # continued, not restarted
+  resumed = json.loads(history_file.read_text())
+  assert [e["epoch"] for e in resumed] == list(range(1, done_before + 3))  # continued, not restarted
+  # ...and continued the endless stream where the killed run was: the same losses as a run never stopped
+  whole = tmp_path / "whole"
+  _run(_train_args(tiny_data, whole, f"--epochs={done_before + 2}", "--steps_per_epoch=40"))
+  expected = json.loads((whole / "history.json").read_text())
+  assert [(e["loss"], e["val_gap"]) for e in resumed] == [(e["loss"], e["val_gap"]) for e in expected]
   assert not [n for n in os.listdir(train_dir) if ".tmp-" in n]
 
 

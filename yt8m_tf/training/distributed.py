@@ -250,8 +250,13 @@ def fit(
   )
   batches = strategy.experimental_distribute_dataset(train_data)
   iterator = iter(batches) if steps_per_epoch else None  # pseudo-epochs continue one endless stream
-  if not steps_per_epoch:  # a resumed run reads through the finished epochs' orders (trainer.fit's reason)
-    for _ in range(int(epochs_done.numpy())):
+  # A resumed run reads through what the finished epochs read, to continue their order (see
+  # trainer._continue_data_order).
+  for _ in range(int(epochs_done.numpy())):
+    if steps_per_epoch:
+      for _ in range(steps_per_epoch):
+        next(iterator)
+    else:
       for _ in batches:
         pass
 

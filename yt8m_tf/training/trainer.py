@@ -107,24 +107,36 @@ class _LogLearningRate(keras.callbacks.Callback):
       logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def _continue_data_order(train_data: tf.data.Dataset, backup_dir: str) -> None:
-  """A resumed run sees the data order the uninterrupted one would have seen.
-
-  Each epoch iterates `train_data` anew, and every new iterator draws the next shuffle order from the
-  dataset's seeds; a restarted process would start again at epoch 1's order. Reading through one
-  iterator per finished epoch moves the seeds to where the killed run was. Only reading does: part of
-  the shuffle state advances as the data is read, so merely creating the iterators gives other orders
-  (measured: a run killed mid-epoch 2 then drifted by 0.006 GAP). The cost is one pass over the
-  training data per finished epoch, at resume only; an order computed from (seed, epoch) would avoid it.
-  """
+def _finished_epochs(backup_dir: str) -> int:
   metadata = os.path.join(backup_dir, "training_metadata.json")  # written by BackupAndRestore
   if not tf.io.gfile.exists(metadata):
-    return
+    return 0
   with tf.io.gfile.GFile(metadata) as f:
-    finished_epochs = int(json.load(f).get("epoch", 0))
+    return int(json.load(f).get("epoch", 0))
+
+
+def _continue_data_order(
+  train_data: tf.data.Dataset, backup_dir: str, steps_per_epoch: Optional[int]
+) -> tf.data.Dataset:
+  """`train_data` as a resumed run must read it to see what the uninterrupted run would have seen.
+
+  Epochs (no `steps_per_epoch`): each epoch iterates `train_data` anew, and every new iterator draws the
+  next shuffle order from the dataset's seeds; a restarted process would start again at epoch 1's order.
+  Reading through one iterator per finished epoch moves the seeds to where the killed run was. Only
+  reading does: part of the shuffle state advances as the data is read, so merely creating the iterators
+  gives other orders (measured: a run killed mid-epoch 2 then drifted by 0.006 GAP).
+  Pseudo-epochs (`steps_per_epoch`): Keras reads one endless stream across epochs, so the resumed run
+  skips the batches the finished epochs took from it.
+  Either way the cost is one read of the finished epochs' data, at resume only; an order computed from
+  (seed, epoch) would avoid it.
+  """
+  finished_epochs = _finished_epochs(backup_dir)
+  if steps_per_epoch:
+    return train_data.skip(finished_epochs * steps_per_epoch) if finished_epochs else train_data
   for _ in range(finished_epochs):
     for _ in train_data:
       pass
+  return train_data
 
 
 def compile_model(
@@ -232,8 +244,7 @@ def fit(
     early_stopping_patience=early_stopping_patience,
     verbose=verbose,
   )
-  if steps_per_epoch is None:
-    _continue_data_order(train_data, os.path.join(train_dir, BACKUP_DIR))
+  train_data = _continue_data_order(train_data, os.path.join(train_dir, BACKUP_DIR), steps_per_epoch)
   with warnings.catch_warnings():
     if steps_per_epoch is None:
       # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch
