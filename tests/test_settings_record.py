@@ -119,6 +119,17 @@ def test_a_marker_made_with_other_settings_is_refused_even_without_the_record(tm
     job.run_stage("l1", lambda: {})
 
 
+def test_a_workdir_from_before_the_record_is_taken_with_a_warning(tmp_path):
+  workdir = str(tmp_path / "work")
+  config = pipeline.preset("tiny", workdir)
+  _fake_finished(workdir, config)
+  os.remove(os.path.join(workdir, settings_record.SETTINGS_FILE))
+  logs = []
+  pipeline.Pipeline(config, log=logs.append).prepare_workdir()
+  assert any("made before workdirs recorded their settings" in line for line in logs)
+  assert settings_record.read(workdir) == config.settings()
+
+
 def test_a_restarted_stage_removes_what_a_killed_writer_left(tmp_path):
   workdir = str(tmp_path / "work")
   job = pipeline.Pipeline(pipeline.preset("tiny", workdir), log=lambda line: None)

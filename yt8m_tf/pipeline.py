@@ -292,6 +292,11 @@ class Pipeline:
     if redo_from is not None and redo_from not in STAGES:
       raise ValueError(f"redo_from must be one of {', '.join(STAGES)}, got {redo_from!r}")
     recorded = settings_record.read(workdir)
+    if recorded is None and any(tf.io.gfile.exists(self._marker(stage)) for stage in STAGES):
+      self.log(
+        f"warning: {workdir} holds stages made before workdirs recorded their settings; they are taken as "
+        "made with this run's settings (use a new workdir if they were not)"
+      )
     changes = settings_record.changes(recorded, self.config.settings()) if recorded is not None else []
     first = first_stage_changed(changes)
     listed = "; ".join(f"{c} (stage {FIRST_STAGE_OF_SETTING[c.name.split('.')[0]]})" for c in changes)
