@@ -84,8 +84,8 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   try:
     report = pipeline.Pipeline(config).run(redo_from=FLAGS.redo_from)
-  except settings_record.SettingsChanged as e:
-    raise app.UsageError(str(e).replace("redo_from=", "--redo_from=")) from None
+  except settings_record.SettingsChanged as e:  # the message alone: the flags' help would bury it
+    raise SystemExit(f"error: {str(e).replace('redo_from=', '--redo_from=')}") from None
   print(pipeline.format_report(report))
   print(f"report: {os.path.join(FLAGS.workdir, 'report.json')}")
 

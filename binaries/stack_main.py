@@ -65,7 +65,7 @@ def main(argv):
       FLAGS.output_dir, settings, remedy="use a new --output_dir, or delete it to stack again"
     )
   except settings_record.SettingsChanged as e:
-    raise app.UsageError(str(e)) from None
+    raise SystemExit(f"error: {e}") from None
   schema = data.Schema(num_classes=FLAGS.num_classes)
   train_labels = zoo.labels_by_id(FLAGS.train_data_pattern, schema)
   test_labels = None

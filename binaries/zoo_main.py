@@ -67,7 +67,7 @@ def main(argv):
         train_labels=train_labels[pattern],
       )
     except settings_record.SettingsChanged as e:  # a member trained with other settings
-      raise app.UsageError(str(e)) from None
+      raise SystemExit(f"error: {e}") from None
     results.update(member_results)
     with files.atomic_open(os.path.join(FLAGS.workdir, "zoo_results.json")) as f:
       json.dump(results, f, indent=1)

@@ -48,6 +48,8 @@ def test_a_workdir_gives_back_the_config_that_made_it(tmp_path):
   config = pipeline.preset("tiny", str(tmp_path / "work"), seed=3, l1_overrides={"epochs": 1})
   pipeline.Pipeline(config).prepare_workdir()
   assert pipeline.load_config(config.workdir) == config
+  # The packaged zoo is named by its place in the package, not by where the package is installed.
+  assert settings_record.read(config.workdir)["zoo_dir"] == "yt8m_tf/configs/zoo/pipeline"
 
 
 def _fake_finished(workdir: str, config: pipeline.PipelineConfig) -> pipeline.Pipeline:

@@ -39,6 +39,7 @@ from yt8m_tf.training import experiment, prediction, zoo
 from yt8m_tf.training.inputs import dataset_for
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
+PACKAGED_ZOO_PREFIX = "yt8m_tf/configs/zoo/"  # how settings.json names a zoo folder of the package
 STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
 # What each stage writes (relative to the workdir): removed when the stage is redone.
 STAGE_OUTPUTS = {
@@ -155,9 +156,13 @@ class PipelineConfig:
       raise ValueError("train_data_pattern and test_data_pattern go together (your own data)")
 
   def settings(self) -> dict:
-    """Every setting but the workdir, as JSON values: what `workdir/settings.json` records."""
+    """Every setting but the workdir, as JSON values: what `workdir/settings.json` records. A packaged zoo
+    is recorded by its place in the package, so a reinstalled or moved package reads as the same."""
     values = dataclasses.asdict(self)
     del values["workdir"]
+    zoo_dir = os.path.abspath(values["zoo_dir"])
+    if zoo_dir.startswith(CONFIGS_DIR + os.sep):
+      values["zoo_dir"] = PACKAGED_ZOO_PREFIX + os.path.relpath(zoo_dir, CONFIGS_DIR)
     return settings_record.as_json(values)
 
 
@@ -169,6 +174,8 @@ def load_config(workdir: str) -> PipelineConfig:
   values["synthetic"] = synthetic.SyntheticConfig.from_json_dict(values["synthetic"])
   values["stacker"] = stacker.StackerConfig(**values["stacker"])
   values["l1_members"] = tuple(values["l1_members"])
+  if values["zoo_dir"].startswith(PACKAGED_ZOO_PREFIX):
+    values["zoo_dir"] = os.path.join(CONFIGS_DIR, values["zoo_dir"][len(PACKAGED_ZOO_PREFIX) :])
   return PipelineConfig(workdir=workdir, **values)
 
 
