@@ -80,7 +80,7 @@ def random_problem(rng, num_videos, num_classes, labels_per_video=3.0, decimals=
 # ---------------------------------------------------------------- top-k
 
 
-@pytest.mark.parametrize("num_classes,k", [(3862, 20), (300, 20), (50, 5), (7, 20), (200, 70)])
+@pytest.mark.parametrize("num_classes,k", [(3862, 20), (3862, 100), (1000, 150), (300, 20), (50, 5), (7, 20), (200, 70)])
 def test_top_k_per_video_matches_sorted_oracle_with_ties(num_classes, k):
   rng = np.random.default_rng(num_classes + k)
   scores = np.round(rng.random((60, num_classes)), 2).astype(np.float32)
@@ -118,8 +118,9 @@ def test_top_k_per_video_selects_same_classes_as_argpartition_without_ties():
 def test_top_k_per_video_rejects_nan_and_bad_k():
   scores = np.random.default_rng(0).random((4, 3862)).astype(np.float32)
   scores[2, 100] = np.nan
-  with pytest.raises(ValueError, match="NaN"):
-    top_k_per_video(scores, k=20)
+  for k in (20, 100):  # the grouped path and the large-k partition path
+    with pytest.raises(ValueError, match="NaN"):
+      top_k_per_video(scores, k=k)
   with pytest.raises(ValueError, match="k must be"):
     top_k_per_video(scores, k=0)
   with pytest.raises(ValueError, match="scores must be"):
