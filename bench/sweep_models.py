@@ -103,7 +103,7 @@ def train(name, args):
     "seconds": seconds,
     "first_loss": history[0]["loss"],
     "last_loss": history[-1]["loss"],
-    "best_val_gap": max(e["val_gap"] for e in history),
+    "best_val_gap": max(e["val_gap"] for e in history if "val_gap" in e),
   }
 
 

@@ -35,12 +35,16 @@ flags.DEFINE_integer("batch_size", 512, "Global batch size.")
 flags.DEFINE_integer("epochs", 30, "Epochs (pseudo-epochs with --steps_per_epoch).")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per pseudo-epoch; default: one pass over the data.")
 flags.DEFINE_integer("validation_steps", None, "Validation batches per epoch; default: all.")
+flags.DEFINE_integer(
+  "validation_freq", 1, "Validate after every N-th epoch and the last one (not with --lr_schedule=plateau)."
+)
 flags.DEFINE_float("learning_rate", 1e-3, "Adam's (initial) learning rate.")
 flags.DEFINE_enum(
   "lr_schedule",
   "plateau",
-  ["plateau", "cosine"],
-  "plateau: times --lr_factor when validation GAP stops improving; cosine: per-step decay to 0 over the run.",
+  list(experiment.LR_SCHEDULES),
+  "plateau: times --lr_factor when validation GAP stops improving; cosine: per-step decay to 0 over the run; "
+  "constant: --learning_rate throughout.",
 )
 flags.DEFINE_float("lr_factor", 0.5, "ReduceLROnPlateau factor.")
 flags.DEFINE_integer("lr_patience", 0, "ReduceLROnPlateau patience, in epochs.")

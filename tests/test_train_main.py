@@ -207,6 +207,18 @@ def test_output_bias_starts_at_the_training_folds_class_prior(tiny_data, tmp_pat
   np.testing.assert_allclose(model.get_layer("logits").bias.numpy(), np.log(prior / (1 - prior)), rtol=1e-5)
   assert experiment.training_label_counts(config)[1] == videos
   assert (tmp_path / "run" / experiment.TRAINING_LABELS_FILE).exists()  # the pass is cached
+  # fit_all_folds reuses the process's one pass over every fold's labels: it adds the held-out fold.
+  everything = dataclasses.replace(config, train_dir=str(tmp_path / "all"), fit_all_folds=True)
+  all_counts, all_videos = experiment.training_label_counts(everything)
+  fold_1, fold_1_videos = np.zeros(NUM_CLASSES), 0
+  for features, labels in data.video_dataset(
+    config.train_data_pattern, 64, schema=data.Schema(num_classes=NUM_CLASSES)
+  ):
+    held_out = data.fold_of(features["id"].numpy(), 3) == 1
+    fold_1 += labels.numpy()[held_out].sum(axis=0)
+    fold_1_videos += held_out.sum()
+  assert fold_1_videos > 0 and all_videos == videos + fold_1_videos
+  np.testing.assert_array_equal(all_counts, counts + fold_1)
   assert config.schedule == (1, 3)  # one epoch of 3 steps: max_steps caps the 5 epochs
   logs = experiment.run_training(config)
   assert len(logs) == 1
@@ -243,6 +255,39 @@ def test_cosine_schedule_decays_to_zero_over_the_planned_steps(tiny_data, tmp_pa
   assert done[1] - 1e-6 <= rates[0] <= done[0] + 1e-6
   with pytest.raises(ValueError, match="lr_schedule"):
     dataclasses.replace(config, lr_schedule="linear")
+
+
+def test_validation_freq_validates_every_nth_epoch_and_the_last(tiny_data, tmp_path):
+  """validation_freq=2 over 3 epochs: validation after epochs 2 and 3 only, best.keras from a validated
+  epoch, a constant LR; a run dir made before the field existed (no validation_freq in its config.json)
+  is the same run as validation_freq=1."""
+  config = experiment.TrainConfig(
+    model="Logistic",
+    train_dir=str(tmp_path / "run"),
+    train_data_pattern=os.path.join(tiny_data, "video", "train-*.tfrecord"),
+    num_classes=NUM_CLASSES,
+    num_folds=3,
+    fold=0,
+    batch_size=8,
+    epochs=3,
+    learning_rate=0.05,
+    lr_schedule="constant",
+    validation_freq=2,
+    verbose=0,
+  )
+  logs = experiment.run_training(config)
+  assert [("val_gap" in e) for e in logs] == [False, True, True]
+  assert [e["learning_rate"] for e in logs] == pytest.approx([0.05] * 3)
+  assert (tmp_path / "run" / "best.keras").exists()
+  with pytest.raises(ValueError, match="lr_schedule=plateau"):
+    dataclasses.replace(config, lr_schedule="plateau")
+  old = dataclasses.replace(config, train_dir=str(tmp_path / "old"), validation_freq=1, epochs=1)
+  os.makedirs(old.train_dir)
+  written = {k: v for k, v in old.to_json().items() if k != "validation_freq"}
+  (tmp_path / "old" / "config.json").write_text(json.dumps(written))
+  experiment._check_or_write_config(old)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="validation_freq: 1 -> 2"):
+    experiment._check_or_write_config(dataclasses.replace(old, validation_freq=2))  # pylint: disable=protected-access
 
 
 def test_a_restarted_run_removes_what_a_killed_write_left(tiny_data, tmp_path):

@@ -492,6 +492,8 @@ class Pipeline:
       epochs=config.distill_epochs,
       learning_rate=config.distill_learning_rate,
       lr_schedule=config.distill_lr_schedule,
+      # A fixed schedule needs no per-epoch GAP, and with fit_all_folds it would watch training videos.
+      validation_freq=1 if config.distill_lr_schedule == "plateau" else config.distill_epochs,
       loss=config.distill_loss,
       output_bias_init=config.distill_output_bias_init,
       soft_labels=self.path("stacker", stacker.SOFT_LABELS) if soft else None,
@@ -517,7 +519,7 @@ class Pipeline:
     # A finished student is kept: after a kill in a later variant, only that one is trained again.
     history = experiment.read_history(config) if experiment.training_finished(config) else None
     history = history or experiment.run_training(config)
-    entry = {"best_val_gap": max(e["val_gap"] for e in history), "epochs": len(history)}
+    entry = {"best_val_gap": max(e["val_gap"] for e in history if "val_gap" in e), "epochs": len(history)}
     test_labels = self.labels("test")
     if test_labels is not None:
       model = models.load_model(os.path.join(config.train_dir, "best.keras"))

@@ -105,13 +105,17 @@ class ValidationMetrics(keras.callbacks.Callback):
   `val_gap` (checkpointing, learning-rate schedule, early stopping).
   """
 
-  def __init__(self, dataset: tf.data.Dataset, k: int = 20):
+  def __init__(self, dataset: tf.data.Dataset, k: int = 20, every: int = 1):
     super().__init__()
     self.dataset = dataset
     self.k = k
+    self.every = every
 
   def on_epoch_end(self, epoch, logs=None):
     if logs is None:
+      return
+    last = epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training
+    if (epoch + 1) % self.every and not last:
       return
     result = evaluate(self.model, self.dataset, k=self.k)
     logs.update(

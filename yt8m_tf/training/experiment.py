@@ -32,8 +32,8 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 # starts at the log-odds of each class's frequency in the training folds.
 OUTPUT_BIAS_INITS = ("model", "prior")
 # "plateau": the LR is multiplied by lr_factor when validation GAP stops improving (lr_patience epochs);
-# "cosine": per-step cosine decay from learning_rate to 0 over the run's planned steps.
-LR_SCHEDULES = ("plateau", "cosine")
+# "cosine": per-step cosine decay from learning_rate to 0 over the run's planned steps; "constant": none.
+LR_SCHEDULES = ("plateau", "cosine", "constant")
 TRAINING_LABELS_FILE = "training_labels.npz"  # class counts and videos of the training folds
 JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSON on command lines
 # Settings that may change when a run is resumed (how long it runs, not what it trains).
@@ -57,6 +57,9 @@ class TrainConfig:
   epochs: int = 30
   steps_per_epoch: Optional[int] = None
   validation_steps: Optional[int] = None
+  # Validate after every N-th epoch and after the last one (Keras' validation_freq). Fixed schedules need
+  # no per-epoch GAP: validation then costs one pass instead of one per epoch.
+  validation_freq: int = 1
   learning_rate: float = 1e-3
   lr_schedule: str = "plateau"
   lr_factor: float = 0.5
@@ -88,7 +91,7 @@ class TrainConfig:
   verbose: int = 2
 
   def __post_init__(self):
-    for name in ("batch_size", "epochs", "num_classes", "max_frames", "shuffle_buffer"):
+    for name in ("batch_size", "epochs", "num_classes", "max_frames", "shuffle_buffer", "validation_freq"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     for name in ("steps_per_epoch", "validation_steps"):
@@ -117,6 +120,11 @@ class TrainConfig:
       raise ValueError(f"soft_label_weight must be in [0, 1], got {self.soft_label_weight}")
     if self.lr_schedule not in LR_SCHEDULES:
       raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+    if self.validation_freq > 1 and (self.lr_schedule == "plateau" or self.early_stopping_patience is not None):
+      raise ValueError(
+        f"validation_freq={self.validation_freq} leaves epochs unvalidated, but lr_schedule=plateau and "
+        "early_stopping_patience decide on every epoch's validation GAP; use lr_schedule=cosine or constant"
+      )
     if self.output_bias_init not in OUTPUT_BIAS_INITS:
       raise ValueError(f"output_bias_init must be one of {OUTPUT_BIAS_INITS}, got {self.output_bias_init!r}")
     if bool(self.transductive_data_pattern) != bool(self.transductive_soft_labels):
@@ -170,6 +178,9 @@ def _check_or_write_config(config: TrainConfig) -> None:
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
       previous = json.load(f)
+    # A field added after the run was made had its default then (the behaviour before the field existed).
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
     changed = sorted(
       k
       for k in set(current) | set(previous)
@@ -338,20 +349,48 @@ def set_output_bias(model: keras.Model, bias: np.ndarray) -> None:
   layer.bias.assign(np.asarray(bias, np.float32))
 
 
+# (kind, pattern, schema, num_folds, files' (path, size, mtime)) -> per-fold (class counts, videos): the K
+# fold runs of a zoo member, and the students after them, share one pass over the labels per process.
+_LABEL_COUNTS_BY_FOLD: Dict[tuple, Tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _label_counts_by_fold(config: TrainConfig) -> Tuple[np.ndarray, np.ndarray]:
+  """([num_folds, num_classes] videos per class, [num_folds] videos) of every fold of the training data."""
+  num_folds = max(config.num_folds, 1)
+  files = data.list_files(config.train_data_pattern)
+  stats = [tf.io.gfile.stat(f) for f in files]
+  key = (
+    config.kind,
+    config.train_data_pattern,
+    config.schema,
+    num_folds,
+    tuple((f, s.length, s.mtime_nsec) for f, s in zip(files, stats)),
+  )
+  if key not in _LABEL_COUNTS_BY_FOLD:
+    counts, videos = np.zeros((num_folds, config.num_classes)), np.zeros(num_folds, np.int64)
+    for features, labels in dataset_for(
+      config.kind, config.train_data_pattern, 1024, schema=config.schema, keep_ids=True
+    ):
+      fold, labels = data.fold_of(features["id"].numpy(), num_folds), labels.numpy()
+      for k in range(num_folds):
+        counts[k] += labels[fold == k].sum(axis=0)
+      videos += np.bincount(fold, minlength=num_folds)
+    _LABEL_COUNTS_BY_FOLD[key] = counts, videos
+  return _LABEL_COUNTS_BY_FOLD[key]
+
+
 def training_label_counts(config: TrainConfig) -> Tuple[np.ndarray, int]:
   """(videos per class [num_classes], videos) over the training folds (the held-out fold's labels stay
-  unseen). One pass over the labels, cached as train_dir/training_labels.npz."""
+  unseen). One pass over the labels per process and data, cached as train_dir/training_labels.npz."""
   path = os.path.join(config.train_dir, TRAINING_LABELS_FILE)
   if tf.io.gfile.exists(path):
     cached = load_npz(path)
     return cached["class_counts"], int(cached["videos"])
-  labels = dataset_for(
-    config.kind, config.train_data_pattern, 1024, schema=config.schema, **_training_folds(config)
-  ).map(lambda features, labels: labels)
-  counts, videos = np.zeros(config.num_classes, np.float64), 0
-  for batch in labels:
-    counts += batch.numpy().sum(axis=0)
-    videos += batch.shape[0]
+  by_fold, videos_by_fold = _label_counts_by_fold(config)
+  keep = np.ones(len(videos_by_fold), bool)
+  if _training_folds(config):
+    keep[config.fold] = False
+  counts, videos = by_fold[keep].sum(axis=0), int(videos_by_fold[keep].sum())
   if videos == 0:
     raise ValueError(f"{config.train_data_pattern}: no training videos in the training folds")
   atomic_save_npz(path, class_counts=counts, videos=np.int64(videos))
@@ -449,6 +488,7 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     epochs=epochs,
     steps_per_epoch=steps_per_epoch,
     validation_steps=config.validation_steps,
+    validation_freq=config.validation_freq,
     lr_on_plateau=config.lr_schedule == "plateau",
     lr_factor=config.lr_factor,
     lr_patience=config.lr_patience,

@@ -73,6 +73,11 @@ class _BestModelCheckpoint(keras.callbacks.Callback):
     self.best = float(value)
     save_model_atomically(self.model, self.path)
 
+  def on_train_end(self, logs=None):
+    # A run stopped before any validated epoch (the data ran out, --validation_freq): its last weights stand.
+    if not tf.io.gfile.exists(self.path):
+      save_model_atomically(self.model, self.path)
+
 
 class _ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
   """ReduceLROnPlateau whose plateau state (best value, epochs waited, cooldown) survives a resume.
@@ -161,6 +166,7 @@ def epoch_callbacks(
   validation_data: tf.data.Dataset,
   *,
   validation_steps: Optional[int] = None,
+  validation_freq: int = 1,
   lr_on_plateau: bool = True,
   lr_factor: float = 0.5,
   lr_patience: int = 0,
@@ -176,7 +182,9 @@ def epoch_callbacks(
   monitor = "val_gap"
   history = _SaveHistory(train_dir)
   callbacks = [
-    ValidationMetrics(validation_data.take(validation_steps) if validation_steps else validation_data)
+    ValidationMetrics(
+      validation_data.take(validation_steps) if validation_steps else validation_data, every=validation_freq
+    )
   ]
   if backup:
     # double_checkpoint: a kill while the backup is written leaves a truncated file; the restart then
@@ -219,6 +227,7 @@ def fit(
   epochs: int,
   steps_per_epoch: Optional[int] = None,
   validation_steps: Optional[int] = None,
+  validation_freq: int = 1,
   lr_on_plateau: bool = True,
   lr_factor: float = 0.5,
   lr_patience: int = 0,
@@ -230,7 +239,8 @@ def fit(
 
   With `steps_per_epoch`, an epoch is that many batches of a repeating dataset (the seed's
   pseudo-epochs). Validation runs on `validation_data` (first `validation_steps` batches, or all of it)
-  after each epoch; `validation_data` may keep or drop the `id` feature.
+  after every `validation_freq`-th epoch and the last one; `validation_data` may keep or drop the `id`
+  feature.
   """
   tf.io.gfile.makedirs(train_dir)
   remove_temporary_siblings(train_dir)  # a killed run's half-written best/last.keras
@@ -238,6 +248,7 @@ def fit(
     train_dir,
     validation_data,
     validation_steps=validation_steps,
+    validation_freq=validation_freq,
     lr_on_plateau=lr_on_plateau,
     lr_factor=lr_factor,
     lr_patience=lr_patience,
