@@ -13,6 +13,7 @@ import json
 import time
 
 from absl import app, flags
+from binaries import run_main  # noqa: E402
 
 from yt8m_tf.data.synthetic import Progress, SyntheticConfig, generate
 
@@ -163,7 +164,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_main(main, __name__)
 
 
 if __name__ == "__main__":

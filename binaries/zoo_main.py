@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 from absl import app, flags  # noqa: E402
+from binaries import run_main  # noqa: E402
 
 from yt8m_tf import data, files, models, settings_record  # noqa: E402
 from yt8m_tf.training import zoo  # noqa: E402
@@ -78,7 +79,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  run_main(main, __name__)
 
 
 if __name__ == "__main__":
