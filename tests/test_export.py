@@ -122,6 +122,7 @@ def exported(tmp_path_factory):
     "expected": expected,
     "features": features,
     "ids": ids,
+    "records": records_path,
     "subprocess": json.loads(run.stdout.strip().splitlines()[-1]),
   }
 
@@ -169,6 +170,35 @@ def test_from_examples_equals_serving_default_on_reader_features(exported):
     assert sorted(i.decode() for i in out["examples/id"]) == sorted(exported["ids"])
     for key in ("probabilities", "top_classes", "top_scores"):
       np.testing.assert_array_equal(out["examples/" + key], out["serving/" + key])
+
+
+def test_predict_requests_of_the_serving_api_are_answered_as_a_server_would(exported):
+  """PredictRequests built with tensorflow-serving-api, for both signatures, answered through the
+  signature the request names: the same outputs as calling the reloaded export directly."""
+  path, out = exported["results"]["fp32"].path, exported["reloaded"]["fp32"]
+  loaded = tf.saved_model.load(path)
+  features = {k: exported["features"][k] for k in TINY_SCHEMA.video_feature_names}
+  response = export.answer_predict_request(loaded, export.predict_request("resnet", features, version=1))
+  assert response.model_spec.name == "resnet" and response.model_spec.signature_name == "serving_default"
+  assert set(response.outputs) == {"probabilities", "top_classes", "top_scores"}
+  for key in response.outputs:
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs[key]), out["serving/" + key])
+  records = list(tf.data.TFRecordDataset(exported["records"]).as_numpy_iterator())
+  request = export.predict_request(
+    "resnet", {export.EXAMPLES_INPUT: np.array(records, dtype=object)}, signature_name="from_examples"
+  )
+  response = export.answer_predict_request(path, request)
+  assert set(response.outputs) == {"id", "probabilities", "top_classes", "top_scores"}
+  for key in response.outputs:
+    np.testing.assert_array_equal(tf.make_ndarray(response.outputs[key]), out["examples/" + key])
+  with pytest.raises(ValueError, match="no signature 'predict'"):
+    export.answer_predict_request(
+      loaded, export.predict_request("resnet", features, signature_name="predict")
+    )
+  with pytest.raises(ValueError, match=r"missing \['mean_audio'\]"):
+    export.answer_predict_request(
+      loaded, export.predict_request("resnet", {"mean_rgb": features["mean_rgb"]})
+    )
 
 
 def test_fp16_export_stores_half_precision_and_stays_close(exported):

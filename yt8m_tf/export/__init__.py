@@ -4,6 +4,7 @@
   export_keras_model(model, export_base, model_name, schema, fp16=...)   a registry video-level model
   export_scorer(probabilities_fn, trackables, components, ...)           any scorer (ensembles, stackers)
   run_inference(model_dir, input_data_pattern, output_file, ...)         SavedModel -> submission CSV
+  answer_predict_request(export_dir, predict_request(...))               TF Serving's Predict API, no server
 """
 
 from yt8m_tf.export.inference import (
@@ -31,6 +32,7 @@ from yt8m_tf.export.saved_model import (
   parse_video_examples,
   schema_for_model,
 )
+from yt8m_tf.export.serving import answer_predict_request, predict_request
 from yt8m_tf.export.size import (
   DEFAULT_BUDGET_BYTES,
   ComponentSize,
@@ -62,6 +64,7 @@ __all__ = [
   "KerasScorer",
   "ModelTooLargeError",
   "SizeAccount",
+  "answer_predict_request",
   "check_budget",
   "directory_bytes",
   "evaluate_export",
@@ -73,6 +76,7 @@ __all__ = [
   "open_submission",
   "parse_video_examples",
   "predict_records",
+  "predict_request",
   "read_labels",
   "read_submission",
   "resolve_export_dir",

@@ -120,7 +120,9 @@ class TrainConfig:
       raise ValueError(f"soft_label_weight must be in [0, 1], got {self.soft_label_weight}")
     if self.lr_schedule not in LR_SCHEDULES:
       raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-    if self.validation_freq > 1 and (self.lr_schedule == "plateau" or self.early_stopping_patience is not None):
+    if self.validation_freq > 1 and (
+      self.lr_schedule == "plateau" or self.early_stopping_patience is not None
+    ):
       raise ValueError(
         f"validation_freq={self.validation_freq} leaves epochs unvalidated, but lr_schedule=plateau and "
         "early_stopping_patience decide on every epoch's validation GAP; use lr_schedule=cosine or constant"
@@ -179,7 +181,9 @@ def _check_or_write_config(config: TrainConfig) -> None:
     with tf.io.gfile.GFile(path) as f:
       previous = json.load(f)
     # A field added after the run was made had its default then (the behaviour before the field existed).
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    defaults = {
+      f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+    }
     previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
     changed = sorted(
       k
