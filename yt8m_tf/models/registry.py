@@ -101,7 +101,19 @@ def build(name: str, num_classes: int = 3862, **params) -> keras.Model:
     raise TypeError(
       f"model {name!r} got unknown params {sorted(unknown)}; valid params: {sorted(entry.params)}"
     )
-  return entry.builder(num_classes=num_classes, **params)
+  return _inputs_by_name(entry.builder(num_classes=num_classes, **params))
+
+
+def _inputs_by_name(model: keras.Model) -> keras.Model:
+  """The same model (same layers and weights) taking its inputs as a list of named tensors.
+
+  Keras picks each input of such a model from a feature dict by name and ignores other keys, so the
+  readers' batches (which carry the string `id`) go to `fit`, `evaluate` and `predict` as they are; a model
+  built on a dict of inputs would need exactly its own keys.
+  """
+  if not isinstance(model.input, dict):
+    return model
+  return keras.Model(list(model.input.values()), model.output, name=model.name)
 
 
 def list_models(kind: str | None = None) -> list[str]:
