@@ -226,10 +226,9 @@ def test_output_bias_starts_at_the_training_folds_class_prior(tiny_data, tmp_pat
     experiment.build_model(dataclasses.replace(config, model_params={"width_scale": 1 / 64}))
 
 
-def test_cosine_schedule_decays_to_zero_over_the_planned_steps(tiny_data, tmp_path):
-  """lr_schedule=cosine: the LR falls per step from learning_rate towards 0 over exactly the steps the run
-  takes (whole batches of the training folds), and no plateau callback fights it."""
-  config = experiment.TrainConfig(
+def _in_process_config(tiny_data, tmp_path, **changes) -> experiment.TrainConfig:
+  """Logistic on fold 0 of the tiny data, 3 epochs of batch 8, silent: for runs inside the test process."""
+  values = dict(
     model="Logistic",
     train_dir=str(tmp_path / "run"),
     train_data_pattern=os.path.join(tiny_data, "video", "train-*.tfrecord"),
@@ -238,10 +237,15 @@ def test_cosine_schedule_decays_to_zero_over_the_planned_steps(tiny_data, tmp_pa
     fold=0,
     batch_size=8,
     epochs=3,
-    learning_rate=0.01,
-    lr_schedule="cosine",
     verbose=0,
   )
+  return experiment.TrainConfig(**{**values, **changes})
+
+
+def test_cosine_schedule_decays_to_zero_over_the_planned_steps(tiny_data, tmp_path):
+  """lr_schedule=cosine: the LR falls per step from learning_rate towards 0 over exactly the steps the run
+  takes (whole batches of the training folds), and no plateau callback fights it."""
+  config = _in_process_config(tiny_data, tmp_path, learning_rate=0.01, lr_schedule="cosine")
   steps = experiment.planned_steps(config)
   assert steps == 3 * (experiment.training_label_counts(config)[1] // 8)
   logs = experiment.run_training(config)
@@ -261,19 +265,8 @@ def test_validation_freq_validates_every_nth_epoch_and_the_last(tiny_data, tmp_p
   """validation_freq=2 over 3 epochs: validation after epochs 2 and 3 only, best.keras from a validated
   epoch, a constant LR; a run dir made before the field existed (no validation_freq in its config.json)
   is the same run as validation_freq=1."""
-  config = experiment.TrainConfig(
-    model="Logistic",
-    train_dir=str(tmp_path / "run"),
-    train_data_pattern=os.path.join(tiny_data, "video", "train-*.tfrecord"),
-    num_classes=NUM_CLASSES,
-    num_folds=3,
-    fold=0,
-    batch_size=8,
-    epochs=3,
-    learning_rate=0.05,
-    lr_schedule="constant",
-    validation_freq=2,
-    verbose=0,
+  config = _in_process_config(
+    tiny_data, tmp_path, learning_rate=0.05, lr_schedule="constant", validation_freq=2
   )
   logs = experiment.run_training(config)
   assert [("val_gap" in e) for e in logs] == [False, True, True]
