@@ -1,13 +1,17 @@
 """Training and prediction throughput of L1 models, against a plain MLP baseline in the same run.
 
-  python bench/bench_training.py [--models ResNetLike NeXtVLADModel] [--repeats 3] [--steps 5]
+  python bench/bench_training.py [--models ResNetLike NeXtVLADModel] [--repeats 3] [--steps 5] \
+      [--params '{"EnsembleModel": {"width_scale": 0.0625}}'] [--jit_compile]
 
 Inputs are random tensors already in memory, so the figures measure the model, not the reader
 (bench_readers.py measures that). The baseline is the 1152 -> 2048 -> 3862 MLP of stack_notes.md.
 ResNetLike runs at its defaults (52.3M parameters, batch 512 as in most seed configs); NeXtVLAD at its
 defaults (K=128, H=2048, 300 frames) with batch 256, as the issue asks. Median over `--repeats` timed
-chunks of `--steps` steps each, after one warm-up chunk.
+chunks of `--steps` steps each, after one warm-up chunk. "first step" is the wall time of the first `fit`
+step of a fresh model: building (tracing) its training graph plus one step.
 """
+
+import json
 
 import argparse
 import os
@@ -40,7 +44,7 @@ def mlp_baseline():
 
 def batch_for(model, batch_size, max_frames):
   rng = np.random.default_rng(0)
-  kind = "frame" if "num_frames" in model.input else "video"
+  kind = "frame" if "num_frames" in {t.name for t in model.inputs} else "video"
   if kind == "video":
     features = {
       "mean_rgb": rng.normal(size=(batch_size, 1024)),
@@ -59,10 +63,13 @@ def batch_for(model, batch_size, max_frames):
   return features, labels
 
 
-def throughput(model, batch_size, steps, repeats, max_frames):
+def throughput(model, batch_size, steps, repeats, max_frames, jit_compile=False):
   features, labels = batch_for(model, batch_size, max_frames)
-  trainer.compile_model(model, learning_rate=1e-3)
+  trainer.compile_model(model, learning_rate=1e-3, jit_compile=jit_compile)
   dataset = tf.data.Dataset.from_tensors((features, labels)).repeat()
+  start = time.perf_counter()
+  model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+  first_step = time.perf_counter() - start
   model.fit(
     dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False
   )  # warm-up: tracing, allocation
@@ -79,7 +86,7 @@ def throughput(model, batch_size, steps, repeats, max_frames):
     for _ in range(steps):
       infer(features).numpy()
     predict.append(steps * batch_size / (time.perf_counter() - start))
-  return statistics.median(train), statistics.median(predict)
+  return statistics.median(train), statistics.median(predict), first_step
 
 
 def main():
@@ -88,11 +95,14 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--max_frames", type=int, default=300)
+  parser.add_argument("--params", default="{}", help="JSON: model name -> builder params")
+  parser.add_argument("--jit_compile", action="store_true", help="XLA for the models (not the baseline)")
   args = parser.parse_args()
+  params = json.loads(args.params)
   devices = [d.device_type for d in tf.config.list_logical_devices()]
   print(f"tf {tf.__version__}, keras {keras.__version__}, devices {devices}, cpus {os.cpu_count()}")
   baseline_batch = 256
-  base_train, base_predict = throughput(
+  base_train, base_predict, _ = throughput(
     mlp_baseline(), baseline_batch, args.steps, args.repeats, args.max_frames
   )
   print(
@@ -102,12 +112,14 @@ def main():
   for name in args.models:
     batch_size = 256 if models.get(name).kind == models.FRAME else 512
     keras.utils.set_random_seed(0)
-    model = models.build(name, num_classes=NUM_CLASSES)
-    train, predict = throughput(model, batch_size, args.steps, args.repeats, args.max_frames)
+    model = models.build(name, num_classes=NUM_CLASSES, **params.get(name, {}))
+    train, predict, first_step = throughput(
+      model, batch_size, args.steps, args.repeats, args.max_frames, args.jit_compile
+    )
     print(
       f"{name + f' ({model.count_params() / 1e6:.1f}M params)':<34} batch {batch_size:4d}: "
       f"train {train:8.1f} ex/s ({train / base_train:.3f}x baseline), "
-      f"predict {predict:8.1f} ex/s ({predict / base_predict:.3f}x baseline)"
+      f"predict {predict:8.1f} ex/s ({predict / base_predict:.3f}x baseline), first step {first_step:.1f} s"
     )
 
 

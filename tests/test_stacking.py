@@ -105,7 +105,7 @@ def test_misaligned_stores_are_an_error_naming_them(tmp_path):
   assert not candidates.is_complete(str(tmp_path / "c"))
 
 
-def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path):
+def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd):
   ids, labels, stores, _ = _fixture(tmp_path, num_videos=400)
   prior = candidates.class_prior(labels, NUM_CLASSES)
   train_dir, test_dir = str(tmp_path / "train"), str(tmp_path / "test")
@@ -140,6 +140,7 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path):
     num_trees=20, shrinkage=0.3, max_depth=3, early_stopping_trees=5, inner_split=4
   )
   out = str(tmp_path / "stacker")
+  capfd.readouterr()
   report = stacker.run_stacking(
     train_dir,
     out,
@@ -163,6 +164,12 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path):
     assert info["oof_gap"] == pytest.approx(
       candidates.rows_gap(held_out, oof[video_fold[rows.row_video] == k])
     )
+  # TF-DF's training log (C++ and Python) went to each fold's file, not to the console.
+  console = "".join(capfd.readouterr())
+  for k in range(2):
+    with open(os.path.join(out, f"fold_{k}", stacker.TRAINING_LOG)) as f:
+      assert "Training dataset" in f.read()
+  assert "Training dataset" not in console and "kernel.cc" not in console
   # The stacker beats noise and is reported next to the L1 models.
   assert report["oof"]["stacker"] > 0.5
   assert set(report["oof"]) == {"stacker", "l1/alpha", "l1/beta", "l1_mean"}

@@ -11,6 +11,8 @@ import io
 import json
 import os
 import re
+import sys
+import tempfile
 import uuid
 from typing import Dict, Iterator, List
 
@@ -126,3 +128,28 @@ def load_npy(path: str) -> np.ndarray:
   """The array of an `.npy` at any gfile path (no pickles)."""
   with tf.io.gfile.GFile(path, "rb") as f:
     return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+@contextlib.contextmanager
+def console_to_file(path: str) -> Iterator[None]:
+  """Everything this process writes to stdout and stderr while the block runs, Python and C++ alike (TF-DF's
+  YDF logs at length from C++), is appended to `path` instead of the console; the console comes back
+  afterwards, also when the block raises."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  with tempfile.TemporaryFile() as capture:
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(capture.fileno(), 1)
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os.dup2(saved[0], 1)
+      os.dup2(saved[1], 2)
+      os.close(saved[0])
+      os.close(saved[1])
+      capture.seek(0)
+      with tf.io.gfile.GFile(path, "ab") as f:
+        f.write(capture.read())

@@ -29,13 +29,14 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf.data import folds
-from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, load_npz
+from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, console_to_file, load_npz
 from yt8m_tf.stacking import candidates as candidates_lib
 from yt8m_tf.stacking.soft_labels import SoftLabelStore
 
 SEMANTICS = ("numerical", "categorical")
 SOFT_LABELS = "soft_labels.npz"  # OOF probabilities of the training videos
 TEST_SOFT_LABELS = "test_soft_labels.npz"  # fold-mean probabilities of the test videos
+TRAINING_LOG = "tfdf_training.log"  # in each fold's directory: what TF-DF printed while training it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,12 +168,14 @@ def run_stacking(
     info_path = os.path.join(fold_dir, "info.json")
     if not tf.io.gfile.exists(info_path):
       start = time.time()
-      model, info = train_fold(train.select_videos(video_fold != k), config, feature_names)
+      tf.io.gfile.makedirs(fold_dir)
       held_out = train.select_videos(video_fold == k)
-      scores = {"oof": predict_rows(model, held_out)}
-      if test is not None:
-        scores["test"] = predict_rows(model, test)
-      _save_model(model, os.path.join(fold_dir, "model"))
+      with console_to_file(os.path.join(fold_dir, TRAINING_LOG)):  # YDF's training log, hundreds of lines
+        model, info = train_fold(train.select_videos(video_fold != k), config, feature_names)
+        scores = {"oof": predict_rows(model, held_out)}
+        if test is not None:
+          scores["test"] = predict_rows(model, test)
+        _save_model(model, os.path.join(fold_dir, "model"))
       atomic_save_npz(os.path.join(fold_dir, "scores.npz"), **scores)
       info.update(
         fold=k,
