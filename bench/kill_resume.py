@@ -3,7 +3,7 @@ was never stopped.
 
   python bench/kill_resume.py --workdir=/tmp/kill_resume [--preset=tiny] [--kills=l1:20,stacker:3,distill:15]
 
-Each kill point `stage:seconds` waits for the job's "[stage] running" line, lets it run that many more
+Each kill point `stage:seconds` waits for the job's "[stage] ... running" line, lets it run that many more
 seconds, then sends SIGKILL; the next attempt resumes the same workdir. After the last kill the job runs
 to the end. Every GAP figure of report.json (OOF and test, every row) must equal the uninterrupted run's
 to 1e-6; the script prints each row side by side and exits 1 on a difference. Too slow for the test suite
@@ -44,7 +44,7 @@ def run_to_end(workdir):
 
 
 def run_and_kill(workdir, stage, seconds) -> str:
-  """Runs the job until `seconds` after its "[stage] running" line, then SIGKILLs it; says what happened."""
+  """Runs the job until `seconds` after its "[stage] ... running" line, then SIGKILLs it; says what happened."""
   job = subprocess.Popen(
     _command(workdir), cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
   )
@@ -52,7 +52,7 @@ def run_and_kill(workdir, stage, seconds) -> str:
 
   def watch():
     for line in job.stdout:
-      if line.startswith(f"[{stage}] running"):
+      if line.startswith(f"[{stage}] ") and line.rstrip().endswith(" running"):
         started.set()
 
   threading.Thread(target=watch, daemon=True).start()

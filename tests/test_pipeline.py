@@ -35,7 +35,9 @@ def _gap(report, name):
 def test_every_stage_runs_and_reports(finished):
   config, report, logs = finished
   assert set(report["wall_seconds"]) == set(pipeline.STAGES) | {"total"}
-  assert "[data] running" in logs and "[stacker] running" in logs
+  started = [line for line in logs if line.endswith(" running")]
+  assert [line.split("]")[0][1:] for line in started] == list(pipeline.STAGES)
+  assert started[0].startswith("[data] stage 1/7, 0:00:0") and "[stacker] stage 4/7, " in started[3]
   for member in config.l1_members:
     row = _gap(report, member)
     assert 0.0 < row["oof_gap"] <= 1.0 and 0.0 < row["test_gap"] <= 1.0

@@ -268,6 +268,7 @@ class Pipeline:
     self.log = log
     self.stage_dir = os.path.join(config.workdir, "stages")
     self._labels: Dict[str, Optional[dict]] = {}
+    self._started = time.perf_counter()
 
   # -- bookkeeping -------------------------------------------------------------------------------
   def _marker(self, stage: str) -> str:
@@ -361,7 +362,7 @@ class Pipeline:
         )
       self.log(f"[{stage}] already done ({done['wall_seconds']:.1f} s), skipping")
       return done
-    self.log(f"[{stage}] running")
+    self.log(f"[{stage}] {self._progress(stage)} running")
     self._remove_leftovers(stage)
     start = time.perf_counter()
     outputs = body()
@@ -370,6 +371,13 @@ class Pipeline:
       json.dump(done, f, indent=1)
     self.log(f"[{stage}] done in {done['wall_seconds']:.1f} s")
     return done
+
+  def _progress(self, stage: str) -> str:
+    """`stage i/N, 0:12:34 since start` (of this call of the job)."""
+    elapsed = int(time.perf_counter() - self._started)
+    since = f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+    number = STAGES.index(stage) + 1 if stage in STAGES else "?"
+    return f"stage {number}/{len(STAGES)}, {since} since start,"
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.config.workdir, *parts)
