@@ -26,3 +26,82 @@ def test_console_script_help_lists_the_binarys_flags(module, script, flag):
   )
   assert result.returncode == 1, result.stderr[-2000:]  # absl's --help exits with 1
   assert f"{flag}:" in result.stdout  # absl alone prints only "Try --helpfull" here
+
+
+def test_eval_main_scores_a_run_and_its_export_alike(tmp_path):
+  """yt8m-eval on a train_main run directory and on its SavedModel export: the same GAP@20 (from each
+  video's top 20), equal to the trainer's own evaluation; eval.json and TensorBoard events written."""
+  import json
+
+  import numpy as np
+
+  from yt8m_tf import data, export, models
+  from yt8m_tf.data import synthetic
+  from yt8m_tf.training import evaluation, experiment
+  from yt8m_tf.training.inputs import dataset_for
+
+  data_dir = str(tmp_path / "data")
+  synthetic.generate(
+    synthetic.SyntheticConfig(
+      num_videos=300,
+      num_classes=30,
+      min_frames=2,
+      max_frames=4,
+      mean_frames=3,
+      num_shards=(1, 1, 1),
+      frame_level=False,
+    ),
+    data_dir,
+  )
+  run_dir = str(tmp_path / "run")
+  config = experiment.TrainConfig(
+    model="Logistic",
+    train_dir=run_dir,
+    train_data_pattern=f"{data_dir}/video/train-*.tfrecord",
+    num_classes=30,
+    num_folds=3,
+    fold=0,
+    batch_size=16,
+    epochs=2,
+    learning_rate=0.05,
+    verbose=0,
+  )
+  experiment.run_training(config)
+  model = models.load_model(f"{run_dir}/best.keras")
+  export.export_keras_model(model, str(tmp_path / "serving"), "logistic", data.Schema(num_classes=30))
+  pattern = f"{data_dir}/video/validate-*.tfrecord"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  results = {}
+  for name, target, extra in [
+    ("run", run_dir, []),
+    ("export", str(tmp_path / "serving" / "logistic"), [f"--output_dir={tmp_path / 'export_eval'}"]),
+  ]:
+    done = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "binaries.eval_main",
+        f"--model={target}",
+        f"--eval_data_pattern={pattern}",
+        *extra,
+      ],
+      capture_output=True,
+      text=True,
+      cwd=ROOT,
+      env=env,
+      timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "gap@20" in done.stdout
+    out_dir = os.path.join(run_dir, "eval") if name == "run" else str(tmp_path / "export_eval")
+    with open(os.path.join(out_dir, "eval.json")) as f:
+      results[name] = json.load(f)
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(out_dir))
+  run, exported = results["run"], results["export"]
+  assert run["step"] == 2 and run["videos"] == exported["videos"] > 0
+  for key in ("gap@20", "hit@1", "perr", "map", "map_2019"):
+    assert run[key] == pytest.approx(exported[key], abs=1e-6), key
+  schema = data.Schema(num_classes=30)
+  expected = evaluation.evaluate(model, dataset_for(models.VIDEO, pattern, 64, schema=schema))
+  assert run["gap@20"] == pytest.approx(expected["gap@20"], abs=1e-9) and 0 < run["gap@20"] < 1
+  assert np.isclose(run["hit@1"], expected["hit@1"]) and np.isclose(run["perr"], expected["perr"])

@@ -1,9 +1,18 @@
-"""GapAccumulator (numpy streaming) against one-shot gap_at_k."""
+"""GapAccumulator and TopKMetrics (numpy streaming) against the one-shot metrics on full rows."""
 
 import numpy as np
 import pytest
 
-from yt8m_tf.metrics import GapAccumulator, extract_top_k_pairs, gap_at_k
+from yt8m_tf.metrics import (
+  GapAccumulator,
+  TopKMetrics,
+  extract_top_k_pairs,
+  gap_at_k,
+  hit_at_one,
+  mean_average_precision,
+  perr,
+  top_k_per_video,
+)
 
 
 def random_problem(seed, num_videos=1000, num_classes=300, decimals=2):
@@ -72,3 +81,29 @@ def test_reset_and_empty():
   accumulator.reset()
   accumulator.add(scores[:25], labels[:25])
   assert accumulator.result() == gap_at_k(scores[:25], labels[:25], k=5)
+
+
+def test_top_k_metrics_from_batches_equal_the_full_row_metrics():
+  """TopKMetrics sees only each video's top 20 (what an export gives) in uneven batches; with at most 20
+  positives per video it equals every full-row metric, ties included (no ties here: distinct scores)."""
+  rng = np.random.default_rng(5)
+  labels = rng.random((600, 300)) < 3 / 300
+  labels[::23] = False  # videos without labels count as PERR 0 and Hit@1 misses
+  scores = (rng.random((600, 300)) + 0.5 * labels).astype(np.float32)
+  classes, top = top_k_per_video(scores, k=20)
+  result_of = TopKMetrics(num_classes=300, k=20)
+  bounds = [0, 1, 77, 78, 400, 600]
+  for start, stop in zip(bounds[:-1], bounds[1:]):
+    positives = [np.flatnonzero(row) for row in labels[start:stop]]
+    result_of.add(classes[start:stop], top[start:stop], positives)
+  result = result_of.result()
+  assert result["videos"] == 600
+  assert result["gap@20"] == pytest.approx(gap_at_k(scores, labels, k=20), abs=1e-12)
+  assert result["hit@1"] == pytest.approx(hit_at_one(scores, labels), abs=1e-12)
+  assert result["perr"] == pytest.approx(perr(scores, labels), abs=1e-12)
+  assert result["map"] == pytest.approx(mean_average_precision(scores, labels, k=20), abs=1e-12)
+  assert result["map_2019"] == pytest.approx(
+    mean_average_precision(scores, labels, k=20, variant="2019"), abs=1e-12
+  )
+  with pytest.raises(ValueError, match="same videos"):
+    result_of.add(classes[:3], top[:3], [np.array([1])])

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from yt8m_tf import metrics
 from yt8m_tf.data import readers
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.export import submission
@@ -198,12 +199,21 @@ def read_labels(data_pattern: str, schema: Schema, batch_size: int = 1024) -> Di
 
 
 def evaluate_export(
-  model_dir: str, data_pattern: str, schema: Schema, batch_size: int = 1024, top_k: int = 20
+  model_dir: str,
+  data_pattern: str,
+  schema: Optional[Schema] = None,
+  batch_size: int = 1024,
+  top_k: int = 20,
 ) -> Dict[str, float]:
-  """GAP@top_k of an export on labeled records, scored like a submission (e.g. fp16 vs fp32 exports)."""
-  predictions = {}
-  for ids, classes, scores in predict_records(model_dir, data_pattern, batch_size, top_k):
-    for video_id, c, s in zip(ids, classes, scores):
-      predictions[video_id.decode("utf-8")] = (c.astype(np.int64), s.astype(np.float64))
+  """GAP@top_k, Hit@1, PERR and mAP of an export on labeled records, from its top-k as served
+  (`metrics.TopKMetrics`); `gap` and `num_videos` repeat gap@top_k and videos. `schema` defaults to the
+  2018 features with the export's class count."""
+  loaded, k = load_for_examples(model_dir, top_k)
+  num_classes = exported_num_classes(loaded.signatures[EXAMPLES_SIGNATURE])
+  schema = schema or Schema(num_classes=num_classes)
   labels = read_labels(data_pattern, schema, batch_size)
-  return {"gap": submission.submission_gap(predictions, labels, top_k), "num_videos": len(predictions)}
+  result = metrics.TopKMetrics(num_classes, k=k)
+  for ids, classes, scores in _batches(loaded, k, readers.list_files(data_pattern), batch_size):
+    result.add(classes, scores, [labels[i.decode("utf-8")] for i in ids])
+  values = result.result()
+  return {**values, "gap": values[f"gap@{k}"], "num_videos": values["videos"]}

@@ -9,11 +9,12 @@ from yt8m_tf.metrics.ranking import (
   perr,
   positives_per_class,
 )
-from yt8m_tf.metrics.streaming import GapAccumulator
+from yt8m_tf.metrics.streaming import GapAccumulator, TopKMetrics
 
 __all__ = [
   "GapAccumulator",
   "GapMetric",
+  "TopKMetrics",
   "TopKPairs",
   "extract_top_k_pairs",
   "gap_at_k",

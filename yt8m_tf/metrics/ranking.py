@@ -105,16 +105,25 @@ def per_class_average_precision(
     (average_precision [C] float64, num_positives [C] int64).
   """
   scores, labels = _checked(scores, labels)
-  num_classes = scores.shape[1]
   pairs = extract_top_k_pairs(scores, labels, k=k, chunk_rows=chunk_rows, num_threads=num_threads)
   num_positives = positives_per_class(labels, chunk_rows=chunk_rows)
+  average_precision = average_precision_from_pairs(
+    pairs.indices.reshape(-1), pairs.scores.reshape(-1), pairs.is_positive.reshape(-1), num_positives
+  )
+  return average_precision, num_positives
 
-  classes = pairs.indices.reshape(-1)
+
+def average_precision_from_pairs(
+  classes: np.ndarray, scores: np.ndarray, is_positive: np.ndarray, num_positives: np.ndarray
+) -> np.ndarray:
+  """[C] per-class AP from (class, score, is positive) triplets in video order (see
+  `per_class_average_precision`); `num_positives` [C] counts every positive label of each class."""
+  num_classes = len(num_positives)
   # Two stable sorts: by score descending, then by class, give (class, score desc, video order).
-  by_score = np.argsort(-pairs.scores.reshape(-1), kind="stable")
+  by_score = np.argsort(-scores, kind="stable")
   order = by_score[np.argsort(classes[by_score], kind="stable")]
   sorted_classes = classes[order]
-  sorted_positive = pairs.is_positive.reshape(-1)[order]
+  sorted_positive = is_positive[order]
 
   pairs_per_class = np.bincount(sorted_classes, minlength=num_classes)
   class_start = np.cumsum(pairs_per_class) - pairs_per_class
@@ -131,7 +140,7 @@ def per_class_average_precision(
   average_precision = np.zeros(num_classes, dtype=np.float64)
   has_positives = num_positives > 0
   average_precision[has_positives] = precision_sums[has_positives] / num_positives[has_positives]
-  return average_precision, num_positives
+  return average_precision
 
 
 def mean_average_precision(

@@ -35,6 +35,20 @@ def predict_batches(
     yield (None if ids is None else ids.numpy()), infer(inputs).numpy(), labels.numpy()
 
 
+def evaluate_top_k(model: keras.Model, dataset: tf.data.Dataset, k: int = 20) -> Dict[str, float]:
+  """GAP@k, Hit@1, PERR and mAP (`metrics.TopKMetrics`) of `model` on a labeled dataset, from each video's
+  top k: the same figures an export of the model gets from `export.evaluate_export`."""
+  result = None
+  for _, probabilities, labels in predict_batches(model, dataset):
+    if result is None:
+      result = metrics.TopKMetrics(probabilities.shape[1], k=k)
+    classes, scores = metrics.top_k_per_video(probabilities, k=k)
+    result.add(classes, scores, [np.flatnonzero(row) for row in labels])
+  if result is None:
+    raise ValueError("the dataset holds no videos")
+  return result.result()
+
+
 _SUMMARY_FUNCTIONS: "weakref.WeakKeyDictionary[keras.Model, Dict[int, Callable]]" = (
   weakref.WeakKeyDictionary()
 )
