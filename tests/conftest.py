@@ -18,6 +18,26 @@ from yt8m_tf import data  # noqa: E402
 TINY_SCHEMA = data.Schema(num_classes=12, max_frames=10)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+def generate_video_benchmark(out_dir: str, num_videos: int, num_classes: int) -> str:
+  """The synthetic benchmark at test size: video level only, 2-4 frames per video, one shard per split."""
+  from yt8m_tf.data import synthetic
+
+  synthetic.generate(
+    synthetic.SyntheticConfig(
+      num_videos=num_videos,
+      num_classes=num_classes,
+      min_frames=2,
+      max_frames=4,
+      mean_frames=3,
+      num_shards=(1, 1, 1),
+      frame_level=False,
+    ),
+    str(out_dir),
+  )
+  return str(out_dir)
+
+
 TWO_CPUS = """
 import json
 import numpy as np

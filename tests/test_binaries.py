@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import generate_video_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,23 +37,10 @@ def test_eval_main_scores_a_run_and_its_export_alike(tmp_path):
   import numpy as np
 
   from yt8m_tf import data, export, models
-  from yt8m_tf.data import synthetic
   from yt8m_tf.training import evaluation, experiment
   from yt8m_tf.training.inputs import dataset_for
 
-  data_dir = str(tmp_path / "data")
-  synthetic.generate(
-    synthetic.SyntheticConfig(
-      num_videos=300,
-      num_classes=30,
-      min_frames=2,
-      max_frames=4,
-      mean_frames=3,
-      num_shards=(1, 1, 1),
-      frame_level=False,
-    ),
-    data_dir,
-  )
+  data_dir = generate_video_benchmark(tmp_path / "data", num_videos=300, num_classes=30)
   run_dir = str(tmp_path / "run")
   config = experiment.TrainConfig(
     model="Logistic",

@@ -80,7 +80,9 @@ def random_problem(rng, num_videos, num_classes, labels_per_video=3.0, decimals=
 # ---------------------------------------------------------------- top-k
 
 
-@pytest.mark.parametrize("num_classes,k", [(3862, 20), (3862, 100), (1000, 150), (300, 20), (50, 5), (7, 20), (200, 70)])
+@pytest.mark.parametrize(
+  "num_classes,k", [(3862, 20), (3862, 100), (1000, 150), (300, 20), (50, 5), (7, 20), (200, 70)]
+)
 def test_top_k_per_video_matches_sorted_oracle_with_ties(num_classes, k):
   rng = np.random.default_rng(num_classes + k)
   scores = np.round(rng.random((60, num_classes)), 2).astype(np.float32)

@@ -6,7 +6,7 @@ import re
 import numpy as np
 
 from yt8m_tf import models
-from yt8m_tf.data import synthetic
+from conftest import generate_video_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,19 +21,8 @@ def _block(name: str) -> str:
 
 def test_the_keras_example_reads_builds_fits_evaluates_predicts_and_saves(tmp_path, monkeypatch):
   demo = tmp_path / "runs" / "demo" / "data"
-  synthetic.generate(
-    # The 40 most frequent classes (ids 0-39 of the 3862 outputs), so that two epochs learn something.
-    synthetic.SyntheticConfig(
-      num_videos=500,
-      num_classes=40,
-      min_frames=2,
-      max_frames=4,
-      mean_frames=3,
-      num_shards=(1, 1, 1),
-      frame_level=False,
-    ),
-    str(demo),
-  )
+  # The 40 most frequent classes (ids 0-39 of the 3862 outputs), so that two epochs learn something.
+  generate_video_benchmark(demo, num_videos=500, num_classes=40)
   monkeypatch.chdir(tmp_path)  # the example's relative paths: runs/demo/data, runs/resnet.keras
   scope = {}
   exec(compile(_block("keras-example"), "README.md:keras-example", "exec"), scope)  # noqa: S102
