@@ -17,7 +17,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from binaries import run_main  # noqa: E402
 
 from yt8m_tf import pipeline, settings_record  # noqa: E402
@@ -61,6 +61,8 @@ flags.DEFINE_bool(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # TF's INFO lines (SavedModel saving, ...) would bury the stage lines
+    logging.set_verbosity(logging.WARNING)
   overrides = {
     name: getattr(FLAGS, name)
     for name in (
