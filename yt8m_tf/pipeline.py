@@ -362,7 +362,7 @@ class Pipeline:
         )
       self.log(f"[{stage}] already done ({done['wall_seconds']:.1f} s), skipping")
       return done
-    self.log(f"[{stage}] {self._progress(stage)} running")
+    self.log(f"[{stage}] {self._stage_position(stage)} running")
     self._remove_leftovers(stage)
     start = time.perf_counter()
     outputs = body()
@@ -372,7 +372,7 @@ class Pipeline:
     self.log(f"[{stage}] done in {done['wall_seconds']:.1f} s")
     return done
 
-  def _progress(self, stage: str) -> str:
+  def _stage_position(self, stage: str) -> str:
     """`stage i/N, 0:12:34 since start` (of this call of the job)."""
     elapsed = int(time.perf_counter() - self._started)
     since = f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
