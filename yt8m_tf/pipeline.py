@@ -268,7 +268,7 @@ class Pipeline:
     self.log = log
     self.stage_dir = os.path.join(config.workdir, "stages")
     self._labels: Dict[str, Optional[dict]] = {}
-    self._started = time.perf_counter()
+    self._job_start = time.perf_counter()
 
   # -- bookkeeping -------------------------------------------------------------------------------
   def _marker(self, stage: str) -> str:
@@ -374,7 +374,7 @@ class Pipeline:
 
   def _stage_position(self, stage: str) -> str:
     """`stage i/N, 0:12:34 since start` (of this call of the job)."""
-    elapsed = int(time.perf_counter() - self._started)
+    elapsed = int(time.perf_counter() - self._job_start)
     since = f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
     number = STAGES.index(stage) + 1 if stage in STAGES else "?"
     return f"stage {number}/{len(STAGES)}, {since} since start,"
