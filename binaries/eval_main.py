@@ -45,12 +45,12 @@ def _is_run_dir(path: str) -> bool:
   return tf.io.gfile.exists(os.path.join(path, experiment.CONFIG_FILE))
 
 
-def _is_export(path: str) -> bool:
+def _export_dir(path: str):
+  """The SavedModel version directory `path` names, or None if it names none."""
   try:
-    export.resolve_export_dir(path)
-    return True
+    return export.resolve_export_dir(path)
   except FileNotFoundError:
-    return False
+    return None
 
 
 def evaluate_keras(path: str) -> dict:
@@ -77,14 +77,9 @@ def report(result: dict, output_dir: str, step: int, source: str) -> None:
         tf.summary.scalar(f"eval/{key}", value, step=step)
 
 
-def _run_config(run_dir: str) -> experiment.TrainConfig:
-  with tf.io.gfile.GFile(os.path.join(run_dir, experiment.CONFIG_FILE)) as f:
-    return experiment.TrainConfig(**json.load(f))
-
-
 def watch(run_dir: str, output_dir: str) -> None:
   """Evaluates best.keras whenever it changes, until the run's history holds all its epochs."""
-  config = _run_config(run_dir)
+  config = experiment.read_config(run_dir)
   best, seen = os.path.join(run_dir, "best.keras"), None
   while True:
     finished = experiment.training_finished(config)  # read before best.keras: its last version is then out
@@ -108,16 +103,17 @@ def main(argv):
       raise app.UsageError("--norun_once watches a train_main run directory; --model is not one")
     return watch(run_dir, output_dir)
   if run_dir:
-    step = len(experiment.read_history(_run_config(run_dir)))
+    step = len(experiment.read_history(experiment.read_config(run_dir)))
     return report(evaluate_keras(os.path.join(run_dir, "best.keras")), output_dir, step, path)
   if path.endswith(".keras"):
     return report(evaluate_keras(path), output_dir, 0, path)
-  if _is_export(path):
+  export_dir = _export_dir(path)
+  if export_dir:
     result = export.evaluate_export(
-      path, FLAGS.eval_data_pattern, batch_size=FLAGS.batch_size, top_k=FLAGS.top_k
+      export_dir, FLAGS.eval_data_pattern, batch_size=FLAGS.batch_size, top_k=FLAGS.top_k
     )
     result = {k: v for k, v in result.items() if k not in ("gap", "num_videos")}
-    return report(result, output_dir, 0, export.resolve_export_dir(path))
+    return report(result, output_dir, 0, export_dir)
   raise app.UsageError(f"--model={path} is neither a run directory, a .keras file nor a SavedModel export")
 
 

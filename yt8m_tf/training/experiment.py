@@ -455,6 +455,12 @@ def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
   centroid_lib.set_centroids(model, centers, idf)
 
 
+def read_config(train_dir: str) -> TrainConfig:
+  """The TrainConfig a train_dir was made with (its config.json)."""
+  with tf.io.gfile.GFile(os.path.join(train_dir, CONFIG_FILE)) as f:
+    return TrainConfig(**json.load(f))
+
+
 def read_history(config: TrainConfig) -> List[Dict[str, float]]:
   """The run's per-epoch logs so far (history.json); [] before its first epoch ends."""
   path = os.path.join(config.train_dir, "history.json")

@@ -12,7 +12,6 @@ instead of 77 GB of float32 rows. Parts are written atomically and the index mar
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Iterator, List, Optional, Sequence
 
@@ -168,8 +167,7 @@ def predict_kfold(
   out_dir = out_dir or os.path.join(model_dir, "predictions")
   configs = []
   for k, directory in enumerate(fold_dirs(model_dir, num_folds)):
-    with tf.io.gfile.GFile(os.path.join(directory, experiment.CONFIG_FILE)) as f:
-      config = experiment.TrainConfig(**json.load(f))
+    config = experiment.read_config(directory)
     if config.fold != k or config.num_folds != num_folds:
       raise ValueError(
         f"{directory} was trained with fold={config.fold}, num_folds={config.num_folds}; "
