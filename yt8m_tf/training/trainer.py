@@ -158,6 +158,10 @@ def compile_model(
     loss=loss or keras.losses.BinaryCrossentropy(from_logits=True),
     jit_compile=jit_compile,
   )
+  if model.built:
+    # Created here, Adam's slots make tf.function trace the train step once; left to the first step they
+    # are created inside the trace and TF traces it a second time (EnsembleModel at 1/16: ~17 s -> ~7 s).
+    optimizer.build(model.trainable_variables)
   return model
 
 
