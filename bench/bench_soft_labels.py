@@ -1,4 +1,4 @@
-"""Soft-label lookup speed: SoftLabelStore.target_transform in tf.data against a no-lookup baseline.
+"""Soft-label lookup speed: soft_targets.target_transform in tf.data against a no-lookup baseline.
 
   python bench/bench_soft_labels.py [--videos 200000] [--candidates 30] [--classes 3862] [--batch 1024]
                                     [--repeats 5] [--score_dtype float32]
@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from yt8m_tf.stacking.soft_labels import SoftLabelStore  # noqa: E402
+from yt8m_tf.stores.soft_labels import SoftLabelStore  # noqa: E402
+from yt8m_tf.training import soft_targets  # noqa: E402
 
 
 def make_rows(num_videos, candidates, num_classes, seed):
@@ -72,7 +73,7 @@ def main():
     save_s, _ = timed(lambda: store.save(path))
     size_mb = os.path.getsize(path) / 2**20
     load_s, store = timed(lambda: SoftLabelStore.load(path))
-  table_s, transform = timed(lambda: store.target_transform(0.5))
+  table_s, transform = timed(lambda: soft_targets.target_transform(store, 0.5))
   print(
     f"store: {len(store)} videos x {args.candidates} candidates = {store.nnz} scores ({args.score_dtype}), "
     f"{args.classes} classes, file {size_mb:.1f} MiB"

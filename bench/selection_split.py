@@ -19,10 +19,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from absl import app, flags  # noqa: E402
 
-from yt8m_tf import data, pipeline  # noqa: E402
+from yt8m_tf import data, pipeline, stores  # noqa: E402
 from yt8m_tf.data import labels as labels_lib  # noqa: E402
 from yt8m_tf.data import synthetic  # noqa: E402
-from yt8m_tf.training import zoo  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "A benchmark data folder (a demo workdir's data/).", required=True)
@@ -40,7 +39,7 @@ def main(argv):
   labels_csv = os.path.join(FLAGS.workdir, "validate_labels.csv")
   if not os.path.exists(labels_csv):
     schema = data.Schema(num_classes=num_classes)
-    by_id = zoo.labels_by_id(held_out, schema)
+    by_id = stores.labels_by_id(held_out, schema)
     sets = labels_lib.LabelSets.from_lists([i.decode() for i in by_id], list(by_id.values()))
     labels_lib.write_label_sets(labels_csv, sets)
   config = pipeline.preset(

@@ -1,6 +1,12 @@
 """Thin absl binaries over the yt8m_tf library; each is also a console script (setup.cfg)."""
 
+import os
 import sys
+
+# Set before TensorFlow loads (every binary imports this package first): TF's C++ start-up noise, and
+# TF-DF's welcome banner (which also breaks under pytest's captured output).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 
 def run_main(main, module_name: str) -> None:

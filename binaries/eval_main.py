@@ -16,18 +16,14 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+import tensorflow as tf
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-
-from yt8m_tf import data, export, models  # noqa: E402
-from yt8m_tf.files import atomic_open  # noqa: E402
-from yt8m_tf.training import evaluation, experiment  # noqa: E402
-from yt8m_tf.training.inputs import dataset_for  # noqa: E402
+from binaries import run_main
+from yt8m_tf import data, export, metrics, models
+from yt8m_tf.files import atomic_open
+from yt8m_tf.training import evaluation, experiment
+from yt8m_tf.training.inputs import dataset_for
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -35,7 +31,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("eval_data_pattern", None, "Glob(s) of labeled TFRecords.", required=True)
 flags.DEFINE_string("output_dir", None, "eval.json and TensorBoard events; default: <run directory>/eval.")
-flags.DEFINE_integer("top_k", 20, "k of GAP@k (and of the top-k the other figures come from).")
+flags.DEFINE_integer("top_k", metrics.GAP_K, "k of GAP@k (and of the top-k the other figures come from).")
 flags.DEFINE_integer("batch_size", 1024, "Videos per batch.")
 flags.DEFINE_bool("run_once", True, "Evaluate once; --norun_once watches a run directory until it finishes.")
 flags.DEFINE_integer("watch_seconds", 60, "How often --norun_once looks for a new best.keras.")

@@ -12,13 +12,10 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-from yt8m_tf import data, export, models  # noqa: E402
+from binaries import run_main
+from yt8m_tf import data, export, metrics, models
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "A .keras model file (e.g. train_dir/best.keras).")
@@ -28,7 +25,7 @@ flags.DEFINE_string("model_name", None, "Served model name; default: the run's m
 flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
 flags.DEFINE_bool("fp16", False, "Store the weights as float16 (computation stays float32).")
 flags.DEFINE_integer("size_budget_bytes", export.DEFAULT_BUDGET_BYTES, "Refuse exports storing more bytes.")
-flags.DEFINE_integer("top_k", export.DEFAULT_TOP_K, "Top classes returned per video.")
+flags.DEFINE_integer("top_k", metrics.GAP_K, "Top classes returned per video.")
 flags.DEFINE_integer("num_classes", None, "Class count; default: the model's output size.")
 flags.DEFINE_list("feature_names", ["rgb", "audio"], "Feature names; video-level keys are mean_<name>.")
 flags.DEFINE_list("feature_sizes", ["1024", "128"], "Feature sizes, in the order of --feature_names.")

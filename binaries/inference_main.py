@@ -8,15 +8,11 @@ the SavedModel is needed: the raw records go through its `from_examples` signatu
 once complete.
 """
 
-import os
+from absl import app, flags, logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
-
-from absl import app, flags, logging  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-from yt8m_tf.export import inference  # noqa: E402
+from binaries import run_main
+from yt8m_tf import metrics
+from yt8m_tf.export import inference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -25,7 +21,7 @@ flags.DEFINE_string(
 flags.DEFINE_string("input_data_pattern", None, "Glob(s) of video-level test TFRecords.", required=True)
 flags.DEFINE_string("output_file", None, "Submission CSV to write.", required=True)
 flags.DEFINE_integer("batch_size", 1024, "Records per SavedModel call.")
-flags.DEFINE_integer("top_k", 20, "Label/score pairs per video (at most the export's top-k).")
+flags.DEFINE_integer("top_k", metrics.GAP_K, "Label/score pairs per video (at most the export's top-k).")
 flags.DEFINE_float("log_every_seconds", 30.0, "Seconds between progress log lines.")
 
 

@@ -14,13 +14,11 @@ first stage they change (that stage and those after it are then redone).
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-from yt8m_tf import pipeline, settings_record  # noqa: E402
+from binaries import run_main
+from yt8m_tf import pipeline, settings_record
+from yt8m_tf.configs import dataclass_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/demo", "Directory holding every stage's outputs and markers.")
@@ -30,31 +28,28 @@ flags.DEFINE_enum(
   ["demo", "tiny", "paper"],
   "Sizes: demo (under 15 min on 2 CPU cores), tiny (tests), paper (the seed's sizes; GPU, real data).",
 )
-flags.DEFINE_string(
-  "label_sets", None, "CSV(.gz) of id,labels for the benchmark data; default: packaged sample."
+# The PipelineConfig fields a command line may set; unset, they keep the preset's values.
+_CONFIG_FLAGS = (
+  "label_sets",
+  "train_data_pattern",
+  "test_data_pattern",
+  "test_labels",
+  "num_classes",
+  "num_folds",
+  "l1_members",
+  "zoo_dir",
+  "seed",
+  "max_steps",
+  "transductive",
 )
-flags.DEFINE_string("train_data_pattern", None, "Your labeled video-level TFRecords (skips benchmark data).")
-flags.DEFINE_string("test_data_pattern", None, "Your test video-level TFRecords (with --train_data_pattern).")
-flags.DEFINE_string("test_labels", None, "CSV id,labels of the test videos, for held-out GAP (optional).")
-flags.DEFINE_integer("num_classes", None, "Classes of your data (default 3862).")
-flags.DEFINE_integer("num_folds", None, "K of the K-fold L1 and stacker training (default: the preset's).")
-flags.DEFINE_list("l1_members", None, "Flagfile names of the zoo directory to train (default: the preset's).")
-flags.DEFINE_string("zoo_dir", None, "Folder of L1 flagfiles (default: the preset's).")
-flags.DEFINE_integer("seed", None, "Seed for data order and initialization.")
-flags.DEFINE_integer(
-  "max_steps", None, "Caps every training run (L1 and students) at this many steps: a smoke run of a preset."
-)
+dataclass_flags.define_flags(pipeline.PipelineConfig, include=_CONFIG_FLAGS, defaults_from="the preset's")
+flags.adopt_module_key_flags(dataclass_flags)  # so that --help lists them
 flags.DEFINE_enum(
   "redo_from",
   None,
   list(pipeline.STAGES),
   "Redo this stage and every stage after it (their outputs are removed first): how a workdir takes new "
   "settings. Without it, a run whose settings differ from those the workdir records is refused.",
-)
-flags.DEFINE_bool(
-  "transductive",
-  None,
-  "Also train a student on the test videos with the teacher's test scores (own report row; not submitted).",
 )
 
 
@@ -63,24 +58,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # TF's INFO lines (SavedModel saving, ...) would bury the stage lines
     logging.set_verbosity(logging.WARNING)
-  overrides = {
-    name: getattr(FLAGS, name)
-    for name in (
-      "label_sets",
-      "train_data_pattern",
-      "test_data_pattern",
-      "test_labels",
-      "num_classes",
-      "num_folds",
-      "zoo_dir",
-      "seed",
-      "max_steps",
-      "transductive",
-    )
-    if getattr(FLAGS, name) is not None
-  }
-  if FLAGS.l1_members:
-    overrides["l1_members"] = tuple(FLAGS.l1_members)
+  overrides = dataclass_flags.values_from_flags(
+    pipeline.PipelineConfig, FLAGS, include=_CONFIG_FLAGS, skip_unset=True
+  )
   try:
     config = pipeline.preset(FLAGS.preset, FLAGS.workdir, **overrides)
   except ValueError as e:  # messages name the setting, which is the flag's name

@@ -4,18 +4,14 @@
       --test_data_pattern='data/video/test-*.tfrecord'
 
 Reads `model_dir/fold_k/best.keras`; writes `model_dir/predictions/{oof,test}` (top-K classes with
-float16 scores per video, or full float16 rows with --top_k=0), which the stacker reads.
+float16 scores per video, or full float16 rows with --store_top_k=0), which the stacker reads.
 """
 
-import os
+from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
-
-from absl import app, flags  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-from yt8m_tf.training import prediction  # noqa: E402
+from binaries import run_main
+from yt8m_tf import stores
+from yt8m_tf.training import prediction
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -24,7 +20,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer("num_folds", 5, "K of the K-fold run.")
 flags.DEFINE_string("test_data_pattern", None, "Glob(s) of test TFRecords; omitted: OOF only.")
 flags.DEFINE_string("output_dir", None, "Default: <model_dir>/predictions.")
-flags.DEFINE_integer("top_k", 100, "Classes kept per video; 0 keeps full float16 rows.")
+flags.DEFINE_integer("store_top_k", stores.STORE_TOP_K, "Classes kept per video; 0 keeps full float16 rows.")
 flags.DEFINE_integer("batch_size", 512, "Prediction batch size.")
 
 
@@ -36,11 +32,11 @@ def main(argv):
     FLAGS.num_folds,
     FLAGS.test_data_pattern,
     FLAGS.output_dir,
-    FLAGS.top_k or None,
+    FLAGS.store_top_k or None,
     FLAGS.batch_size,
   )
   for name, index in results.items():
-    print(f"{name}: {index['num_videos']} videos, top_k={index['top_k']}, {len(index['parts'])} parts")
+    print(f"{name}: {index['num_videos']} videos, store_top_k={index['top_k']}, {len(index['parts'])} parts")
 
 
 def run():

@@ -10,19 +10,17 @@ report.json) and `output_dir/stacker/soft_labels.npz` for `train_main --soft_lab
 `output_dir/settings.json`; a run with other values is refused, naming each change.
 """
 
+import dataclasses
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+import tensorflow as tf
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-from yt8m_tf import data, settings_record  # noqa: E402
-from yt8m_tf.data import labels as labels_lib  # noqa: E402
-from yt8m_tf.stacking import candidates, stacker  # noqa: E402
-from yt8m_tf.training import zoo  # noqa: E402
+from binaries import run_main
+from yt8m_tf import data, settings_record, stores
+from yt8m_tf.configs import dataclass_flags
+from yt8m_tf.stacking import candidates, stacker
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where candidates and the stacker go.", required=True)
@@ -32,35 +30,21 @@ flags.DEFINE_list(
 flags.DEFINE_string("train_data_pattern", None, "Labeled training TFRecords (video level).", required=True)
 flags.DEFINE_string("test_labels", None, "CSV id,labels of the test videos, for a test GAP (optional).")
 flags.DEFINE_integer("num_folds", 5, "K: the same folds as the L1 models.")
-flags.DEFINE_integer("num_classes", 3862, "Classes.")
-flags.DEFINE_integer("num_trees", 300, "GBT trees at most (early stopping on an inner split).")
-flags.DEFINE_float("shrinkage", 0.1, "GBT learning rate.")
-flags.DEFINE_integer("max_depth", 6, "Tree depth.")
-flags.DEFINE_integer("early_stopping_trees", 30, "Stop after this many trees without inner-split gain.")
-flags.DEFINE_enum("class_id_semantic", "numerical", list(stacker.SEMANTICS), "How the GBT sees the class id.")
-flags.DEFINE_integer("max_train_videos", None, "Per fold, train on a fixed subset of this many videos.")
+flags.DEFINE_integer("num_classes", data.schema.NUM_CLASSES_2018, "Classes of the data.")
+# Every StackerConfig field is a flag of the same name, type, default and help.
+dataclass_flags.define_flags(stacker.StackerConfig)
+flags.adopt_module_key_flags(dataclass_flags)  # so that --help lists them
 
 # Every flag the output depends on: recorded in output_dir/settings.json.
-_SETTINGS = (
-  "models",
-  "train_data_pattern",
-  "test_labels",
-  "num_folds",
-  "num_classes",
-  "num_trees",
-  "shrinkage",
-  "max_depth",
-  "early_stopping_trees",
-  "class_id_semantic",
-  "max_train_videos",
-)
+_SETTINGS = ("models", "train_data_pattern", "test_labels", "num_folds", "num_classes")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   model_dirs = dict(pair.split(":", 1) for pair in FLAGS.models)
-  settings = {name: getattr(FLAGS, name) for name in _SETTINGS}
+  config = stacker.StackerConfig(**dataclass_flags.values_from_flags(stacker.StackerConfig, FLAGS))
+  settings = {**{name: getattr(FLAGS, name) for name in _SETTINGS}, **dataclasses.asdict(config)}
   try:  # candidates and fold models made with other settings are not reused
     settings_record.check_and_record(
       FLAGS.output_dir, settings, remedy="use a new --output_dir, or delete it to stack again"
@@ -68,27 +52,18 @@ def main(argv):
   except settings_record.SettingsChanged as e:
     raise SystemExit(f"error: {e}") from None
   schema = data.Schema(num_classes=FLAGS.num_classes)
-  train_labels = zoo.labels_by_id(FLAGS.train_data_pattern, schema)
+  train_labels = stores.labels_by_id(FLAGS.train_data_pattern, schema)
   test_labels = None
   if FLAGS.test_labels:
-    sets = labels_lib.load_label_sets(FLAGS.test_labels)
-    test_labels = {i.encode(): row for i, row in zip(sets.ids, sets)}
+    test_labels = stores.labels_from_csv(FLAGS.test_labels)
   prior = candidates.class_prior(train_labels, FLAGS.num_classes)
   splits = {"train": ("oof", train_labels)}
-  has_test = all(os.path.exists(os.path.join(d, "predictions", "test")) for d in model_dirs.values())
+  has_test = all(tf.io.gfile.exists(os.path.join(d, "predictions", "test")) for d in model_dirs.values())
   if has_test:
     splits["test"] = ("test", test_labels)
   for split, (store, labels) in splits.items():
-    stores = {name: os.path.join(d, "predictions", store) for name, d in model_dirs.items()}
-    candidates.build_candidates(stores, os.path.join(FLAGS.output_dir, "candidates", split), prior, labels)
-  config = stacker.StackerConfig(
-    num_trees=FLAGS.num_trees,
-    shrinkage=FLAGS.shrinkage,
-    max_depth=FLAGS.max_depth,
-    early_stopping_trees=FLAGS.early_stopping_trees,
-    class_id_semantic=FLAGS.class_id_semantic,
-    max_train_videos=FLAGS.max_train_videos,
-  )
+    l1_stores = {name: os.path.join(d, "predictions", store) for name, d in model_dirs.items()}
+    candidates.build_candidates(l1_stores, os.path.join(FLAGS.output_dir, "candidates", split), prior, labels)
   report = stacker.run_stacking(
     os.path.join(FLAGS.output_dir, "candidates", "train"),
     os.path.join(FLAGS.output_dir, "stacker"),

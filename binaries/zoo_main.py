@@ -16,14 +16,11 @@ settings (recorded in <workdir>/<member>/settings.json) is refused, naming each 
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-from binaries import run_main  # noqa: E402
-
-from yt8m_tf import data, files, models, settings_record  # noqa: E402
-from yt8m_tf.training import zoo  # noqa: E402
+from binaries import run_main
+from yt8m_tf import data, files, models, settings_record, stores
+from yt8m_tf.training import zoo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo_dir", None, "Folder of *.flags files, one per model.", required=True)
@@ -32,7 +29,7 @@ flags.DEFINE_string("train_data_pattern", None, "Glob(s) of video-level training
 flags.DEFINE_string("test_data_pattern", None, "Glob(s) of video-level test TFRecords.")
 flags.DEFINE_string("frame_train_data_pattern", None, "Glob(s) of frame-level training TFRecords.")
 flags.DEFINE_string("frame_test_data_pattern", None, "Glob(s) of frame-level test TFRecords.")
-flags.DEFINE_integer("num_classes", 3862, "Number of classes.")
+flags.DEFINE_integer("num_classes", data.schema.NUM_CLASSES_2018, "Number of classes.")
 flags.DEFINE_integer("num_folds", 5, "K of the K-fold split.")
 flags.DEFINE_integer("max_frames", 300, "Frames per video (frame-level members).")
 flags.DEFINE_list("members", None, "Only these flagfile stems (default: all).")
@@ -42,7 +39,7 @@ flags.DEFINE_string("test_labels", None, "CSV `id,labels` of the test videos, fo
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  test_labels = zoo.labels_from_csv(FLAGS.test_labels) if FLAGS.test_labels else None
+  test_labels = stores.labels_from_csv(FLAGS.test_labels) if FLAGS.test_labels else None
   schema = data.Schema(num_classes=FLAGS.num_classes, max_frames=FLAGS.max_frames)
   train_labels = {}  # per training pattern: read once, not once per member
   results = {}
@@ -53,7 +50,7 @@ def main(argv):
       raise app.UsageError(f"{name} is a frame-level model: pass --frame_train_data_pattern")
     pattern = FLAGS.frame_train_data_pattern if frame else FLAGS.train_data_pattern
     if pattern not in train_labels:
-      train_labels[pattern] = zoo.labels_by_id(pattern, schema, frame_level=frame)
+      train_labels[pattern] = stores.labels_by_id(pattern, schema, frame_level=frame)
     try:
       member_results = zoo.run_zoo(
         FLAGS.zoo_dir,

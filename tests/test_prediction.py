@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from yt8m_tf import data
+from yt8m_tf import data, stores
 from yt8m_tf.data import synthetic
 from yt8m_tf.training import experiment, inputs, prediction
 
@@ -22,12 +22,12 @@ def test_store_roundtrip_top_k_and_full_rows(tmp_path):
   ids = np.array([f"v{i}".encode() for i in range(23)])
   for top_k in (5, None):
     out = str(tmp_path / f"store{top_k}")
-    writer = prediction.PredictionWriter(out, NUM_CLASSES, top_k=top_k, part_size=10)
+    writer = stores.PredictionWriter(out, NUM_CLASSES, store_top_k=top_k, part_size=10)
     writer.add(ids[:7], probabilities[:7])
     writer.add(ids[7:], probabilities[7:])
     index = writer.close()
     assert index["num_videos"] == 23 and len(index["parts"]) == 3
-    chunks = list(prediction.read_predictions(out))
+    chunks = list(stores.read_predictions(out))
     assert [len(c.ids) for c in chunks] == [10, 10, 3]
     got_ids = np.concatenate([c.ids for c in chunks])
     dense = np.concatenate([c.dense(NUM_CLASSES) for c in chunks])
@@ -44,7 +44,7 @@ def test_store_roundtrip_top_k_and_full_rows(tmp_path):
 
 def test_incomplete_store_is_refused(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a complete prediction store"):
-    list(prediction.read_predictions(str(tmp_path)))
+    list(stores.read_predictions(str(tmp_path)))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_
     model_dir,
     3,
     f"{data_dir}/test-*.tfrecord".replace("/test-", "/video/test-"),
-    top_k=10,
+    store_top_k=10,
     batch_size=64,
     log=lambda *_: None,
   )
@@ -92,7 +92,7 @@ def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_
     for f, _ in data.video_dataset(f"{data_dir}/video/train-*.tfrecord", 64, schema=schema)
     for i in f["id"].numpy()
   ]
-  chunks = list(prediction.read_predictions(os.path.join(model_dir, "predictions", "oof")))
+  chunks = list(stores.read_predictions(os.path.join(model_dir, "predictions", "oof")))
   oof_ids = np.concatenate([c.ids for c in chunks])
   assert sorted(oof_ids.tolist()) == sorted(train_ids) and results["oof"]["num_videos"] == len(train_ids)
 
@@ -110,7 +110,7 @@ def test_predict_kfold_oof_covers_each_video_once_with_its_held_out_model(kfold_
     np.testing.assert_allclose(oof[video][top], expected[row, top], rtol=2e-3, atol=1e-4)
 
   # Test predictions average the logits of the 3 fold models.
-  test_chunks = list(prediction.read_predictions(os.path.join(model_dir, "predictions", "test")))
+  test_chunks = list(stores.read_predictions(os.path.join(model_dir, "predictions", "test")))
   test_ids = np.concatenate([c.ids for c in test_chunks])
   test_ds = inputs.dataset_for(
     "video", f"{data_dir}/video/test-*.tfrecord", 1000, schema=schema, keep_ids=True

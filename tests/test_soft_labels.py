@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_SCHEMA, make_videos, write_video_file
-from yt8m_tf.stacking.soft_labels import SoftLabelStore, SoftLabelStoreBuilder
-from yt8m_tf.training import experiment
+from yt8m_tf.stores.soft_labels import SoftLabelStore, SoftLabelStoreBuilder
+from yt8m_tf.training import experiment, soft_targets
 from yt8m_tf.training.inputs import dataset_for
 
 NUM_CLASSES = TINY_SCHEMA.num_classes  # 12
@@ -168,7 +168,7 @@ def test_target_transform_mixes_soft_and_hard_rows_by_id(weight):
   order = rng.permutation(len(ids))  # batches hold ids in arbitrary order, incl. videos without rows
   hard = _hard_labels(len(ids), rng)
   dataset = _batches([ids[i] for i in order], hard).map(
-    store.target_transform(weight), num_parallel_calls=tf.data.AUTOTUNE
+    soft_targets.target_transform(store, weight), num_parallel_calls=tf.data.AUTOTUNE
   )
   got_ids, got_rgb, targets = [], [], []
   for features, labels in dataset:
@@ -189,8 +189,8 @@ def test_missing_video_fails_by_default_or_keeps_its_hard_labels(weight):
   hard = _hard_labels(4, np.random.default_rng(3))
   dataset = _batches(["v003", "stranger", "v005", "v000"], hard, batch_size=4)
   with pytest.raises(tf.errors.InvalidArgumentError, match="no soft labels for these video ids.*stranger"):
-    list(dataset.map(store.target_transform(weight)))
-  ((_, labels),) = list(dataset.map(store.target_transform(weight, on_missing="hard")))
+    list(dataset.map(soft_targets.target_transform(store, weight)))
+  ((_, labels),) = list(dataset.map(soft_targets.target_transform(store, weight, on_missing="hard")))
   expected = weight * oracle[[3, 0, 5, 0]] + (1 - weight) * hard
   expected[1] = hard[1]
   np.testing.assert_allclose(labels.numpy(), expected, rtol=1e-6)
@@ -200,21 +200,21 @@ def test_target_transform_argument_and_shape_checks():
   ids, rows, _ = random_rows()
   store = SoftLabelStore.from_rows(*rows, NUM_CLASSES, all_video_ids=ids)
   with pytest.raises(ValueError, match=r"weight must be in \[0, 1\]"):
-    store.target_transform(1.5)
+    soft_targets.target_transform(store, 1.5)
   with pytest.raises(ValueError, match="on_missing"):
-    store.target_transform(0.5, on_missing="zeros")
+    soft_targets.target_transform(store, 0.5, on_missing="zeros")
   wide = _batches(ids[:2], np.zeros((2, NUM_CLASSES + 1), np.float32))
   with pytest.raises(ValueError, match="labels have 13 classes.*has 12"):
-    wide.map(store.target_transform(0.5))
+    wide.map(soft_targets.target_transform(store, 0.5))
   no_ids = tf.data.Dataset.from_tensors(({"mean_rgb": [1.0]}, np.zeros((1, NUM_CLASSES), np.float32)))
   with pytest.raises(ValueError, match="keep_ids=True"):
-    no_ids.map(store.target_transform(0.5))
-  first = store.target_transform(0.5)
-  store.target_transform(1.0)
-  assert first is not None and store._tensors is not None  # one table per store, shared by transforms
-  tensors = store._tensors
-  store.target_transform(0.1)
-  assert store._tensors is tensors
+    no_ids.map(soft_targets.target_transform(store, 0.5))
+  tensors = soft_targets.tensor_store(store)  # built by the transforms above: one table per store
+  soft_targets.target_transform(store, 1.0)
+  soft_targets.target_transform(store, 0.1)
+  assert soft_targets.tensor_store(store) is tensors
+  other = SoftLabelStore.from_rows(*rows, NUM_CLASSES, all_video_ids=ids)
+  assert soft_targets.tensor_store(other) is not tensors
 
 
 @pytest.fixture(scope="module")
@@ -295,28 +295,30 @@ def test_missed_positives_hard_keeps_positives_the_teacher_did_not_score():
   store = SoftLabelStore.from_rows(*rows, NUM_CLASSES, all_video_ids=ids)
   hard = _hard_labels(len(ids), np.random.default_rng(4))
   dataset = _batches(ids, hard, batch_size=len(ids))
-  ((_, labels),) = list(dataset.map(store.target_transform(0.5, missed_positives="hard")))
+  ((_, labels),) = list(dataset.map(soft_targets.target_transform(store, 0.5, missed_positives="hard")))
   candidate = np.zeros_like(oracle)
   candidate[[ids.index(v) for v in rows[0]], rows[1]] = 1
   expected = np.where(candidate == 1, 0.5 * oracle + 0.5 * hard, hard)
   np.testing.assert_allclose(labels.numpy(), expected, rtol=1e-6, atol=1e-7)
   assert ((candidate == 0) & (hard == 1)).any()  # the case under test occurs
   # at weight 1 a missed positive still trains on 1 (the seed's formula gives 0)
-  ((_, labels),) = list(dataset.map(store.target_transform(1.0, missed_positives="hard")))
+  ((_, labels),) = list(dataset.map(soft_targets.target_transform(store, 1.0, missed_positives="hard")))
   np.testing.assert_allclose(labels.numpy(), np.where(candidate == 1, oracle, hard), rtol=1e-6, atol=1e-7)
   # "max": every hard positive keeps 1, the teacher only lifts negatives
-  ((_, labels),) = list(dataset.map(store.target_transform(0.5, missed_positives="max")))
+  ((_, labels),) = list(dataset.map(soft_targets.target_transform(store, 0.5, missed_positives="max")))
   np.testing.assert_allclose(labels.numpy(), np.maximum(hard, 0.5 * oracle), rtol=1e-6, atol=1e-7)
   assert ((candidate == 1) & (hard == 1)).any() and ((candidate == 1) & (hard == 0)).any()
   with pytest.raises(ValueError, match="missed_positives must be one of"):
-    store.target_transform(0.5, missed_positives="drop")
+    soft_targets.target_transform(store, 0.5, missed_positives="drop")
 
 
 def test_temperature_softens_the_teacher_probabilities():
   ids = ["a", "b"]
   store = SoftLabelStore.from_rows(["a", "a", "b"], [0, 1, 2], [0.9, 0.1, 1.0], NUM_CLASSES)
   hard = np.zeros((2, NUM_CLASSES), np.float32)
-  ((_, labels),) = list(_batches(ids, hard, batch_size=2).map(store.target_transform(1.0, temperature=2.0)))
+  ((_, labels),) = list(
+    _batches(ids, hard, batch_size=2).map(soft_targets.target_transform(store, 1.0, temperature=2.0))
+  )
   labels = labels.numpy()
   logit = lambda p: math.log(p / (1 - p))  # noqa: E731
   sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
@@ -325,7 +327,7 @@ def test_temperature_softens_the_teacher_probabilities():
   assert labels[1, 2] == pytest.approx(sigmoid(logit(1 - 1e-6) / 2), rel=1e-4)  # clipped: a finite logit
   assert labels.sum() == pytest.approx(0.75 + 0.25 + labels[1, 2], rel=1e-5)  # nothing else is set
   with pytest.raises(ValueError, match="temperature must be positive"):
-    store.target_transform(1.0, temperature=0.0)
+    soft_targets.target_transform(store, 1.0, temperature=0.0)
 
 
 def test_transductive_batches_train_unlabeled_videos_on_the_teacher_alone(tiny_records, tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 from yt8m_tf.data import folds
 from yt8m_tf.stacking import candidates, stacker
-from yt8m_tf.stacking.soft_labels import SoftLabelStore
-from yt8m_tf.training import prediction, zoo
+from yt8m_tf.stores import predictions
+from yt8m_tf.stores.soft_labels import SoftLabelStore
 
 NUM_CLASSES = 30
 
@@ -26,7 +26,7 @@ def _fixture(tmp_path, num_videos=300, models=("alpha", "beta"), top_k=8, seed=0
   for m, name in enumerate(models):
     logits = 2.5 * truth + rng.normal(scale=1.0 + 0.5 * m, size=truth.shape)
     probabilities = 1 / (1 + np.exp(-logits))
-    writer = prediction.PredictionWriter(str(tmp_path / name), NUM_CLASSES, top_k=top_k, part_size=70)
+    writer = predictions.PredictionWriter(str(tmp_path / name), NUM_CLASSES, store_top_k=top_k, part_size=70)
     for start in range(0, num_videos, 50):  # parts of 70 videos from batches of 50: chunks re-slice
       writer.add(ids[start : start + 50], probabilities[start : start + 50])
     writer.close()
@@ -88,13 +88,13 @@ def test_row_gap_of_a_model_score_equals_its_store_gap(tmp_path):
   for name in stores:
     row_gap = candidates.rows_gap(rows, rows.features[f"score_{name}"])
     # Equal up to the order of float16 ties (rows list ties by class id, the store by rank).
-    assert row_gap == pytest.approx(zoo.store_gap(stores[name], labels), abs=1e-4)
+    assert row_gap == pytest.approx(predictions.store_gap(stores[name], labels), abs=1e-4)
 
 
 def test_misaligned_stores_are_an_error_naming_them(tmp_path):
   _, labels, stores, _ = _fixture(tmp_path)
   rng = np.random.default_rng(1)
-  other = prediction.PredictionWriter(str(tmp_path / "other"), NUM_CLASSES, top_k=8)
+  other = predictions.PredictionWriter(str(tmp_path / "other"), NUM_CLASSES, store_top_k=8)
   other.add([f"w{i}".encode() for i in range(300)], rng.random((300, NUM_CLASSES)))
   other.close()
   prior = candidates.class_prior(labels, NUM_CLASSES)
@@ -113,8 +113,8 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
   test_stores = {}
   # Test candidates from the last 100 videos' predictions (a store of their own).
   for name, path in stores.items():
-    chunks = list(prediction.read_predictions(path))
-    writer = prediction.PredictionWriter(str(tmp_path / f"test_{name}"), NUM_CLASSES, top_k=8)
+    chunks = list(predictions.read_predictions(path))
+    writer = predictions.PredictionWriter(str(tmp_path / f"test_{name}"), NUM_CLASSES, store_top_k=8)
     for chunk in chunks:
       keep = ~np.isin(chunk.ids, train_ids)
       dense = chunk.dense(NUM_CLASSES)[keep]
@@ -126,8 +126,8 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
   # Train candidates: the first 300 videos only.
   train_stores = {}
   for name, path in stores.items():
-    writer = prediction.PredictionWriter(str(tmp_path / f"train_{name}"), NUM_CLASSES, top_k=8)
-    for chunk in prediction.read_predictions(path):
+    writer = predictions.PredictionWriter(str(tmp_path / f"train_{name}"), NUM_CLASSES, store_top_k=8)
+    for chunk in predictions.read_predictions(path):
       keep = np.isin(chunk.ids, train_ids)
       if keep.any():
         writer.add(chunk.ids[keep], chunk.dense(NUM_CLASSES)[keep])

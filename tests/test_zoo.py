@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from yt8m_tf import metrics, settings_record
+from yt8m_tf import metrics, settings_record, stores
 from yt8m_tf.data import synthetic
-from yt8m_tf.training import prediction, zoo
+from yt8m_tf.training import zoo
 
 DEMO_ZOO = os.path.join(os.path.dirname(zoo.__file__), "..", "configs", "zoo", "demo")
 
@@ -53,10 +53,10 @@ def test_store_gap_counts_positives_outside_the_stored_top_k(tmp_path):
   ids = np.array([f"v{i}".encode() for i in range(50)])
   truth = {i: np.flatnonzero(l) for i, l in zip(ids, labels)}
   for top_k in (30, 25):
-    writer = prediction.PredictionWriter(str(tmp_path / f"s{top_k}"), 30, top_k=top_k)
+    writer = stores.PredictionWriter(str(tmp_path / f"s{top_k}"), 30, store_top_k=top_k)
     writer.add(ids, scores)
     writer.close()
-    got = zoo.store_gap(str(tmp_path / f"s{top_k}"), truth)
+    got = stores.store_gap(str(tmp_path / f"s{top_k}"), truth)
     assert got == pytest.approx(metrics.gap_at_k(scores, labels), abs=1e-12)
 
 
@@ -74,7 +74,7 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
   (zoo_dir / "frames.flags").write_text(
     "--model=FrameLevelLogistic\n--epochs=1\n--batch_size=32\n--verbose=0\n"
   )
-  test_labels = zoo.labels_from_csv(f"{data_dir}/test_labels.csv")
+  test_labels = stores.labels_from_csv(f"{data_dir}/test_labels.csv")
   results = {}
   for name, level in (("video", "video"), ("frames", "frame")):
     results.update(
@@ -95,8 +95,8 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
   for name, result in results.items():
     assert 0 < result["oof_gap"] <= 1 and result["oof_videos"] == 240 * 0.7
     test_store = str(tmp_path / "work" / name / "predictions" / "test")
-    assert prediction.is_complete(test_store)
-    assert 0 < result["test_gap"] <= 1 and result["test_gap"] == zoo.store_gap(test_store, test_labels)
+    assert stores.is_complete(test_store)
+    assert 0 < result["test_gap"] <= 1 and result["test_gap"] == stores.store_gap(test_store, test_labels)
     assert result["seconds"] > 0
   # A finished member is not reused under other settings: the refusal names each change.
   with pytest.raises(settings_record.SettingsChanged, match=r"epochs: 1 -> 2; num_folds: 2 -> 3"):

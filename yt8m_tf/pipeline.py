@@ -31,7 +31,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models, settings_record
+from yt8m_tf import data, models, settings_record, stores
+from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import synthetic
 from yt8m_tf.files import atomic_open, atomic_save_npy, load_npy, remove_temporary_siblings
 from yt8m_tf.stacking import candidates, stacker
@@ -77,18 +78,26 @@ class PipelineConfig:
   # 22k of the packaged 50k label sets, video level only, so that the whole job fits 15 minutes on 2 CPU
   # cores (30k took 1,100 s; BUILD_NOTES "Demo wall time").
   synthetic: synthetic.SyntheticConfig = synthetic.SyntheticConfig(num_videos=22_000, frame_level=False)
-  label_sets: Optional[str] = None  # None: the label sets packaged with yt8m_tf
+  label_sets: Optional[str] = setting(
+    None, "CSV(.gz) of id,labels for the benchmark data; None: the sample packaged with yt8m_tf."
+  )
   # Your own data instead of the synthetic benchmark (the data stage is then skipped):
-  train_data_pattern: Optional[str] = None
-  test_data_pattern: Optional[str] = None
-  test_labels: Optional[str] = None  # CSV id,labels of the test videos; None: no test GAP
-  num_classes: int = 3862
+  train_data_pattern: Optional[str] = setting(
+    None, "Your labeled video-level TFRecords (skips benchmark data)."
+  )
+  test_data_pattern: Optional[str] = setting(
+    None, "Your test video-level TFRecords (with train_data_pattern)."
+  )
+  test_labels: Optional[str] = setting(None, "CSV id,labels of the test videos, for held-out GAP (optional).")
+  num_classes: int = setting(data.schema.NUM_CLASSES_2018, "Classes of your data.")
   # L1
-  zoo_dir: str = os.path.join(CONFIGS_DIR, "pipeline")
-  l1_members: Tuple[str, ...] = ("logistic", "resnet_like", "ensemble_model")
+  zoo_dir: str = setting(os.path.join(CONFIGS_DIR, "pipeline"), "Folder of L1 flagfiles.")
+  l1_members: Tuple[str, ...] = setting(
+    ("logistic", "resnet_like", "ensemble_model"), "Flagfile names of the zoo directory to train."
+  )
   l1_overrides: Dict[str, object] = dataclasses.field(default_factory=dict)
-  num_folds: int = 3
-  store_top_k: int = 100
+  num_folds: int = setting(3, "K of the K-fold L1 and stacker training.")
+  store_top_k: int = stores.STORE_TOP_K
   # Stacker
   stacker: stacker.StackerConfig = stacker.StackerConfig(
     num_trees=100, shrinkage=0.2, early_stopping_trees=15, max_train_videos=6000
@@ -126,12 +135,17 @@ class PipelineConfig:
   soft_label_temperature: float = 1.0
   # Transductive distillation: a third student also trains on the test videos with the teacher's test
   # scores as targets; reported on its own row, never the submitted model.
-  transductive: bool = False
-  max_steps: Optional[int] = None  # caps every training run (L1 and students): smoke runs of big presets
+  transductive: bool = setting(
+    False,
+    "Also train a student on the test videos with the teacher's test scores (own report row; not submitted).",
+  )
+  max_steps: Optional[int] = setting(
+    None, "Caps every training run (L1 and students) at this many steps: a smoke run of a preset."
+  )
   size_budget_bytes: int = 10**9  # the submitted (distilled) model: the challenge's 1 GB
   # The L1 + stacker teacher graph is not a submission; the paper preset's (15 full L1 models) is ~3 GB.
   large_ensemble_budget_bytes: int = 10**9
-  seed: int = 0
+  seed: int = setting(0, "Seed for data order and initialization.")
 
   def __post_init__(self):
     """Settings that make no sense are refused before any work, naming the setting (= the flag)."""
@@ -268,6 +282,7 @@ class Pipeline:
     self.log = log
     self.stage_dir = os.path.join(config.workdir, "stages")
     self._labels: Dict[str, Optional[dict]] = {}
+    self._schema: Optional[data.Schema] = None
     self._job_start = time.perf_counter()
 
   # -- bookkeeping -------------------------------------------------------------------------------
@@ -399,17 +414,22 @@ class Pipeline:
     return self.path("data", "video", "test-*.tfrecord")
 
   def schema(self) -> data.Schema:
-    num_classes = self.result("data")["num_classes"] if self.uses_synthetic_data else self.config.num_classes
-    return data.Schema(num_classes=num_classes)
+    """The data's layout: the class count comes from the data stage (benchmark data) or the config."""
+    if self._schema is None:
+      num_classes = self.config.num_classes
+      if self.uses_synthetic_data:
+        num_classes = self.result("data")["num_classes"]
+      self._schema = data.Schema(num_classes=num_classes)
+    return self._schema
 
   def labels(self, split: str) -> Optional[dict]:
     """id (bytes) -> positive classes of the training (`train`) or test videos (None: unknown)."""
     if split not in self._labels:
       if split == "train":
-        self._labels[split] = zoo.labels_by_id(self.train_pattern(), self.schema())
+        self._labels[split] = stores.labels_by_id(self.train_pattern(), self.schema())
       else:
         path = self.path("data", "test_labels.csv") if self.uses_synthetic_data else self.config.test_labels
-        self._labels[split] = zoo.labels_from_csv(path) if path else None
+        self._labels[split] = stores.labels_from_csv(path) if path else None
     return self._labels[split]
 
   def stage_data(self) -> dict:
@@ -448,7 +468,7 @@ class Pipeline:
       num_folds=config.num_folds,
       test_data_pattern=self.test_pattern(),
       members=list(config.l1_members),
-      top_k=config.store_top_k,
+      store_top_k=config.store_top_k,
       test_labels=self.labels("test"),
       log=self.log,
       **{
@@ -466,8 +486,10 @@ class Pipeline:
     atomic_save_npy(self.path("l1", "class_prior.npy"), prior)
     result = {}
     for split, labels in (("train", train_labels), ("test", self.labels("test"))):
-      stores = {member: self.store(member, split) for member in self.config.l1_members}
-      index = candidates.build_candidates(stores, self.path("candidates", split), prior, labels, log=self.log)
+      l1_stores = {member: self.store(member, split) for member in self.config.l1_members}
+      index = candidates.build_candidates(
+        l1_stores, self.path("candidates", split), prior, labels, log=self.log
+      )
       result[split] = {k: index[k] for k in ("videos", "rows", "candidate_recall") if k in index}
     return result
 
@@ -533,12 +555,12 @@ class Pipeline:
     if test_labels is not None:
       model = models.load_model(os.path.join(config.train_dir, "best.keras"))
       store = os.path.join(config.train_dir, "predictions", "test")
-      if not prediction.is_complete(store):
+      if not stores.is_complete(store):
         dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
         prediction.predict_to_store(
           [model], dataset, store, self.schema().num_classes, self.config.store_top_k
         )
-      entry["test_gap"] = zoo.store_gap(store, test_labels)
+      entry["test_gap"] = stores.store_gap(store, test_labels)
       entry["params"] = int(model.count_params())
     return entry
 

@@ -2,7 +2,7 @@
 
 Label-set files are CSV `id,labels` with the positive class indices space separated (gzip when the
 name ends in `.gz`). Without a path, the loaders read the packaged resources: a 50k-video sample of the
-766,871 real 2018 label sets (see `bench/make_label_sample.py` for how it was drawn) and the 3862-class
+766,871 real 2018 label sets (see `bench/make_label_sample.py` for how it was drawn) and the
 vocabulary. Label sets are held ragged (`LabelSets`: flat int32 values + int64 row offsets), which
 stays compact for the full 766k-row file.
 """
@@ -203,7 +203,7 @@ def write_label_sets(path: str, label_sets: LabelSets) -> None:
 
 
 def load_vocabulary(path: Optional[str] = None) -> Vocabulary:
-  """Reads `vocabulary.csv` (default: the packaged 3862-class table, gzipped); `OriginalIndex` optional."""
+  """Reads `vocabulary.csv` (default: the packaged 2018 table, gzipped); `OriginalIndex` optional."""
   if path is None:
     with _resource_path(VOCABULARY_RESOURCE) as resource:
       return load_vocabulary(resource)

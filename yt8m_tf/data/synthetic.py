@@ -50,6 +50,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.data.labels import LabelSets, Vocabulary
 from yt8m_tf.data.schema import Schema, dequantize, quantize
@@ -74,49 +75,56 @@ class SyntheticConfig:
   logistic model 0.778 (0.833 against the clean labels), of a 2048-unit MLP 0.817 (0.877).
   """
 
-  seed: int = 0  # same seed and knobs: byte-identical output
-  num_videos: Optional[int] = None  # None: every video of the label file (50k for the sample)
-  num_classes: Optional[int] = None  # None: all 3862; N: the N most frequent in the label file
-  split_fractions: Tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validate, test
-  num_shards: Tuple[int, int, int] = (8, 2, 2)  # per split
-  frame_level: bool = True  # also write frame/ (video/ is the same either way)
+  seed: int = setting(0, "Random seed: same seed and knobs, same bytes.")
+  num_videos: Optional[int] = setting(
+    None, "Videos to use (a seeded sample); default: all of the label file."
+  )
+  num_classes: Optional[int] = setting(None, "Keep the N most frequent classes; default: all of them.")
+  split_fractions: Tuple[float, float, float] = setting((0.7, 0.15, 0.15), "train,validate,test fractions.")
+  num_shards: Tuple[int, int, int] = setting((8, 2, 2), "Shards of train,validate,test.")
+  frame_level: bool = setting(
+    True, "Also write frame-level SequenceExamples (video/ is the same either way)."
+  )
   # Frames: clipped log-normal around mean_frames (mean ~29); frame-level records take ~33 MB per 1k videos,
-  # video-level ~4.5 MB.
-  min_frames: int = 10
-  max_frames: int = 60
-  mean_frames: float = 30.0
-  frames_spread: float = 0.5  # log-std of the frame count
-  min_shots: int = 1  # shots: contiguous frame ranges with their own nuisance and
-  max_shots: int = 6  # their own set of visible labels
+  # video-level ~4.5 MB. Shots: contiguous frame ranges with their own nuisance and visible labels.
+  min_frames: int = setting(10, "Fewest frames per video.")
+  max_frames: int = setting(60, "Most frames per video (<= 300).")
+  mean_frames: float = setting(30.0, "Typical frames per video (log-normal centre).")
+  frames_spread: float = setting(0.5, "Log-normal spread of the frame count.")
+  min_shots: int = setting(1, "Fewest shots per video.")
+  max_shots: int = setting(6, "Most shots per video.")
   # Class embeddings e_c.
-  latent_dim: int = 256  # d
-  cooccurrence_rank: int = 64  # rank of the co-occurrence factorization u_c
-  cooccurrence_weight: float = 0.5  # w_co: how much co-occurring classes look alike
-  vertical_weight: float = 0.3  # w_vert: how much classes of one vertical look alike
-  own_weight: float = 0.8  # w_own: the class's own random direction
-  class_strength_spread: float = 0.25  # log-std of q_c (some classes are less visible than others)
+  latent_dim: int = setting(256, "Dimension d of the latent class space.")
+  cooccurrence_rank: int = setting(64, "Rank of the co-occurrence factorization u_c.")
+  cooccurrence_weight: float = setting(0.5, "w_co: how much co-occurring classes look alike.")
+  vertical_weight: float = setting(0.3, "w_vert: how much classes of one vertical look alike.")
+  own_weight: float = setting(0.8, "w_own: weight of the class's own random direction.")
+  class_strength_spread: float = setting(0.25, "Log-std of per-class visibility q_c.")
   # Per-video label appearance.
-  salience_spread: float = 0.3  # log-std of a label's weight in one video
-  shot_visibility: float = 0.85  # P(a non-brief label is visible in a given shot)
-  brief_label_fraction: float = 0.1  # labels visible in only 1..brief_max_frames frames
-  brief_max_frames: int = 3
-  brief_boost: float = 2.0  # brief labels are salient while visible
-  num_styles: int = 3  # 1 removes the non-linear style effect
-  style_dependence: float = 0.4  # rho: share of appearance that depends on the style
-  style_strength: float = 1.0  # norm of the style vector s_k (how visible the style is)
+  salience_spread: float = setting(0.3, "Log-std of a label's weight in one video.")
+  shot_visibility: float = setting(0.85, "P(a non-brief label is visible in a given shot).")
+  brief_label_fraction: float = setting(0.1, "Labels visible in only 1..brief_max_frames frames.")
+  brief_max_frames: int = setting(3, "Longest window of a brief label.")
+  brief_boost: float = setting(2.0, "Salience multiplier of brief labels while visible.")
+  num_styles: int = setting(3, "Visual styles (1 removes the non-linear style effect).")
+  style_dependence: float = setting(0.4, "rho: share of appearance that depends on the style.")
+  style_strength: float = setting(1.0, "Norm of the style vector s_k (how visible the style itself is).")
   # Classes whose Vertical1 is here make sound (music, engines, animals, crowds); others leave audio to noise.
-  audio_verticals: Tuple[str, ...] = ("Arts & Entertainment", "Autos & Vehicles", "Pets & Animals", "Sports")
+  audio_verticals: Tuple[str, ...] = setting(
+    ("Arts & Entertainment", "Autos & Vehicles", "Pets & Animals", "Sports"),
+    "Vertical1 names whose classes are audible.",
+  )
   # Noise (std in latent units; all multiplied by difficulty).
-  difficulty: float = 1.0  # 1 = calibrated default; 2 doubles every noise std
-  video_noise: float = 0.2  # sigma_video: per-video nuisance (does not average out)
-  shot_noise: float = 0.1  # sigma_shot: per-shot nuisance
-  audio_video_noise: float = 0.2  # sigma_audio_video: per-video audio nuisance
-  frame_noise: float = 0.1  # sigma_frame: per-frame, per-dim feature noise
-  feature_peak_std: float = 0.8  # std of the first rgb/audio dim per frame
+  difficulty: float = setting(1.0, "Multiplies every feature noise std (1: calibrated; 2 doubles them).")
+  video_noise: float = setting(0.2, "sigma_video: per-video nuisance std (does not average out).")
+  shot_noise: float = setting(0.1, "sigma_shot: per-shot nuisance std.")
+  audio_video_noise: float = setting(0.2, "sigma_audio_video: per-video audio nuisance std.")
+  frame_noise: float = setting(0.1, "sigma_frame: per-frame, per-dim feature noise std.")
+  feature_peak_std: float = setting(0.8, "Std of the first rgb/audio dim per frame.")
   # Label noise (observed labels; features use the true ones).
-  label_drop_rate: float = 0.05  # P(a true label is not recorded)
-  label_add_rate: float = 0.05  # P(a true label adds a related false one)
-  neighbours_per_class: int = 16  # co-occurrence neighbours an added label is drawn from
+  label_drop_rate: float = setting(0.05, "P(a true label is not recorded).")
+  label_add_rate: float = setting(0.05, "P(a true label adds a related false one).")
+  neighbours_per_class: int = setting(16, "Co-occurrence neighbours an added label is drawn from.")
 
   def __post_init__(self):
     fractions = tuple(float(f) for f in self.split_fractions)
@@ -205,7 +213,7 @@ def cooccurrence_embedding(cooccurrence: np.ndarray, rank: int, rng: np.random.G
   rank = min(rank, num_classes)
   diagonal = np.sqrt(np.maximum(np.diag(cooccurrence), 1)).astype(np.float32)
   similarity = cooccurrence.astype(np.float32) / diagonal[:, None] / diagonal[None, :]
-  # Randomized subspace iteration: only matmuls, fast for K = 3862 and deterministic for a seed.
+  # Randomized subspace iteration: only matmuls, fast for thousands of classes and deterministic for a seed.
   basis = rng.standard_normal((num_classes, min(rank + 10, num_classes))).astype(np.float32)
   for _ in range(6):
     basis, _ = np.linalg.qr(similarity @ basis)

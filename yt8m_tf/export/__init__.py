@@ -17,7 +17,6 @@ from yt8m_tf.export.inference import (
   run_inference,
 )
 from yt8m_tf.export.saved_model import (
-  DEFAULT_TOP_K,
   EXAMPLES_INPUT,
   EXAMPLES_SIGNATURE,
   SERVING_SIGNATURE,
@@ -51,7 +50,6 @@ from yt8m_tf.export.submission import (
 
 __all__ = [
   "DEFAULT_BUDGET_BYTES",
-  "DEFAULT_TOP_K",
   "EXAMPLES_INPUT",
   "EXAMPLES_SIGNATURE",
   "HEADER",

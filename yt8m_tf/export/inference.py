@@ -145,7 +145,7 @@ def _batches(loaded, top_k: int, files: Sequence[str], batch_size: int):
 
 
 def predict_records(
-  model_dir: str, input_data_pattern: str, batch_size: int = 1024, top_k: int = 20
+  model_dir: str, input_data_pattern: str, batch_size: int = 1024, top_k: int = metrics.GAP_K
 ) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """(ids [n] bytes, top classes [n, k] int32, scores [n, k] float32) per batch of records, in file order.
 
@@ -161,7 +161,7 @@ def run_inference(
   input_data_pattern: str,
   output_file: str,
   batch_size: int = 1024,
-  top_k: int = 20,
+  top_k: int = metrics.GAP_K,
   log_every_seconds: float = 30.0,
 ) -> InferenceCounts:
   """Scores every record matching `input_data_pattern` and writes the submission CSV atomically."""
@@ -203,7 +203,7 @@ def evaluate_export(
   data_pattern: str,
   schema: Optional[Schema] = None,
   batch_size: int = 1024,
-  top_k: int = 20,
+  top_k: int = metrics.GAP_K,
 ) -> Dict[str, float]:
   """GAP@top_k, Hit@1, PERR and mAP of an export on labeled records, from its top-k as served
   (`metrics.TopKMetrics`); `gap` and `num_videos` repeat gap@top_k and videos. `schema` defaults to the

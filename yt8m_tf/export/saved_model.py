@@ -49,11 +49,11 @@ from yt8m_tf.export.size import (
   directory_bytes,
 )
 from yt8m_tf.files import temporary_sibling
+from yt8m_tf.metrics import GAP_K
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "from_examples"
 EXAMPLES_INPUT = "example_bytes"
-DEFAULT_TOP_K = 20
 SIZE_REPORT = "size_report.json"
 
 ProbabilitiesFn = Callable[[Dict[str, tf.Tensor]], tf.Tensor]
@@ -194,7 +194,7 @@ class ExportModule(tf.Module):
     probabilities_fn: ProbabilitiesFn,
     schema: Schema,
     trackables: Optional[Mapping[str, object]] = None,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int = GAP_K,
   ):
     super().__init__(name="yt8m_export")
     if top_k <= 0:
@@ -301,7 +301,7 @@ def export_scorer(
   schema: Schema,
   *,
   version: Optional[int] = None,
-  top_k: int = DEFAULT_TOP_K,
+  top_k: int = GAP_K,
   size_budget_bytes: int = DEFAULT_BUDGET_BYTES,
 ) -> ExportResult:
   """Writes `<export_base>/<model_name>/<version>/` serving `probabilities_fn` (see the module docstring).
@@ -353,7 +353,7 @@ def export_keras_model(
   *,
   fp16: bool = False,
   version: Optional[int] = None,
-  top_k: int = DEFAULT_TOP_K,
+  top_k: int = GAP_K,
   size_budget_bytes: int = DEFAULT_BUDGET_BYTES,
   apply_sigmoid: bool = True,
 ) -> ExportResult:

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf.files import atomic_open
-from yt8m_tf.metrics import gap_from_pairs
+from yt8m_tf.metrics import GAP_K, gap_from_pairs
 
 HEADER = "VideoId,LabelConfidencePairs"
 
@@ -101,7 +101,9 @@ def read_submission(path: str) -> Predictions:
   return predictions
 
 
-def submission_gap(predictions: Predictions, labels: Mapping[str, Sequence[int]], top_k: int = 20) -> float:
+def submission_gap(
+  predictions: Predictions, labels: Mapping[str, Sequence[int]], top_k: int = GAP_K
+) -> float:
   """GAP@top_k of parsed predictions against `labels` (id -> positive class ids).
 
   The denominator counts every label of every video in `labels`, so videos missing from the predictions

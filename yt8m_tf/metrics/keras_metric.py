@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from yt8m_tf.metrics.gap import GAP_K
+
 try:  # Private TF API, used only to choose between two equivalent code paths (the XLA-safe one is slower).
   from tensorflow.python.ops import control_flow_util as _control_flow_util
 except ImportError:  # pragma: no cover
@@ -90,7 +92,7 @@ class GapMetric(keras.metrics.Metric):
   """
 
   def __init__(
-    self, k: int = 20, max_videos: int = 200_000, on_overflow: str = "error", name: str = "gap", dtype=None
+    self, k: int = GAP_K, max_videos: int = 200_000, on_overflow: str = "error", name: str = "gap", dtype=None
   ):
     super().__init__(name=name, dtype=dtype)
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from yt8m_tf.metrics.gap import (
+  GAP_K,
   DEFAULT_CHUNK_ROWS,
   _as_score_matrix,
   _positive,
@@ -92,7 +93,7 @@ def positives_per_class(labels, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndar
 
 
 def per_class_average_precision(
-  scores, labels, k: int = 20, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None
+  scores, labels, k: int = GAP_K, chunk_rows: int = DEFAULT_CHUNK_ROWS, num_threads: Optional[int] = None
 ):
   """Per-class AP over the top-k-filtered lists, as the starter's mAP calculator receives them.
 
@@ -146,7 +147,7 @@ def average_precision_from_pairs(
 def mean_average_precision(
   scores,
   labels,
-  k: int = 20,
+  k: int = GAP_K,
   variant: str = "2018",
   chunk_rows: int = DEFAULT_CHUNK_ROWS,
   num_threads: Optional[int] = None,

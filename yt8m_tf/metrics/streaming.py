@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from yt8m_tf.metrics.gap import _check_k, _positive, extract_top_k_pairs, gap_from_pairs
+from yt8m_tf.metrics.gap import GAP_K, _check_k, _positive, extract_top_k_pairs, gap_from_pairs
 from yt8m_tf.metrics.ranking import average_precision_from_pairs
 
 
@@ -20,7 +20,7 @@ class GapAccumulator:
   gain ties.
   """
 
-  def __init__(self, k: int = 20, score_dtype=np.float32):
+  def __init__(self, k: int = GAP_K, score_dtype=np.float32):
     self.k = _check_k(k)
     self.score_dtype = np.dtype(score_dtype)
     self.reset()
@@ -93,7 +93,7 @@ class TopKMetrics:
   than k scores PERR on its k classes only.
   """
 
-  def __init__(self, num_classes: int, k: int = 20):
+  def __init__(self, num_classes: int, k: int = GAP_K):
     self.num_classes = int(num_classes)
     self.k = _check_k(k)
     self._gap = GapAccumulator(k=self.k)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 
 import keras
 
+from yt8m_tf.data.schema import NUM_CLASSES_2018
+
 VIDEO, FRAME = "video", "frame"
 
 
@@ -93,7 +95,7 @@ def get(name: str) -> ModelEntry:
     raise KeyError(f"unknown model {name!r}{hint} Known models: {sorted(_REGISTRY)}") from None
 
 
-def build(name: str, num_classes: int = 3862, **params) -> keras.Model:
+def build(name: str, num_classes: int = NUM_CLASSES_2018, **params) -> keras.Model:
   """Builds the registered model `name`; unknown params are an error naming the valid ones."""
   entry = get(name)
   unknown = set(params) - set(entry.params)

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from yt8m_tf import files, metrics
 from yt8m_tf.files import atomic_save_npz
-from yt8m_tf.training import prediction
+from yt8m_tf.stores import predictions
 
 TOP_N = 20  # classes per model that become candidates (the seed's TOP_LABELS_PER_MODEL)
 
@@ -143,9 +143,9 @@ def aligned_top_k(
   made by predict_main on the same data); a mismatch is an error naming the stores."""
   names = list(stores)
   for name in names:
-    if prediction.read_index(stores[name])["top_k"] is None:
+    if predictions.read_index(stores[name])["top_k"] is None:
       raise ValueError(f"{stores[name]}: candidates need a top-K store, not full rows")
-  streams = [_rechunk(prediction.read_predictions(stores[n]), chunk_videos) for n in names]
+  streams = [_rechunk(predictions.read_predictions(stores[n]), chunk_videos) for n in names]
   while True:
     parts = [next(s, None) for s in streams]
     if all(p is None for p in parts):
@@ -164,8 +164,10 @@ def aligned_top_k(
     yield ids, [p.classes for p in parts], [p.scores for p in parts]
 
 
-def _rechunk(chunks: Iterator[prediction.PredictionChunk], size: int) -> Iterator[prediction.PredictionChunk]:
-  buffer: List[prediction.PredictionChunk] = []
+def _rechunk(
+  chunks: Iterator[predictions.PredictionChunk], size: int
+) -> Iterator[predictions.PredictionChunk]:
+  buffer: List[predictions.PredictionChunk] = []
   buffered = 0
   for chunk in chunks:
     buffer.append(chunk)
@@ -182,7 +184,7 @@ def _rechunk(chunks: Iterator[prediction.PredictionChunk], size: int) -> Iterato
 def _merge(chunks):
   if len(chunks) == 1:
     return chunks[0]
-  return prediction.PredictionChunk(
+  return predictions.PredictionChunk(
     np.concatenate([c.ids for c in chunks]),
     np.concatenate([c.scores for c in chunks]),
     np.concatenate([c.classes for c in chunks]),
@@ -190,7 +192,7 @@ def _merge(chunks):
 
 
 def _slice(chunk, start, stop):
-  return prediction.PredictionChunk(
+  return predictions.PredictionChunk(
     chunk.ids[start:stop], chunk.scores[start:stop], chunk.classes[start:stop]
   )
 
@@ -353,7 +355,7 @@ def load_candidates(candidate_dir: str) -> CandidateChunk:
   return concatenate(list(read_candidates(candidate_dir)))
 
 
-def rows_gap(chunk: CandidateChunk, row_scores: np.ndarray, k: int = 20) -> float:
+def rows_gap(chunk: CandidateChunk, row_scores: np.ndarray, k: int = metrics.GAP_K) -> float:
   """GAP@k of per-row scores: each video's top-k rows, pooled; the denominator counts every positive
   of the videos, candidates or not. A NaN score means no prediction for that row."""
   if chunk.target is None:

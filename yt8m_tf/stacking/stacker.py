@@ -28,10 +28,11 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import folds
 from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, console_to_file, load_npz
 from yt8m_tf.stacking import candidates as candidates_lib
-from yt8m_tf.stacking.soft_labels import SoftLabelStore
+from yt8m_tf.stores.soft_labels import SoftLabelStore
 
 SEMANTICS = ("numerical", "categorical")
 SOFT_LABELS = "soft_labels.npz"  # OOF probabilities of the training videos
@@ -43,15 +44,15 @@ TRAINING_LOG = "tfdf_training.log"  # in each fold's directory: what TF-DF print
 class StackerConfig:
   """GBT settings. The seed: 3000 trees at learning rate 0.01, 31 leaves, early stopping after 30."""
 
-  num_trees: int = 300
-  shrinkage: float = 0.1
-  max_depth: int = 6
-  early_stopping_trees: int = 30  # stop when the inner-split loss has not improved for this many trees
-  inner_split: int = 10  # 1 in `inner_split` training videos validate early stopping
-  class_id_semantic: str = "numerical"
-  max_train_videos: Optional[int] = None  # per fold, a deterministic subset (for quick runs)
-  num_threads: Optional[int] = None  # None: TF-DF's default
-  seed: int = 0
+  num_trees: int = setting(300, "GBT trees at most (early stopping on an inner split).")
+  shrinkage: float = setting(0.1, "GBT learning rate.")
+  max_depth: int = setting(6, "Tree depth.")
+  early_stopping_trees: int = setting(30, "Stop after this many trees without inner-split gain.")
+  inner_split: int = setting(10, "1 in this many training videos validate early stopping.")
+  class_id_semantic: str = setting("numerical", "How the GBT sees the class id.", choices=SEMANTICS)
+  max_train_videos: Optional[int] = setting(None, "Per fold, train on a fixed subset of this many videos.")
+  num_threads: Optional[int] = setting(None, "TF-DF threads; default: TF-DF's own.")
+  seed: int = setting(0, "GBT seed.")
 
   def __post_init__(self):
     if self.class_id_semantic not in SEMANTICS:

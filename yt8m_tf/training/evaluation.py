@@ -35,7 +35,7 @@ def predict_batches(
     yield (None if ids is None else ids.numpy()), infer(inputs).numpy(), labels.numpy()
 
 
-def evaluate_top_k(model: keras.Model, dataset: tf.data.Dataset, k: int = 20) -> Dict[str, float]:
+def evaluate_top_k(model: keras.Model, dataset: tf.data.Dataset, k: int = metrics.GAP_K) -> Dict[str, float]:
   """GAP@k, Hit@1, PERR and mAP (`metrics.TopKMetrics`) of `model` on a labeled dataset, from each video's
   top k: the same figures an export of the model gets from `export.evaluate_export`."""
   result = None
@@ -83,7 +83,7 @@ def _summary_function(model: keras.Model, k: int) -> Callable:
   return tf.function(summary, reduce_retracing=True)
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset, k: int = 20) -> Dict[str, float]:
+def evaluate(model: keras.Model, dataset: tf.data.Dataset, k: int = metrics.GAP_K) -> Dict[str, float]:
   """GAP@k, Hit@1, PERR and mean BCE of `model` on a labeled dataset, in one streaming pass.
 
   PERR as the starter's (videos without labels count as 0); its n-th place ties go to the lower class id.
@@ -119,7 +119,7 @@ class ValidationMetrics(keras.callbacks.Callback):
   `val_gap` (checkpointing, learning-rate schedule, early stopping).
   """
 
-  def __init__(self, dataset: tf.data.Dataset, k: int = 20, every: int = 1):
+  def __init__(self, dataset: tf.data.Dataset, k: int = metrics.GAP_K, every: int = 1):
     super().__init__()
     self.dataset = dataset
     self.k = k

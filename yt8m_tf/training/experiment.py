@@ -22,8 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models
+from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.files import atomic_open, atomic_save_npz, load_npz
-from yt8m_tf.training import distributed, losses, trainer
+from yt8m_tf.stores.soft_labels import SoftLabelStore
+from yt8m_tf.training import distributed, losses, soft_targets, trainer
 from yt8m_tf.training.inputs import dataset_for
 
 CONFIG_FILE = "config.json"
@@ -42,53 +44,73 @@ _RESUMABLE_CHANGES = {"epochs", "max_steps", "verbose"}
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Every setting of an L1 run; `binaries/train_main.py` exposes each as a flag."""
+  """Every setting of an L1 run; each field is a flag of `binaries/train_main.py` (`configs.dataclass_flags`)."""
 
-  model: str
-  train_dir: str
-  train_data_pattern: str
-  eval_data_pattern: Optional[str] = None
-  model_params: Dict[str, object] = dataclasses.field(default_factory=dict)
-  num_classes: int = 3862
-  max_frames: int = 300
-  num_folds: int = 5
-  fold: Optional[int] = None
-  batch_size: int = 512
-  epochs: int = 30
-  steps_per_epoch: Optional[int] = None
-  validation_steps: Optional[int] = None
-  # Validate after every N-th epoch and after the last one (Keras' validation_freq). Fixed schedules need
-  # no per-epoch GAP: validation then costs one pass instead of one per epoch.
-  validation_freq: int = 1
-  learning_rate: float = 1e-3
-  lr_schedule: str = "plateau"
-  lr_factor: float = 0.5
-  lr_patience: int = 0
-  early_stopping_patience: Optional[int] = None
-  clip_norm: float = 10.0
-  loss: str = "bce"
-  mixup_alpha: float = 0.0
-  frame_sampler: Optional[str] = None
-  frame_sampler_params: Dict[str, object] = dataclasses.field(default_factory=dict)
-  kmeans_max_batches: Optional[int] = 100  # training batches k-means sees (cluster-centroid models)
-  soft_labels: Optional[str] = None
-  soft_label_weight: float = 1.0
-  # Hard positives outside the candidates: 1 - w ("mixed"), 1 ("hard"); "max": max(hard, w * soft).
-  soft_label_missed_positives: str = "mixed"
-  soft_label_temperature: float = 1.0  # teacher probabilities p -> sigmoid(logit(p) / T)
-  # Transductive distillation: unlabeled videos (e.g. the test set) trained on the teacher's scores alone.
-  transductive_data_pattern: Optional[str] = None
-  transductive_soft_labels: Optional[str] = None
-  output_bias_init: str = "model"
-  # Train on every fold, the `fold` one included: validation then watches videos the model trains on
-  # (monitoring and LR schedule, not a held-out score). For a final model (the distilled student), which
-  # needs no out-of-fold predictions and gains from all the data.
-  fit_all_folds: bool = False
-  max_steps: Optional[int] = None  # caps the whole run's training steps (smoke runs of big presets)
-  distribution_strategy: str = "default"
-  shuffle_buffer: int = 10_000
-  seed: int = 0
-  verbose: int = 2
+  model: str = setting(help="Registered model name.")
+  train_dir: str = setting(help="Directory for checkpoints, logs and config.")
+  train_data_pattern: str = setting(help="Glob(s) of training TFRecords.")
+  eval_data_pattern: Optional[str] = setting(None, "Glob(s) of validation TFRecords (without --fold).")
+  model_params: Dict[str, object] = setting({}, "Builder parameters of the model.")
+  num_classes: int = setting(data.schema.NUM_CLASSES_2018, "Number of classes.")
+  max_frames: int = setting(
+    data.schema.MAX_FRAMES, "Frames per video after padding/truncation (frame-level)."
+  )
+  num_folds: int = setting(5, "K of the K-fold split (folds come from the video id).")
+  fold: Optional[int] = setting(None, "Validate on this fold and train on the others.")
+  batch_size: int = setting(512, "Global batch size.")
+  epochs: int = setting(30, "Epochs (pseudo-epochs with --steps_per_epoch).")
+  steps_per_epoch: Optional[int] = setting(None, "Batches per pseudo-epoch; default: one pass over the data.")
+  validation_steps: Optional[int] = setting(None, "Validation batches per epoch; default: all.")
+  # Keras' validation_freq. Fixed schedules need no per-epoch GAP: validation then costs one pass.
+  validation_freq: int = setting(
+    1, "Validate after every N-th epoch and the last one (not with --lr_schedule=plateau)."
+  )
+  learning_rate: float = setting(1e-3, "Adam's (initial) learning rate.")
+  lr_schedule: str = setting(
+    "plateau",
+    "plateau: times --lr_factor when validation GAP stops improving; cosine: per-step decay to 0 over the "
+    "run; constant: --learning_rate throughout.",
+    choices=LR_SCHEDULES,
+  )
+  lr_factor: float = setting(0.5, "ReduceLROnPlateau factor.")
+  lr_patience: int = setting(0, "ReduceLROnPlateau patience, in epochs.")
+  early_stopping_patience: Optional[int] = setting(None, "Stop after this many epochs without improvement.")
+  clip_norm: float = setting(10.0, "Gradient global-norm clip.")
+  loss: str = setting("bce", "Loss name (yt8m_tf.training.losses).")
+  mixup_alpha: float = setting(0.0, "Mixup Beta(alpha, alpha); 0 disables (the seed used 0.4).")
+  frame_sampler: Optional[str] = setting(None, "Training-time frame subsampler name (frame-level).")
+  frame_sampler_params: Dict[str, object] = setting({}, "Parameters of the frame sampler.")
+  kmeans_max_batches: Optional[int] = setting(100, "Training batches k-means sees (cluster-centroid models).")
+  soft_labels: Optional[str] = setting(None, "Soft-label store made by the stacking stage.")
+  soft_label_weight: float = setting(1.0, "Targets are w * soft + (1 - w) * hard.")
+  soft_label_missed_positives: str = setting(
+    "mixed",
+    "Target of a hard positive the teacher did not score: 1 - w (mixed, the seed) or 1 (hard); max: "
+    "targets max(hard, w * soft) (positives keep 1, the teacher lifts negatives).",
+    choices=soft_targets.MISSED_POSITIVES,
+  )
+  soft_label_temperature: float = setting(1.0, "Teacher probabilities p -> sigmoid(logit(p) / T).")
+  transductive_data_pattern: Optional[str] = setting(
+    None, "Unlabeled videos (e.g. test) trained on the teacher's scores alone."
+  )
+  transductive_soft_labels: Optional[str] = setting(None, "Soft-label store of --transductive_data_pattern.")
+  output_bias_init: str = setting(
+    "model",
+    "Output bias: the model's own init, or the log-odds of the training folds' class frequencies.",
+    choices=OUTPUT_BIAS_INITS,
+  )
+  # For a final model (the distilled student), which needs no out-of-fold predictions and gains from all
+  # the data; validation is then monitoring and LR schedule, not a held-out score.
+  fit_all_folds: bool = setting(
+    False, "Train on every fold, --fold included (validation then watches seen videos)."
+  )
+  max_steps: Optional[int] = setting(None, "Caps the run's training steps in all (smoke runs).")
+  distribution_strategy: str = setting(
+    "default", "default | mirrored (local GPUs) | multi_worker (TF_CONFIG cluster).", choices=STRATEGIES
+  )
+  shuffle_buffer: int = setting(10_000, "Videos in the training shuffle buffer.")
+  seed: int = setting(0, "Seed for data order and initialization.")
+  verbose: int = setting(2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
   def __post_init__(self):
     for name in ("batch_size", "epochs", "num_classes", "max_frames", "shuffle_buffer", "validation_freq"):
@@ -209,12 +231,12 @@ def _training_folds(config: TrainConfig) -> dict:
 
 
 def apply_training_transforms(
-  dataset: tf.data.Dataset, config: TrainConfig, soft_targets: bool = True
+  dataset: tf.data.Dataset, config: TrainConfig, with_soft_targets: bool = True
 ) -> tf.data.Dataset:
-  """Per-batch training transforms, in order: soft-label targets (unless `soft_targets=False`: the
+  """Per-batch training transforms, in order: soft-label targets (unless `with_soft_targets=False`: the
   caller made them), frame sampling, mixup (last, so it mixes the final targets). Random draws are
   seeded from `config.seed`: a run replays exactly."""
-  if config.soft_labels and soft_targets:
+  if config.soft_labels and with_soft_targets:
     dataset = dataset.map(
       _soft_targets(_load_store(config.soft_labels), config, config.soft_label_weight),
       num_parallel_calls=tf.data.AUTOTUNE,
@@ -234,17 +256,16 @@ def apply_training_transforms(
 
 
 def _soft_targets(store, config: TrainConfig, weight: float):
-  return store.target_transform(
+  return soft_targets.target_transform(
+    store,
     weight,
     missed_positives=config.soft_label_missed_positives,
     temperature=config.soft_label_temperature,
   )
 
 
-def _load_store(path: str):
-  from yt8m_tf.stacking import soft_labels  # the store comes with the stacking stage
-
-  return soft_labels.SoftLabelStore.load(path)
+def _load_store(path: str) -> SoftLabelStore:
+  return SoftLabelStore.load(path)
 
 
 def _shuffled_batches(config: TrainConfig, pattern: str, seed: int, num_epochs, **folds) -> tf.data.Dataset:
@@ -271,7 +292,7 @@ def _with_transductive_batches(train: tf.data.Dataset, config: TrainConfig, num_
   extra_store = _load_store(config.transductive_soft_labels)
   train = train.map(_soft_targets(store, config, config.soft_label_weight))
   extra = _shuffled_batches(config, config.transductive_data_pattern, config.seed + 2, num_epochs).map(
-    extra_store.target_transform(1.0, temperature=config.soft_label_temperature),
+    soft_targets.target_transform(extra_store, 1.0, temperature=config.soft_label_temperature),
     num_parallel_calls=tf.data.AUTOTUNE,
   )
   train_videos = len(store)
@@ -297,7 +318,9 @@ def training_dataset(config: TrainConfig) -> tf.data.Dataset:
     config, config.train_data_pattern, config.seed, num_epochs, **_training_folds(config)
   )
   if config.transductive_data_pattern:
-    train = apply_training_transforms(_with_transductive_batches(train, config, num_epochs), config, False)
+    train = apply_training_transforms(
+      _with_transductive_batches(train, config, num_epochs), config, with_soft_targets=False
+    )
   else:
     train = apply_training_transforms(train, config)
   if config.targets_by_id:

@@ -9,7 +9,6 @@ any dataset. Each model lands in `<workdir>/<flagfile stem>/fold_k/` and
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Dict, List, Optional
@@ -17,8 +16,11 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, metrics, models, settings_record
-from yt8m_tf.data import labels as labels_lib
+from yt8m_tf import data, models, settings_record
+from yt8m_tf.configs import dataclass_flags
+from yt8m_tf.stores import labels as labels_lib
+from yt8m_tf.stores import predictions
+from yt8m_tf.stores.predictions import STORE_TOP_K
 from yt8m_tf.training import experiment, prediction
 
 # Flags a zoo run sets for every member; a flagfile may not override them.
@@ -52,27 +54,12 @@ def parse_flagfile(path: str) -> Dict[str, object]:
       hint = "set by the zoo run" if name in _RUN_FIELDS else "not a train_main flag"
       raise ValueError(f"{path}:{number}: --{name} is {hint}")
     try:
-      values[name] = _convert(name, raw, fields[name])
+      values[name] = dataclass_flags.parse_value(experiment.TrainConfig, name, raw)
     except ValueError as error:
       raise ValueError(f"{path}:{number}: --{name}: {error}") from None
   if "model" not in values:
     raise ValueError(f"{path}: no --model")
   return values
-
-
-def _convert(name: str, raw: str, field: dataclasses.Field):
-  if name in experiment.JSON_FIELDS:
-    return json.loads(raw)
-  kind = str(field.type)
-  if "bool" in kind:
-    if raw.lower() not in ("true", "false", "1", "0"):
-      raise ValueError(f"expected a boolean, got {raw!r}")
-    return raw.lower() in ("true", "1")
-  if "int" in kind and "float" not in kind:
-    return None if raw in ("", "None") and "Optional" in kind else int(raw)
-  if "float" in kind:
-    return float(raw)
-  return None if raw == "None" and "Optional" in kind else raw
 
 
 def member_names(zoo_dir: str) -> List[str]:
@@ -108,57 +95,6 @@ def member_config(
   )
 
 
-def labels_by_id(
-  file_pattern: str, schema: data.Schema, frame_level: bool = False, batch_size: int = 1024
-) -> Dict[bytes, np.ndarray]:
-  """Video id -> its positive class ids. Frame-level files are read for their context only (the
-  records were validated when the models trained on them)."""
-  if not frame_level:
-    dataset = data.video_dataset(file_pattern, batch_size, schema=schema)
-    return {
-      video_id: np.flatnonzero(row)
-      for features, labels in dataset
-      for video_id, row in zip(features["id"].numpy(), labels.numpy())
-    }
-  context = {
-    schema.id_key: tf.io.FixedLenFeature([], tf.string),
-    schema.labels_key: tf.io.VarLenFeature(tf.int64),
-  }
-  records = tf.data.TFRecordDataset(data.list_files(file_pattern)).batch(batch_size)
-  result = {}
-  for batch in records:
-    parsed, _, _ = tf.io.parse_sequence_example(batch, context_features=context)
-    labels = tf.sparse.to_dense(parsed[schema.labels_key], default_value=-1).numpy()
-    for video_id, row in zip(parsed[schema.id_key].numpy(), labels):
-      result[video_id] = np.sort(row[row >= 0])
-  return result
-
-
-def labels_from_csv(path: str) -> Dict[bytes, np.ndarray]:
-  """Video id (bytes) -> positive classes, from an `id,labels` CSV (the synthetic test_labels.csv)."""
-  sets = labels_lib.load_label_sets(path)
-  return {video_id.encode(): row for video_id, row in zip(sets.ids, sets)}
-
-
-def store_gap(store_dir: str, labels: Dict[bytes, np.ndarray], k: int = 20) -> float:
-  """GAP@k of a prediction store against `labels`; positives outside the stored top-K still count."""
-  accumulator = metrics.GapAccumulator(k=k)
-  for chunk in prediction.read_predictions(store_dir):
-    scores = chunk.scores.astype(np.float32)
-    classes = (
-      chunk.classes
-      if chunk.classes is not None
-      else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-    )
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    top_classes = np.take_along_axis(classes, order, axis=1).astype(np.int64)
-    truth = [labels[v] for v in chunk.ids]
-    is_positive = np.array([np.isin(c, t) for c, t in zip(top_classes, truth)], bool)
-    accumulator.add_topk(top_scores, is_positive, int(sum(len(t) for t in truth)), num_videos=len(truth))
-  return accumulator.result()
-
-
 def run_zoo(
   zoo_dir: str,
   workdir: str,
@@ -168,7 +104,7 @@ def run_zoo(
   test_data_pattern: Optional[str] = None,
   max_frames: int = 300,
   members: Optional[List[str]] = None,
-  top_k: int = 100,
+  store_top_k: int = STORE_TOP_K,
   test_labels: Optional[Dict[bytes, np.ndarray]] = None,
   train_labels: Optional[Dict[bytes, np.ndarray]] = None,
   log=print,
@@ -192,7 +128,7 @@ def run_zoo(
     settings = {k: v for k, v in first.to_json().items() if k not in ("train_dir", "fold")}
     settings_record.check_and_record(
       os.path.join(workdir, name),
-      {**settings, "test_data_pattern": test_data_pattern, "store_top_k": top_k},
+      {**settings, "test_data_pattern": test_data_pattern, "store_top_k": store_top_k},
       remedy=f"use a new work directory, or delete {os.path.join(workdir, name)} to train {name} again",
     )
     for fold in range(num_folds):
@@ -204,19 +140,21 @@ def run_zoo(
       log(f"[zoo] {name} fold {fold}: training {config.model}")
       experiment.run_training(config)
     log(f"[zoo] {name}: predicting")
-    stores = prediction.predict_kfold(
-      os.path.join(workdir, name), num_folds, test_data_pattern, top_k=top_k, log=lambda *_: None
+    indexes = prediction.predict_kfold(
+      os.path.join(workdir, name), num_folds, test_data_pattern, store_top_k=store_top_k, log=lambda *_: None
     )
     if labels is None:
-      labels = labels_by_id(train_data_pattern, schema, frame_level=config.kind == models.FRAME)
+      labels = labels_lib.labels_by_id(train_data_pattern, schema, frame_level=config.kind == models.FRAME)
     oof_dir = os.path.join(workdir, name, "predictions", "oof")
     results[name] = {
       "model": config.model,
-      "oof_gap": store_gap(oof_dir, labels),
-      "oof_videos": stores["oof"]["num_videos"],
+      "oof_gap": predictions.store_gap(oof_dir, labels),
+      "oof_videos": indexes["oof"]["num_videos"],
     }
     if test_labels is not None and test_data_pattern:
-      results[name]["test_gap"] = store_gap(os.path.join(workdir, name, "predictions", "test"), test_labels)
+      results[name]["test_gap"] = predictions.store_gap(
+        os.path.join(workdir, name, "predictions", "test"), test_labels
+      )
     results[name]["seconds"] = time.perf_counter() - start
     log(f"[zoo] {name}: OOF GAP@20 {results[name]['oof_gap']:.4f}")
   return results

@@ -18,7 +18,7 @@ reading of the one slide line:
 Build with `centroids=None` (random, seeded), then `set_centroids(model, fit_kmeans(...))`, and
 optionally `set_centroids(model, centroids, idf=compute_idf(dataset, centroids))`.
 
-Size and cost at the defaults (k=10000, hidden 2048, 3862 classes): 28.4M trainable parameters plus
+Size and cost at the defaults (k=10000, hidden 2048, the 2018 classes): 28.4M trainable parameters plus
 11.5M non-trainable (centroids 10000 x 1152, idf, BN statistics), 39.9M in all; the quantizer costs
 k*1152 multiply-adds per real frame (~3.5 GFLOP for a 300-frame video).
 """
@@ -194,7 +194,7 @@ REPRESENTATIONS = ("histogram", "sequence", "both")
 
 @register("ClusterCentroids", kind=FRAME)
 def cluster_centroids(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   num_clusters: int = 10000,

@@ -80,7 +80,7 @@ class SoftAssignment(keras.layers.Layer):
 
 @register("FrameLevelLogistic", kind=FRAME)
 def frame_level_logistic(
-  num_classes: int = 3862, feature_sizes=(1024, 128), max_frames: int = 300, l2_penalty: float = 1e-8
+  num_classes: int, feature_sizes=(1024, 128), max_frames: int = 300, l2_penalty: float = 1e-8
 ) -> keras.Model:
   """The starter's FrameLevelLogisticModel: mean over the real frames -> Dense logits (L2 on the kernel)."""
   inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
@@ -92,7 +92,7 @@ def frame_level_logistic(
 
 @register("DBoF", kind=FRAME)
 def dbof(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   cluster_size: int = 8192,
@@ -129,7 +129,7 @@ def dbof(
 
 @register("SoftBoW", kind=FRAME)
 def soft_bow(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   num_clusters: int = 1000,
@@ -175,7 +175,7 @@ register("VLADBoW", kind=FRAME)(soft_bow)
 
 @register("TimeDistributedPooling", kind=FRAME)
 def time_distributed_pooling(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   projection: str = "dense",

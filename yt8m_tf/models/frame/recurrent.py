@@ -45,7 +45,7 @@ def _uniform_dense(units: int, fan_in: int, name: str, use_bias: bool = True):
 
 @register("StackedRNN", kind=FRAME)
 def stacked_rnn(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   cell: str = "lstm",
@@ -103,7 +103,7 @@ for _name, _defaults in STACKED_RNN_PRESETS.items():
 
 @register("BiLSTMAttention", kind=FRAME)
 def bilstm_attention(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   layers_number: int = 1,
@@ -192,7 +192,7 @@ class GlobalContextAttention(keras.layers.Layer):
 
 @register("AttentionModel", kind=FRAME)
 def attention_model(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   num_layers: int = 3,

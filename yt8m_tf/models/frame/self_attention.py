@@ -103,7 +103,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
 @register("SelfAttentionEncoder", kind=FRAME)
 def self_attention_encoder(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   d_model: int = 512,

@@ -38,7 +38,7 @@ Models (registered, kind FRAME; inputs rgb [B,T,1024], audio [B,T,128], num_fram
     gating True, MoE 2 mixtures, moe_l2 1e-6, prob gating on, fv_couple_weights False) with the
     flag defaults K=64, H=1024 (the published K=256 NetVLAD/NetRVLAD and K=128 NetFV have ~321M
     parameters, 1.29 GB in float32, over the 1 GB budget; pass cluster_size to get them).
-    Parameters at the defaults (3862 classes, trainable + BN moving statistics): NetVLADModel
+    Parameters at the defaults (the 2018 classes, trainable + BN moving statistics): NetVLADModel
     107.2M, NetRVLADModel 107.1M, NetFVModel 178.6M; published K: 321.5M / 321.2M / 321.4M.
     One deviation: WILLOW's NetFV L2-normalizes its flattened FV2 twice (no intra-normalization);
     here, as peers.md states it, FV2 is intra-normalized like FV1.
@@ -355,7 +355,7 @@ class ProbabilityGating(keras.layers.Layer):
 def willow_model(
   name: str,
   pooling: type[_WillowPooling],
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   cluster_size: int = 64,
@@ -414,7 +414,7 @@ for _name, (_pooling, _pooling_params) in WILLOW_MODELS.items():
 
 @register("NeXtVLADModel", kind=FRAME)
 def nextvlad_model(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   max_frames: int = 300,
   cluster_size: int = 128,

@@ -26,12 +26,12 @@ Deliberate differences from the seed:
 
 Options beyond the seed, off by default so that `EnsembleModel` with no params is the seed's model:
 - `output_bias=True` gives the last Dense a bias. The seed's bias-free head starts every class at
-  probability 0.5 for a task with ~3 positives in 3862 classes; the first hundreds of steps go to pulling
-  3862 outputs down. With a bias, training can start it at the class prior's log-odds
+  probability 0.5 for a task with ~3 positives in thousands of classes; the first hundreds of steps go to
+  pulling every output down. With a bias, training can start it at the class prior's log-odds
   (`TrainConfig.output_bias_init="prior"`); the bias adds `num_classes` parameters.
 - `input_normalization`: "l2" (the seed's single L2 norm over the 1152 dims) or "none".
 
-Size at the seed's widths with 3862 classes: 247,233,888 parameters (Dense weights plus BN gamma, beta,
+Size at the seed's widths with the 2018 classes: 247,233,888 parameters (Dense weights plus BN gamma, beta,
 moving mean and moving variance), 0.989 GB in float32. `ensemble_parameter_count` computes the count by
 arithmetic, without allocating weights. For small runs, `width_scale` multiplies every hidden width and
 `head_widths` overrides the head's hidden widths.
@@ -42,6 +42,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+
+from yt8m_tf.data.schema import NUM_CLASSES_2018
 
 from yt8m_tf.models.inputs import concat_video_inputs
 from yt8m_tf.models.registry import VIDEO, register
@@ -149,7 +151,7 @@ def _check_features(feature_sizes, feature_names):
 
 @register("EnsembleModel", kind=VIDEO)
 def ensemble_model(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes: Sequence[int] = (1024, 128),
   feature_names: Sequence[str] = ("mean_rgb", "mean_audio"),
   width_scale: float = 1.0,
@@ -194,7 +196,7 @@ def ensemble_model(
 
 
 def ensemble_parameter_count(
-  num_classes: int = 3862,
+  num_classes: int = NUM_CLASSES_2018,
   feature_sizes: Sequence[int] = (1024, 128),
   width_scale: float = 1.0,
   head_widths: Sequence[int] | None = None,

@@ -22,7 +22,7 @@ nn.Linear's U(+-1/sqrt(fan_in)) init (`torch_dense`) and BatchNorm1d's momentum 
 AttentiveFCN2's default inner_size is 2048, as in its only config (42) and the spec; the seed class default
 was 4096.
 
-Parameters at the defaults (3862 classes; BN moving statistics included): EarlyConcatFCN 6,188,822;
+Parameters at the defaults (the 2018 classes; BN moving statistics included): EarlyConcatFCN 6,188,822;
 AttentiveFCN 37,326,614; AttentiveFCN2 46,123,922; AttentiveFCN3/4/5 54,107,926; AttentiveFCN6 70,905,622;
 AttentiveFCN7 87,719,702.
 """
@@ -79,7 +79,7 @@ def _residual(x, name: str):
 
 @register("EarlyConcatFCN", kind=VIDEO)
 def early_concat_fcn(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   inner_sizes: Sequence[int] = (1024, 1024),
   dropout: float = 0.0,
@@ -93,7 +93,7 @@ def early_concat_fcn(
 
 @register("AttentiveFCN2", kind=VIDEO)
 def attentive_fcn2(
-  num_classes: int = 3862, feature_sizes=(1024, 128), inner_size: int = 2048, n_heads: int = 5
+  num_classes: int, feature_sizes=(1024, 128), inner_size: int = 2048, n_heads: int = 5
 ) -> keras.Model:
   inputs, x = concat_video_inputs(feature_sizes)
   x = _dense(x, inner_size, name="fc1", activation="relu")
@@ -123,7 +123,7 @@ class AttentiveTrunk:
 def attentive_fcn(
   name: str,
   trunk: AttentiveTrunk,
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   inner_size: int = 4096,
   dropout: float = 0.3,

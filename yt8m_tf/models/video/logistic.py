@@ -9,7 +9,7 @@ from yt8m_tf.models.registry import VIDEO, register
 
 @register("Logistic", kind=VIDEO)
 def logistic(
-  num_classes: int = 3862, feature_sizes=(1024, 128), l2_penalty: float = 1e-8, normalize_input: bool = True
+  num_classes: int, feature_sizes=(1024, 128), l2_penalty: float = 1e-8, normalize_input: bool = True
 ) -> keras.Model:
   """logits = W x + b, x = concat(mean_rgb, mean_audio), L2-normalized like the starter's input."""
   inputs, x = concat_video_inputs(feature_sizes, normalize=normalize_input)

@@ -9,7 +9,7 @@ from yt8m_tf.models.registry import VIDEO, register
 
 @register("MoE", kind=VIDEO)
 def moe(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   num_mixtures: int = 2,
   l2_penalty: float = 1e-8,

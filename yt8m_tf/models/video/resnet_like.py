@@ -22,7 +22,7 @@ from yt8m_tf.models.registry import VIDEO, register
 
 @register("ResNetLike", kind=VIDEO)
 def resnet_like(
-  num_classes: int = 3862,
+  num_classes: int,
   feature_sizes=(1024, 128),
   inner_size: int = 2048,
   av_id_block_num: int = 1,
