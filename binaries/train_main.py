@@ -10,6 +10,7 @@ describes a zoo. Killed and started again with the same flags, a run continues f
 
 import os
 
+import tensorflow as tf
 from absl import app, flags
 
 from binaries import run_main
@@ -22,6 +23,17 @@ FLAGS = flags.FLAGS
 dataclass_flags.define_flags(experiment.TrainConfig)
 flags.adopt_module_key_flags(dataclass_flags)  # so that --help lists them
 flags.DEFINE_bool("frame_features", None, "Frame-level data; must agree with the model's kind if given.")
+flags.DEFINE_bool(
+  "start_new_model", False, "Delete --train_dir's earlier run (checkpoints, config, logs) and start afresh."
+)
+# The starter's names for the same settings (README "Coming from the starter code").
+for _starter, _ours in (
+  ("base_learning_rate", "learning_rate"),
+  ("num_epochs", "epochs"),
+  ("clip_gradient_norm", "clip_norm"),
+  ("label_loss", "loss"),
+):
+  flags.DEFINE_alias(_starter, _ours)
 
 
 def config_from_flags() -> experiment.TrainConfig:
@@ -37,7 +49,10 @@ def config_from_flags() -> experiment.TrainConfig:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  history = experiment.run_training(config_from_flags())
+  config = config_from_flags()
+  if FLAGS.start_new_model and tf.io.gfile.exists(config.train_dir):
+    tf.io.gfile.rmtree(config.train_dir)
+  history = experiment.run_training(config)
   best = max(history, key=lambda e: e.get("val_gap", float("-inf")))
   print(
     f"best val_gap {best['val_gap']:.5f} at epoch {best['epoch']} (of {len(history)}); "

@@ -34,3 +34,12 @@ def test_registry_errors_name_the_choices():
     models.build("Logistic", num_classes=3, hidden=4)
   assert {"Logistic", "MoE"} <= set(models.list_models("video"))
   assert models.get("MoE").params["num_mixtures"] == 2
+
+
+def test_the_starters_model_names_are_aliases():
+  assert models.get("LogisticModel").name == "Logistic" and models.get("MoeModel").name == "MoE"
+  assert models.get("DbofModel").name == "DBoF" and models.get("LstmModel").name == "StackedRNN"
+  assert models.get("FrameLevelLogisticModel").name == "FrameLevelLogistic"
+  assert "LogisticModel" not in models.list_models()
+  model = models.build("MoeModel", num_classes=7, num_mixtures=1)
+  assert model.output_shape == (None, 7)

@@ -38,6 +38,14 @@ def test_check_and_record_records_then_refuses_other_settings(tmp_path):
   assert [c.name for c in caught.value.changes] == ["lr"]
 
 
+def test_a_setting_added_after_the_record_reads_as_its_default(tmp_path):
+  settings_record.check_and_record(str(tmp_path), {"epochs": 2}, remedy="r")
+  defaults = {"optimizer": "adam"}
+  settings_record.check_and_record(str(tmp_path), {"epochs": 2, "optimizer": "adam"}, "r", defaults=defaults)
+  with pytest.raises(settings_record.SettingsChanged, match="optimizer: 'adam' -> 'sgd'"):
+    settings_record.check_and_record(str(tmp_path), {"epochs": 2, "optimizer": "sgd"}, "r", defaults=defaults)
+
+
 def test_every_pipeline_setting_names_the_first_stage_it_feeds():
   settings = pipeline.preset("demo", "unused").settings()
   assert set(settings) == set(pipeline.FIRST_STAGE_OF_SETTING)

@@ -333,3 +333,55 @@ def test_train_main_refuses_bad_json_and_an_empty_training_set_before_any_work(t
   result = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
   assert result.returncode != 0 and "no training videos" in result.stderr
   assert not (tmp_path / "run" / "best.keras").exists()
+
+
+def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
+  """`--base_learning_rate`, `--num_epochs`, `--clip_gradient_norm`, `--label_loss`, `--optimizer` with the
+  starter's class names, its exponential schedule, `LogisticModel`, and `--start_new_model`."""
+  train_dir = tmp_path / "run"
+  starter = [
+    "--model=LogisticModel",
+    "--base_learning_rate=0.02",
+    "--num_epochs=1",
+    "--clip_gradient_norm=5",
+    "--label_loss=CrossEntropyLoss",
+    "--optimizer=MomentumOptimizer",
+    "--lr_schedule=exponential",
+    "--learning_rate_decay=0.5",
+    "--learning_rate_decay_examples=64",
+  ]
+  _run(_train_args(tiny_data, train_dir, *starter))
+  config = json.loads((train_dir / "config.json").read_text())
+  assert (config["model"], config["learning_rate"], config["epochs"], config["clip_norm"]) == (
+    "Logistic",
+    0.02,
+    1,
+    5.0,
+  )
+  assert (config["optimizer"], config["loss"], config["lr_schedule"]) == (
+    "momentum",
+    "CrossEntropyLoss",
+    "exponential",
+  )
+  # Other settings in the same train_dir: refused, unless --start_new_model starts afresh.
+  assert subprocess.run(_train_args(tiny_data, train_dir, *starter, "--base_learning_rate=0.03"), env=_env(),
+                        cwd=ROOT, capture_output=True, timeout=300).returncode != 0  # fmt: skip
+  _run(_train_args(tiny_data, train_dir, *starter, "--base_learning_rate=0.03", "--start_new_model"))
+  assert json.loads((train_dir / "config.json").read_text())["learning_rate"] == 0.03
+
+
+def test_exponential_schedule_is_the_starters_staircase(tiny_data, tmp_path):
+  config = _in_process_config(
+    tiny_data, tmp_path, learning_rate=0.1, lr_schedule="exponential", learning_rate_decay=0.5,
+    learning_rate_decay_examples=20,
+  )  # fmt: skip
+  schedule = experiment.learning_rate(config)
+  # batch 8: 20 examples are 2.5 steps; the LR halves after every whole 20 examples seen
+  for step, expected in ((0, 0.1), (2, 0.1), (3, 0.05), (4, 0.05), (5, 0.025)):
+    examples_seen = step * config.batch_size
+    assert float(schedule(step)) == pytest.approx(0.1 * 0.5 ** (examples_seen // 20)), step
+    assert float(schedule(step)) == pytest.approx(expected), step
+  with pytest.raises(ValueError, match="learning_rate_decay"):
+    dataclasses.replace(config, learning_rate_decay=0.0)
+  with pytest.raises(ValueError, match="optimizer"):
+    dataclasses.replace(config, optimizer="lbfgs")

@@ -68,14 +68,16 @@ def write(directory: str, settings: Mapping) -> None:
     f.write("\n")
 
 
-def check_and_record(directory: str, settings: Mapping, remedy: str) -> None:
+def check_and_record(directory: str, settings: Mapping, remedy: str, defaults: Mapping = ()) -> None:
   """Records `settings` in `directory` when it has none; refuses (SettingsChanged, naming every changed
-  setting, then `remedy`: how to proceed) when it records others."""
+  setting, then `remedy`: how to proceed) when it records others. A setting the record lacks reads as its
+  value in `defaults`: a setting added after the record was made had that value then."""
   current = as_json(settings)
   recorded = read(directory)
   if recorded is None:
     write(directory, current)
     return
+  recorded = {**{k: v for k, v in as_json(dict(defaults)).items() if k not in recorded}, **recorded}
   found = changes(recorded, current)
   if found:
     listed = "; ".join(str(change) for change in found)

@@ -36,16 +36,19 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}  # other names of a model (the starter's class names), resolved by `get`
 
 
-def register(name: str, kind: str):
+def register(name: str, kind: str, aliases: tuple[str, ...] = ()):
   if kind not in (VIDEO, FRAME):
     raise ValueError(f"kind must be {VIDEO!r} or {FRAME!r}, got {kind!r}")
 
   def decorator(builder):
-    if name in _REGISTRY:
-      raise ValueError(f"model {name!r} is already registered")
+    for key in (name, *aliases):
+      if key in _REGISTRY or key in _ALIASES:
+        raise ValueError(f"model {key!r} is already registered")
     _REGISTRY[name] = ModelEntry(name, kind, builder)
+    _ALIASES.update({alias: name for alias in aliases})
     return builder
 
   return decorator
@@ -87,8 +90,9 @@ def register_variant(
 
 
 def get(name: str) -> ModelEntry:
+  """The entry of a registered name or alias (`get("LogisticModel").name == "Logistic"`)."""
   try:
-    return _REGISTRY[name]
+    return _REGISTRY[_ALIASES.get(name, name)]
   except KeyError:
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     hint = f"; did you mean {close}?" if close else ""

@@ -35,7 +35,17 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 OUTPUT_BIAS_INITS = ("model", "prior")
 # "plateau": the LR is multiplied by lr_factor when validation GAP stops improving (lr_patience epochs);
 # "cosine": per-step cosine decay from learning_rate to 0 over the run's planned steps; "constant": none.
-LR_SCHEDULES = ("plateau", "cosine", "constant")
+# "exponential": the starter's staircase decay, times learning_rate_decay every learning_rate_decay_examples.
+LR_SCHEDULES = ("plateau", "cosine", "constant", "exponential")
+# Optimizers by name; the starter's tf.train class names are accepted too (`--optimizer=AdamOptimizer`).
+OPTIMIZERS = ("adam", "momentum", "sgd", "rmsprop", "adagrad")
+STARTER_OPTIMIZERS = {
+  "AdamOptimizer": "adam",
+  "MomentumOptimizer": "momentum",
+  "GradientDescentOptimizer": "sgd",
+  "RMSPropOptimizer": "rmsprop",
+  "AdagradOptimizer": "adagrad",
+}
 TRAINING_LABELS_FILE = "training_labels.npz"  # class counts and videos of the training folds
 JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSON on command lines
 # Settings that may change when a run is resumed (how long it runs, not what it trains).
@@ -71,6 +81,15 @@ class TrainConfig:
     "plateau: times --lr_factor when validation GAP stops improving; cosine: per-step decay to 0 over the "
     "run; constant: --learning_rate throughout.",
     choices=LR_SCHEDULES,
+  )
+  learning_rate_decay: float = setting(0.95, "Exponential schedule: LR factor per decay period.")
+  learning_rate_decay_examples: int = setting(
+    4_000_000, "Exponential schedule: training examples per decay period (the starter's staircase)."
+  )
+  optimizer: str = setting(
+    "adam",
+    "adam, momentum (0.9), sgd, rmsprop or adagrad; the starter's class names (AdamOptimizer, ...) too.",
+    choices=OPTIMIZERS + tuple(STARTER_OPTIMIZERS),
   )
   lr_factor: float = setting(0.5, "ReduceLROnPlateau factor.")
   lr_patience: int = setting(0, "ReduceLROnPlateau patience, in epochs.")
@@ -113,6 +132,18 @@ class TrainConfig:
   verbose: int = setting(2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
   def __post_init__(self):
+    # Stored under their own names, so that config.json and resume checks see one spelling.
+    object.__setattr__(self, "model", models.get(self.model).name)
+    object.__setattr__(self, "optimizer", STARTER_OPTIMIZERS.get(self.optimizer, self.optimizer))
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(
+        f"optimizer must be one of {OPTIMIZERS + tuple(STARTER_OPTIMIZERS)}, got {self.optimizer!r}"
+      )
+    if not 0 < self.learning_rate_decay <= 1 or self.learning_rate_decay_examples < 1:
+      raise ValueError(
+        "learning_rate_decay must be in (0, 1] and learning_rate_decay_examples >= 1, got "
+        f"{self.learning_rate_decay} and {self.learning_rate_decay_examples}"
+      )
     for name in ("batch_size", "epochs", "num_classes", "max_frames", "shuffle_buffer", "validation_freq"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -196,6 +227,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   return tf.distribute.get_strategy()
 
 
+def field_defaults() -> Dict[str, object]:
+  """TrainConfig's fields that have a plain default, with it."""
+  return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
 def _check_or_write_config(config: TrainConfig) -> None:
   path = os.path.join(config.train_dir, CONFIG_FILE)
   current = config.to_json()
@@ -203,10 +239,7 @@ def _check_or_write_config(config: TrainConfig) -> None:
     with tf.io.gfile.GFile(path) as f:
       previous = json.load(f)
     # A field added after the run was made had its default then (the behaviour before the field existed).
-    defaults = {
-      f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
-    }
-    previous = {**{k: v for k, v in defaults.items() if k not in previous}, **previous}
+    previous = {**{k: v for k, v in field_defaults().items() if k not in previous}, **previous}
     changed = sorted(
       k
       for k in set(current) | set(previous)
@@ -446,6 +479,13 @@ def learning_rate(config: TrainConfig):
   """The optimizer's learning rate: a float (plateau) or a per-step schedule."""
   if config.lr_schedule == "cosine":
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=planned_steps(config))
+  if config.lr_schedule == "exponential":  # the starter: decayed by examples seen, in whole periods
+    return keras.optimizers.schedules.ExponentialDecay(
+      config.learning_rate,
+      decay_steps=max(1.0, config.learning_rate_decay_examples / config.batch_size),
+      decay_rate=config.learning_rate_decay,
+      staircase=True,
+    )
   return config.learning_rate
 
 
@@ -515,6 +555,7 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
       loss=loss,
       clip_norm=config.clip_norm,
       jit_compile="auto" if losses.loss_supports_jit(loss) else False,
+      optimizer=config.optimizer,
     )
   epochs, steps_per_epoch = config.schedule
   schedule = dict(

@@ -144,22 +144,42 @@ def _continue_data_order(
   return train_data
 
 
+def make_optimizer(name: str, learning_rate, clip_norm: Optional[float] = 10.0) -> keras.optimizers.Optimizer:
+  """An optimizer by `TrainConfig.optimizer` name, clipping the gradients' global norm at `clip_norm`."""
+  if name == "momentum":
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, global_clipnorm=clip_norm)
+  classes = {
+    "adam": keras.optimizers.Adam,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adagrad": keras.optimizers.Adagrad,
+  }
+  if name not in classes:
+    raise ValueError(f"unknown optimizer {name!r}; known: {sorted(classes) + ['momentum']}")
+  return classes[name](learning_rate, global_clipnorm=clip_norm)
+
+
 def compile_model(
-  model: keras.Model, learning_rate, loss=None, clip_norm: Optional[float] = 10.0, jit_compile="auto"
+  model: keras.Model,
+  learning_rate,
+  loss=None,
+  clip_norm: Optional[float] = 10.0,
+  jit_compile="auto",
+  optimizer: str = "adam",
 ) -> keras.Model:
-  """Adam + BCE-with-logits (mean), the seed's default L1 set-up (gradient global-norm clip 10);
-  `learning_rate` is a float or a keras LearningRateSchedule.
+  """Adam + BCE-with-logits (mean), the seed's default L1 set-up (gradient global-norm clip 10), or another
+  `optimizer` (`make_optimizer`); `learning_rate` is a float or a keras LearningRateSchedule.
 
   No metrics on training batches: validation GAP comes from `ValidationMetrics` once per epoch.
   """
-  optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm)
+  optimizer = make_optimizer(optimizer, learning_rate, clip_norm)
   model.compile(
     optimizer=optimizer,
     loss=loss or keras.losses.BinaryCrossentropy(from_logits=True),
     jit_compile=jit_compile,
   )
   if model.built:
-    # Created here, Adam's slots make tf.function trace the train step once; left to the first step they
+    # Created here, the optimizer's slots make tf.function trace the train step once; left to the first step they
     # are created inside the trace and TF traces it a second time (EnsembleModel at 1/16: ~17 s -> ~7 s).
     optimizer.build(model.trainable_variables)
   return model

@@ -130,6 +130,7 @@ def run_zoo(
       os.path.join(workdir, name),
       {**settings, "test_data_pattern": test_data_pattern, "store_top_k": store_top_k},
       remedy=f"use a new work directory, or delete {os.path.join(workdir, name)} to train {name} again",
+      defaults=experiment.field_defaults(),
     )
     for fold in range(num_folds):
       config = member_config(

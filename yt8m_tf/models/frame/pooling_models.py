@@ -78,7 +78,7 @@ class SoftAssignment(keras.layers.Layer):
     }
 
 
-@register("FrameLevelLogistic", kind=FRAME)
+@register("FrameLevelLogistic", kind=FRAME, aliases=("FrameLevelLogisticModel",))
 def frame_level_logistic(
   num_classes: int, feature_sizes=(1024, 128), max_frames: int = 300, l2_penalty: float = 1e-8
 ) -> keras.Model:
@@ -90,7 +90,7 @@ def frame_level_logistic(
   return keras.Model(inputs, logits, name="FrameLevelLogistic")
 
 
-@register("DBoF", kind=FRAME)
+@register("DBoF", kind=FRAME, aliases=("DbofModel",))
 def dbof(
   num_classes: int,
   feature_sizes=(1024, 128),

@@ -43,7 +43,7 @@ def _uniform_dense(units: int, fan_in: int, name: str, use_bias: bool = True):
   )
 
 
-@register("StackedRNN", kind=FRAME)
+@register("StackedRNN", kind=FRAME, aliases=("LstmModel",))
 def stacked_rnn(
   num_classes: int,
   feature_sizes=(1024, 128),

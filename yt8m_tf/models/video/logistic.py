@@ -7,7 +7,7 @@ from yt8m_tf.models.inputs import concat_video_inputs
 from yt8m_tf.models.registry import VIDEO, register
 
 
-@register("Logistic", kind=VIDEO)
+@register("Logistic", kind=VIDEO, aliases=("LogisticModel",))
 def logistic(
   num_classes: int, feature_sizes=(1024, 128), l2_penalty: float = 1e-8, normalize_input: bool = True
 ) -> keras.Model:

@@ -7,7 +7,7 @@ from yt8m_tf.models.inputs import concat_video_inputs
 from yt8m_tf.models.registry import VIDEO, register
 
 
-@register("MoE", kind=VIDEO)
+@register("MoE", kind=VIDEO, aliases=("MoeModel",))
 def moe(
   num_classes: int,
   feature_sizes=(1024, 128),
