@@ -57,13 +57,17 @@ def main(argv):
   if FLAGS.test_labels:
     test_labels = stores.labels_from_csv(FLAGS.test_labels)
   prior = candidates.class_prior(train_labels, FLAGS.num_classes)
-  splits = {"train": ("oof", train_labels)}
   has_test = all(tf.io.gfile.exists(os.path.join(d, "predictions", "test")) for d in model_dirs.values())
-  if has_test:
-    splits["test"] = ("test", test_labels)
-  for split, (store, labels) in splits.items():
-    l1_stores = {name: os.path.join(d, "predictions", store) for name, d in model_dirs.items()}
-    candidates.build_candidates(l1_stores, os.path.join(FLAGS.output_dir, "candidates", split), prior, labels)
+  store_of_split = {"train": "oof", "test": "test"} if has_test else {"train": "oof"}
+  candidates.build_candidate_splits(
+    {
+      split: {name: os.path.join(d, "predictions", store) for name, d in model_dirs.items()}
+      for split, store in store_of_split.items()
+    },
+    os.path.join(FLAGS.output_dir, "candidates"),
+    prior,
+    {"train": train_labels, "test": test_labels},
+  )
   report = stacker.run_stacking(
     os.path.join(FLAGS.output_dir, "candidates", "train"),
     os.path.join(FLAGS.output_dir, "stacker"),

@@ -484,14 +484,15 @@ class Pipeline:
     train_labels = self.labels("train")
     prior = candidates.class_prior(train_labels, self.schema().num_classes)
     atomic_save_npy(self.path("l1", "class_prior.npy"), prior)
-    result = {}
-    for split, labels in (("train", train_labels), ("test", self.labels("test"))):
-      l1_stores = {member: self.store(member, split) for member in self.config.l1_members}
-      index = candidates.build_candidates(
-        l1_stores, self.path("candidates", split), prior, labels, log=self.log
-      )
-      result[split] = {k: index[k] for k in ("videos", "rows", "candidate_recall") if k in index}
-    return result
+    indexes = candidates.build_candidate_splits(
+      {split: {m: self.store(m, split) for m in self.config.l1_members} for split in ("train", "test")},
+      self.path("candidates"),
+      prior,
+      {"train": train_labels, "test": self.labels("test")},
+      log=self.log,
+    )
+    keep = ("videos", "rows", "candidate_recall")
+    return {split: {k: index[k] for k in keep if k in index} for split, index in indexes.items()}
 
   def stage_stacker(self) -> dict:
     report = stacker.run_stacking(

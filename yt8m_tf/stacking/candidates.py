@@ -247,6 +247,22 @@ def build_chunk(
   )
 
 
+def build_candidate_splits(
+  stores_by_split: Mapping[str, Mapping[str, str]],
+  out_dir: str,
+  prior: np.ndarray,
+  labels_by_split: Mapping[str, Optional[Mapping[bytes, np.ndarray]]],
+  log=print,
+) -> Dict[str, dict]:
+  """The stacker's input, shared by stack_main and the pipeline: for each split ("train": the L1 models'
+  OOF stores, "test": their test stores), `build_candidates` of its {model: store dir} into
+  `out_dir/<split>`. Returns each split's index."""
+  return {
+    split: build_candidates(stores, os.path.join(out_dir, split), prior, labels_by_split.get(split), log=log)
+    for split, stores in stores_by_split.items()
+  }
+
+
 def build_candidates(
   stores: Mapping[str, str],
   out_dir: str,
