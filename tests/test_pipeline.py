@@ -53,6 +53,10 @@ def test_every_stage_runs_and_reports(finished):
   with open(os.path.join(config.workdir, "report.json")) as f:
     assert json.load(f)["gap@20"] == report["gap@20"]
   assert set(report["sizes"]) == {"distilled", "distilled_fp16", "large_ensemble"}
+  with open(
+    os.path.join(config.workdir, "export", pipeline.TFDF_LOG)
+  ) as f:  # TF-DF's C++ lines, off the console
+    assert "Engine" in f.read()
   assert report["sizes"]["distilled_fp16"]["stored_bytes"] * 2 == report["sizes"]["distilled"]["stored_bytes"]
 
 

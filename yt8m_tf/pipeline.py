@@ -22,6 +22,7 @@ Train and validate partitions are merged into one K-fold training set, as in the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,7 +35,7 @@ import tensorflow as tf
 from yt8m_tf import data, models, settings_record, stores
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import synthetic
-from yt8m_tf.files import atomic_open, atomic_save_npy, load_npy, remove_temporary_siblings
+from yt8m_tf.files import atomic_open, atomic_save_npy, console_to_file, load_npy, remove_temporary_siblings
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.training import experiment, prediction, zoo
 from yt8m_tf.training.inputs import dataset_for
@@ -52,6 +53,8 @@ STAGE_OUTPUTS = {
   "export": ("export",),
   "inference": ("submission.csv",),
 }
+# Where TF-DF's C++ lines go while the large ensemble is exported and run (relative to the export dir).
+TFDF_LOG = "tfdf.log"
 # Students: hard labels, soft labels (the submitted one), and optionally transductive (soft + test videos).
 DISTILL_VARIANTS = ("hard", "soft", "transductive")
 STUDENT_NAMES = {
@@ -628,10 +631,16 @@ class Pipeline:
       path = self.export_dir(name)
       if not tf.io.gfile.exists(path):
         self.log(f"[export] {name}")
-        job()
+        with self._tfdf_log() if name == "large_ensemble" else contextlib.nullcontext():
+          job()
       with tf.io.gfile.GFile(os.path.join(path, export.SIZE_REPORT)) as f:
         result[name] = json.load(f)
     return result
+
+  def _tfdf_log(self):
+    """TF-DF's C++ lines (engine built, CPU features) go to export/tfdf.log, not the console."""
+    tf.io.gfile.makedirs(self.path("export"))
+    return console_to_file(self.path("export", TFDF_LOG))
 
   def stage_inference(self) -> dict:
     from yt8m_tf import export
@@ -647,9 +656,10 @@ class Pipeline:
       }
       for name in ("distilled_fp16", "large_ensemble"):
         predictions = {}
-        for ids, classes, scores in export.predict_records(self.export_dir(name), self.test_pattern()):
-          for video_id, c, s in zip(ids, classes, scores):
-            predictions[video_id.decode()] = (c.astype(np.int64), s.astype(np.float64))
+        with self._tfdf_log() if name == "large_ensemble" else contextlib.nullcontext():
+          for ids, classes, scores in export.predict_records(self.export_dir(name), self.test_pattern()):
+            for video_id, c, s in zip(ids, classes, scores):
+              predictions[video_id.decode()] = (c.astype(np.int64), s.astype(np.float64))
         result["test_gap"][name] = export.submission_gap(predictions, str_labels)
     return result
 
