@@ -7,8 +7,8 @@ of the same dataclasses and the saved run config is their JSON, so flags, flagfi
 config.json cannot disagree on a name, a type or a default.
 
 Field types map to flags as follows: int, float, bool, str (an enum when the field has `choices`),
-Optional[...] of those (default None), dicts (a JSON object on the command line), tuples of str (a
-comma-separated list).
+Optional[...] of those (default None), dicts (a JSON object on the command line), tuples of str, int or
+float (a comma-separated list).
 """
 
 from __future__ import annotations

@@ -75,11 +75,12 @@ class TrainConfig:
   validation_freq: int = setting(
     1, "Validate after every N-th epoch and the last one (not with --lr_schedule=plateau)."
   )
-  learning_rate: float = setting(1e-3, "Adam's (initial) learning rate.")
+  learning_rate: float = setting(1e-3, "The optimizer's (initial) learning rate.")
   lr_schedule: str = setting(
     "plateau",
     "plateau: times --lr_factor when validation GAP stops improving; cosine: per-step decay to 0 over the "
-    "run; constant: --learning_rate throughout.",
+    "run; constant: --learning_rate throughout; exponential: the starter's staircase, times "
+    "--learning_rate_decay every --learning_rate_decay_examples.",
     choices=LR_SCHEDULES,
   )
   learning_rate_decay: float = setting(0.95, "Exponential schedule: LR factor per decay period.")
