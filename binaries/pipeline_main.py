@@ -70,7 +70,9 @@ def main(argv):
   except settings_record.SettingsChanged as e:  # the message alone: the flags' help would bury it
     raise SystemExit(f"error: {str(e).replace('redo_from=', '--redo_from=')}") from None
   print(pipeline.format_report(report))
-  print(f"report: {os.path.join(FLAGS.workdir, 'report.json')}")
+  print(
+    f"report: {os.path.join(FLAGS.workdir, 'report.json')}, {os.path.join(FLAGS.workdir, pipeline.REPORT_PAGE)}"
+  )
 
 
 def run():

@@ -1,6 +1,7 @@
 """The main job on the tiny preset: every stage runs, the levels agree with each other, the exports
 reload in a fresh process, finished stages skip, and the binary prints the report."""
 
+import html
 import json
 import os
 import subprocess
@@ -74,6 +75,14 @@ def test_the_report_is_the_ladder(finished):
   for before, step in zip(ladder, ladder[1:]):
     assert step["delta"] == pytest.approx(step["test_gap"] - before["test_gap"])
   assert "the method, step by step" in pipeline.format_report(report)
+  config, _, _ = finished
+  with open(os.path.join(config.workdir, pipeline.REPORT_PAGE)) as f:  # the same report as a page
+    page = f.read()
+  assert page.count("<svg") == 2 and page.rstrip().endswith("</html>")
+  for step in ladder:  # each step drawn as a bar with its value, every model in the table
+    assert f">{step['step']}</text>" in page and f"{step['test_gap']:.4f}" in page
+  for row in report["gap@20"]:
+    assert html.escape(row["name"]) in page
 
 
 def test_levels_agree(finished):

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models, settings_record, stores
+from yt8m_tf import data, models, report_page, settings_record, stores
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import synthetic
 from yt8m_tf.files import atomic_open, atomic_save_npy, console_to_file, load_npy, remove_temporary_siblings
@@ -53,6 +53,7 @@ STAGE_OUTPUTS = {
   "export": ("export",),
   "inference": ("submission.csv",),
 }
+REPORT_PAGE = "report.html"  # the report as a page: the ladder and the stage times drawn, every model's GAP
 # Where TF-DF's C++ lines go while the large ensemble is exported and run (relative to the export dir).
 TFDF_LOG = "tfdf.log"
 # Students: hard labels, soft labels (the submitted one), and optionally transductive (soft + test videos).
@@ -740,6 +741,8 @@ class Pipeline:
     report["wall_seconds"]["total"] = round(sum(report["wall_seconds"].values()), 1)
     with atomic_open(self.path("report.json")) as f:
       json.dump(report, f, indent=1)
+    with atomic_open(self.path(REPORT_PAGE)) as f:
+      f.write(report_page.html_page(report))
     return report
 
 
