@@ -133,7 +133,8 @@ class TrainConfig:
   verbose: int = setting(2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
   def __post_init__(self):
-    # Stored under their own names, so that config.json and resume checks see one spelling.
+    # Stored under their own names, so that config.json and resume checks see one spelling; an unknown
+    # model fails here, early, naming the known ones.
     object.__setattr__(self, "model", models.get(self.model).name)
     object.__setattr__(self, "optimizer", STARTER_OPTIMIZERS.get(self.optimizer, self.optimizer))
     if self.optimizer not in OPTIMIZERS:
@@ -191,7 +192,6 @@ class TrainConfig:
       raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
     if self.mixup_alpha < 0:
       raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
-    models.get(self.model)  # fails early, naming the known models
 
   @property
   def kind(self) -> str:
@@ -272,7 +272,7 @@ def apply_training_transforms(
   seeded from `config.seed`: a run replays exactly."""
   if config.soft_labels and with_soft_targets:
     dataset = dataset.map(
-      _soft_targets(_load_store(config.soft_labels), config, config.soft_label_weight),
+      _soft_targets(SoftLabelStore.load(config.soft_labels), config, config.soft_label_weight),
       num_parallel_calls=tf.data.AUTOTUNE,
     )
   if config.frame_sampler:
@@ -298,10 +298,6 @@ def _soft_targets(store, config: TrainConfig, weight: float):
   )
 
 
-def _load_store(path: str) -> SoftLabelStore:
-  return SoftLabelStore.load(path)
-
-
 def _shuffled_batches(config: TrainConfig, pattern: str, seed: int, num_epochs, **folds) -> tf.data.Dataset:
   """Shuffled training batches of `pattern` (whole batches only), with the ids kept if targets need them."""
   return dataset_for(
@@ -322,8 +318,8 @@ def _shuffled_batches(config: TrainConfig, pattern: str, seed: int, num_epochs, 
 def _with_transductive_batches(train: tf.data.Dataset, config: TrainConfig, num_epochs) -> tf.data.Dataset:
   """Mixes whole batches of the unlabeled videos, targets = the teacher's scores alone (weight 1), into
   the training batches, in proportion to the two sets' sizes (the stores cover every video of each)."""
-  store = _load_store(config.soft_labels)
-  extra_store = _load_store(config.transductive_soft_labels)
+  store = SoftLabelStore.load(config.soft_labels)
+  extra_store = SoftLabelStore.load(config.transductive_soft_labels)
   train = train.map(_soft_targets(store, config, config.soft_label_weight))
   extra = _shuffled_batches(config, config.transductive_data_pattern, config.seed + 2, num_epochs).map(
     soft_targets.target_transform(extra_store, 1.0, temperature=config.soft_label_temperature),
@@ -471,7 +467,7 @@ def planned_steps(config: TrainConfig) -> int:
   if not steps_per_epoch:
     steps_per_epoch = training_label_counts(config)[1] // config.batch_size  # whole batches only
     if config.transductive_data_pattern:
-      steps_per_epoch += len(_load_store(config.transductive_soft_labels)) // config.batch_size
+      steps_per_epoch += len(SoftLabelStore.load(config.transductive_soft_labels)) // config.batch_size
   total = epochs * steps_per_epoch
   return max(1, min(total, config.max_steps) if config.max_steps else total)
 
