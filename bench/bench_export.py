@@ -11,7 +11,6 @@ the model called in a tf.function, the export's forward pass without predict's p
 Also prints the largest probability difference of the float16 export against the float32 one.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -26,8 +25,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from yt8m_tf import data, export, models  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "EnsembleModel", "Registered model name.")
+flags.DEFINE_string("model_params", "{}", "JSON object of builder parameters.")
+flags.DEFINE_integer("num_classes", 3862, "Classes of the model's output.")
+flags.DEFINE_integer("repeats", 3, "Timed calls after the warm-up call (median).")
+flags.DEFINE_integer("batch_size", 1024, "Videos in the one in-memory batch.")
+flags.DEFINE_integer("size_budget_bytes", export.DEFAULT_BUDGET_BYTES, "Refuse exports storing more bytes.")
+flags.DEFINE_string("out_dir", None, "Export base; default a temporary directory, removed.")
 
 
 def median_seconds(call, repeats):
@@ -40,29 +49,30 @@ def median_seconds(call, repeats):
   return statistics.median(times)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", default="EnsembleModel")
-  parser.add_argument("--model_params", default="{}", help="JSON object of builder parameters.")
-  parser.add_argument("--num_classes", type=int, default=3862)
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--batch_size", type=int, default=1024)
-  parser.add_argument("--size_budget_bytes", type=int, default=export.DEFAULT_BUDGET_BYTES)
-  parser.add_argument("--out_dir", default=None, help="Export base; default a temporary directory, removed.")
-  args = parser.parse_args()
-
-  out_dir = args.out_dir or tempfile.mkdtemp(prefix="bench_export_")
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # TF's INFO lines while saving would bury the figures
+    logging.set_verbosity(logging.WARNING)
   try:
-    run(args, out_dir)
+    model_params = json.loads(FLAGS.model_params)
+  except json.JSONDecodeError as error:
+    raise app.UsageError(f"--model_params is not valid JSON: {error}") from None
+  if not isinstance(model_params, dict):
+    raise app.UsageError(f"--model_params must be a JSON object, not {FLAGS.model_params!r}")
+
+  out_dir = FLAGS.out_dir or tempfile.mkdtemp(prefix="bench_export_")
+  try:
+    run(FLAGS, model_params, out_dir)
   finally:
-    if args.out_dir is None:
+    if FLAGS.out_dir is None:
       shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def run(args, out_dir):
+def run(args, model_params, out_dir):
   schema = data.Schema(num_classes=args.num_classes)
   start = time.perf_counter()
-  model = models.build(args.model, num_classes=args.num_classes, **json.loads(args.model_params))
+  model = models.build(args.model, num_classes=args.num_classes, **model_params)
   print(f"{args.model}: {model.count_params():,} parameters (built in {time.perf_counter() - start:.1f} s)")
   print(
     f"threads: {os.cpu_count()} CPUs, devices {[d.device_type for d in tf.config.list_physical_devices()]}"
@@ -118,4 +128,4 @@ def run(args, out_dir):
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

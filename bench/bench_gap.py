@@ -12,7 +12,6 @@ the GapMetric Keras metric (compiled update_state per batch + one result(); and 
 every batch, as Keras does inside fit/evaluate, on a subset). Prints peak RSS (ru_maxrss).
 """
 
-import argparse
 import heapq
 import os
 import random
@@ -25,6 +24,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("videos", 100_000, "Videos of the full-size problem.")
+flags.DEFINE_integer("classes", 3862, "Classes of the problem.")
+flags.DEFINE_integer("k", 20, "k of GAP@k.")
+flags.DEFINE_integer("repeats", 5, "Timed calls of each measurement (median).")
+flags.DEFINE_integer("baseline_videos", 5000, "Videos the Python baselines run on (then extrapolated).")
+flags.DEFINE_integer("baseline_repeats", 3, "Timed calls of each Python baseline (median).")
+flags.DEFINE_integer("batch_size", 1024, "Videos per batch for GapAccumulator and GapMetric.")
+flags.DEFINE_integer("keras_repeats", 3, "Timed calls of each GapMetric measurement (median).")
+flags.DEFINE_integer(
+  "keras_per_step_videos",
+  20_000,
+  "videos for the Keras update+result-every-batch timing (cost grows quadratically)",
+)
+flags.DEFINE_integer("seed", 0, "Seed of the random scores and labels.")
 
 
 def make_problem(num_videos, num_classes, seed):
@@ -100,37 +116,22 @@ def report(label, seconds, num_videos, note="measured"):
   print(f"{label:<52s} {seconds:9.3f} s  {num_videos / seconds:12,.0f} videos/s  [{note}]")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--videos", type=int, default=100_000)
-  parser.add_argument("--classes", type=int, default=3862)
-  parser.add_argument("--k", type=int, default=20)
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--baseline_videos", type=int, default=5000)
-  parser.add_argument("--baseline_repeats", type=int, default=3)
-  parser.add_argument("--batch_size", type=int, default=1024)
-  parser.add_argument("--keras_repeats", type=int, default=3)
-  parser.add_argument(
-    "--keras_per_step_videos",
-    type=int,
-    default=20_000,
-    help="videos for the Keras update+result-every-batch timing (cost grows quadratically)",
-  )
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
   import tensorflow as tf
 
   from yt8m_tf.metrics import GapAccumulator, GapMetric, gap_at_k, top_k_per_video
 
-  n, k, batch = args.videos, args.k, args.batch_size
+  n, k, batch = FLAGS.videos, FLAGS.k, FLAGS.batch_size
   print(
     f"numpy {np.__version__}, tensorflow {tf.__version__}, {os.cpu_count()} CPUs, load average "
-    f"{os.getloadavg()[0]:.2f}; {n:,} videos x {args.classes} classes float32, k={k}; "
+    f"{os.getloadavg()[0]:.2f}; {n:,} videos x {FLAGS.classes} classes float32, k={k}; "
     f"times are medians of repeats"
   )
   start = time.perf_counter()
-  scores, labels = make_problem(n, args.classes, args.seed)
+  scores, labels = make_problem(n, FLAGS.classes, FLAGS.seed)
   print(
     f"data generation {time.perf_counter() - start:.1f} s; {labels.sum() / n:.2f} labels/video; "
     f"scores {scores.nbytes / 2**20:,.0f} MiB, labels {labels.nbytes / 2**20:,.0f} MiB"
@@ -138,7 +139,7 @@ def main():
 
   # gap_at_k at full size.
   rss_before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  gap_seconds, gap_value = timed(lambda: gap_at_k(scores, labels, k=k), args.repeats)
+  gap_seconds, gap_value = timed(lambda: gap_at_k(scores, labels, k=k), FLAGS.repeats)
   rss_after_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   report(f"gap_at_k, {n:,} videos", gap_seconds, n)
   print(f"  peak RSS before / after the gap_at_k calls: {rss_before_mib:,.0f} / {rss_after_mib:,.0f} MiB")
@@ -146,9 +147,9 @@ def main():
   # A prediction store keeps each video's top 100 (store_top_k): vs the full stable sort it replaced.
   store_k, m_store = 100, min(n, 20_000)
   sort_seconds, by_sort = timed(
-    lambda: np.argsort(-scores[:m_store], axis=1, kind="stable")[:, :store_k], args.repeats
+    lambda: np.argsort(-scores[:m_store], axis=1, kind="stable")[:, :store_k], FLAGS.repeats
   )
-  top_seconds, (by_top_k, _) = timed(lambda: top_k_per_video(scores[:m_store], k=store_k), args.repeats)
+  top_seconds, (by_top_k, _) = timed(lambda: top_k_per_video(scores[:m_store], k=store_k), FLAGS.repeats)
   report(f"full stable sort, top {store_k}, {m_store:,} videos", sort_seconds, m_store)
   report(f"top_k_per_video, top {store_k}, {m_store:,} videos", top_seconds, m_store)
   print(
@@ -157,10 +158,10 @@ def main():
   )
 
   # Baseline on a subset (measured), then extrapolated to n.
-  m = min(args.baseline_videos, n)
-  base_seconds, base_value = timed(lambda: baseline_gap(scores[:m], labels[:m], k), args.baseline_repeats)
+  m = min(FLAGS.baseline_videos, n)
+  base_seconds, base_value = timed(lambda: baseline_gap(scores[:m], labels[:m], k), FLAGS.baseline_repeats)
   report(f"baseline (per-video Python), {m:,} videos", base_seconds, m)
-  subset_seconds, subset_value = timed(lambda: gap_at_k(scores[:m], labels[:m], k=k), args.repeats)
+  subset_seconds, subset_value = timed(lambda: gap_at_k(scores[:m], labels[:m], k=k), FLAGS.repeats)
   report(f"gap_at_k, the same {m:,} videos", subset_seconds, m)
   base_full = base_seconds * n / m
   report(f"baseline, {n:,} videos", base_full, n, "EXTRAPOLATED from the subset")
@@ -172,7 +173,7 @@ def main():
   )
 
   starter_seconds, starter_value = timed(
-    lambda: starter_style_gap(scores[:m], labels[:m], k), args.baseline_repeats
+    lambda: starter_style_gap(scores[:m], labels[:m], k), FLAGS.baseline_repeats
   )
   report(f"starter-style data flow, {m:,} videos", starter_seconds, m)
   print(
@@ -187,7 +188,7 @@ def main():
       accumulator.add(scores[s : s + batch], labels[s : s + batch])
     return accumulator.result()
 
-  acc_seconds, acc_value = timed(accumulate, args.repeats)
+  acc_seconds, acc_value = timed(accumulate, FLAGS.repeats)
   report(f"GapAccumulator, batches of {batch}, add + result", acc_seconds, n)
   print(f"  GapAccumulator GAP {acc_value:.6f} (|diff| to gap_at_k {abs(acc_value - gap_value):.1e})")
 
@@ -206,16 +207,16 @@ def main():
       update(labels[s : s + batch], scores[s : s + batch])
     return float(result())
 
-  keras_seconds, keras_value = timed(keras_updates_then_result, args.keras_repeats)
+  keras_seconds, keras_value = timed(keras_updates_then_result, FLAGS.keras_repeats)
   report(f"GapMetric, update_state x{-(-n // batch)} + one result", keras_seconds, n)
-  result_seconds, _ = timed(lambda: float(result()), args.keras_repeats)
+  result_seconds, _ = timed(lambda: float(result()), FLAGS.keras_repeats)
   print(
     f"  of which one result() over {n * k:,} pairs: {result_seconds:.3f} s; GapMetric GAP "
     f"{keras_value:.6f} (|diff| to gap_at_k {abs(keras_value - gap_value):.1e})"
   )
 
   # As inside fit/evaluate: result() after every batch, so the cost grows with the pairs stored.
-  p = min(args.keras_per_step_videos, n)
+  p = min(FLAGS.keras_per_step_videos, n)
   per_step_metric = GapMetric(k=k, max_videos=p)
 
   @tf.function
@@ -233,7 +234,7 @@ def main():
       value = step(labels[s : min(s + batch, p)], scores[s : min(s + batch, p)])
     return float(value)
 
-  per_step_seconds, _ = timed(keras_per_step, args.keras_repeats)
+  per_step_seconds, _ = timed(keras_per_step, FLAGS.keras_repeats)
   report(f"GapMetric, update+result every batch, {p:,} videos", per_step_seconds, p)
 
   peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -241,4 +242,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -9,7 +9,6 @@ dequantize + pad (frame level), with no validation, names or label densification
 per-record names, field validation, the file integrity check and multi-hot labels.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -21,8 +20,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from yt8m_tf import data  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("videos", 20000, "Video-level records to write and read.")
+flags.DEFINE_integer("frame_videos", 2000, "Frame-level records to write and read.")
+flags.DEFINE_integer("batch_size", 256, "Video-level batch size.")
+flags.DEFINE_integer("frame_batch_size", 32, "Frame-level batch size.")
+flags.DEFINE_integer("repeats", 5, "Timed passes per reader, after one warm-up pass (median, range).")
 
 
 def write_video_files(directory, num_videos, num_files, seed=0):
@@ -121,44 +128,39 @@ def report(name, baseline, ours):
   )
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--videos", type=int, default=20000)
-  parser.add_argument("--frame_videos", type=int, default=2000)
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--frame_batch_size", type=int, default=32)
-  parser.add_argument("--repeats", type=int, default=5)
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   with tempfile.TemporaryDirectory() as tmp:
-    video_pattern = write_video_files(tmp, args.videos, 8)
-    frame_pattern = write_frame_files(tmp, args.frame_videos, 8)
-    print(f"cpus={os.cpu_count()} repeats={args.repeats} (median, range); tf {tf.__version__}")
+    video_pattern = write_video_files(tmp, FLAGS.videos, 8)
+    frame_pattern = write_frame_files(tmp, FLAGS.frame_videos, 8)
+    print(f"cpus={os.cpu_count()} repeats={FLAGS.repeats} (median, range); tf {tf.__version__}")
     report(
-      f"video-level, batch {args.batch_size}, {args.videos} videos",
-      videos_per_second(lambda: bare_video(video_pattern, args.batch_size), args.videos, args.repeats),
+      f"video-level, batch {FLAGS.batch_size}, {FLAGS.videos} videos",
+      videos_per_second(lambda: bare_video(video_pattern, FLAGS.batch_size), FLAGS.videos, FLAGS.repeats),
       videos_per_second(
-        lambda: data.video_dataset(video_pattern, args.batch_size), args.videos, args.repeats
+        lambda: data.video_dataset(video_pattern, FLAGS.batch_size), FLAGS.videos, FLAGS.repeats
       ),
     )
     report(
-      f"video-level with fold filter (4 of 5 folds kept), {args.videos} videos read",
-      videos_per_second(lambda: bare_video(video_pattern, args.batch_size), args.videos, args.repeats),
+      f"video-level with fold filter (4 of 5 folds kept), {FLAGS.videos} videos read",
+      videos_per_second(lambda: bare_video(video_pattern, FLAGS.batch_size), FLAGS.videos, FLAGS.repeats),
       videos_per_second(
-        lambda: data.video_dataset(video_pattern, args.batch_size, exclude_folds=[0]),
-        args.videos,
-        args.repeats,
+        lambda: data.video_dataset(video_pattern, FLAGS.batch_size, exclude_folds=[0]),
+        FLAGS.videos,
+        FLAGS.repeats,
       ),
     )
     report(
-      f"frame-level, batch {args.frame_batch_size}, {args.frame_videos} videos, 60-240 frames",
+      f"frame-level, batch {FLAGS.frame_batch_size}, {FLAGS.frame_videos} videos, 60-240 frames",
       videos_per_second(
-        lambda: bare_frame(frame_pattern, args.frame_batch_size), args.frame_videos, args.repeats
+        lambda: bare_frame(frame_pattern, FLAGS.frame_batch_size), FLAGS.frame_videos, FLAGS.repeats
       ),
       videos_per_second(
-        lambda: data.frame_dataset(frame_pattern, args.frame_batch_size), args.frame_videos, args.repeats
+        lambda: data.frame_dataset(frame_pattern, FLAGS.frame_batch_size), FLAGS.frame_videos, FLAGS.repeats
       ),
     )
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -11,7 +11,6 @@ is timed per repeat (after one warm-up pass); the figures are medians. Also time
 (numpy) per batch, and the one-off costs: from_rows, save, load, building the hash table.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -23,9 +22,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from yt8m_tf.stores.soft_labels import SoftLabelStore  # noqa: E402
 from yt8m_tf.training import soft_targets  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("videos", 200_000, "Videos in the store.")
+flags.DEFINE_integer("candidates", 30, "Distinct classes (scores) per video in the store.")
+flags.DEFINE_integer("classes", 3862, "Classes of the labels.")
+flags.DEFINE_integer("batch", 1024, "Videos per batch.")
+flags.DEFINE_integer("repeats", 5, "Timed passes, after one warm-up pass (median).")
+flags.DEFINE_enum("score_dtype", "float32", ["float32", "float16"], "Storage dtype of the store's scores.")
+flags.DEFINE_integer("seed", 0, "Seed of the random store and of the id order.")
 
 
 def make_rows(num_videos, candidates, num_classes, seed):
@@ -53,20 +62,15 @@ def pass_time(dataset):
   return timed(run)[0]
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--videos", type=int, default=200_000)
-  parser.add_argument("--candidates", type=int, default=30)
-  parser.add_argument("--classes", type=int, default=3862)
-  parser.add_argument("--batch", type=int, default=1024)
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--score_dtype", default="float32", choices=["float32", "float16"])
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
-  video_ids, class_ids, scores, ids = make_rows(args.videos, args.candidates, args.classes, args.seed)
+  video_ids, class_ids, scores, ids = make_rows(FLAGS.videos, FLAGS.candidates, FLAGS.classes, FLAGS.seed)
   build_s, store = timed(
-    lambda: SoftLabelStore.from_rows(video_ids, class_ids, scores, args.classes, score_dtype=args.score_dtype)
+    lambda: SoftLabelStore.from_rows(
+      video_ids, class_ids, scores, FLAGS.classes, score_dtype=FLAGS.score_dtype
+    )
   )
   with tempfile.TemporaryDirectory() as directory:
     path = os.path.join(directory, "soft.npz")
@@ -75,21 +79,21 @@ def main():
     load_s, store = timed(lambda: SoftLabelStore.load(path))
   table_s, transform = timed(lambda: soft_targets.target_transform(store, 0.5))
   print(
-    f"store: {len(store)} videos x {args.candidates} candidates = {store.nnz} scores ({args.score_dtype}), "
-    f"{args.classes} classes, file {size_mb:.1f} MiB"
+    f"store: {len(store)} videos x {FLAGS.candidates} candidates = {store.nnz} scores ({FLAGS.score_dtype}), "
+    f"{FLAGS.classes} classes, file {size_mb:.1f} MiB"
   )
   print(
     f"one-off: from_rows {build_s:.2f}s  save {save_s:.2f}s  load {load_s:.2f}s  "
     f"hash table + tensors {table_s:.2f}s"
   )
 
-  shuffled = np.random.default_rng(args.seed + 1).permutation(ids)
-  num_classes = args.classes
+  shuffled = np.random.default_rng(FLAGS.seed + 1).permutation(ids)
+  num_classes = FLAGS.classes
 
   def with_hard_labels(batch_ids):
     return {"id": batch_ids}, tf.zeros([tf.shape(batch_ids)[0], num_classes])
 
-  batches = tf.data.Dataset.from_tensor_slices(shuffled).batch(args.batch).map(with_hard_labels)
+  batches = tf.data.Dataset.from_tensor_slices(shuffled).batch(FLAGS.batch).map(with_hard_labels)
   pipelines = {
     "baseline (hard labels, no lookup)": batches.map(
       lambda f, l: (f, l), num_parallel_calls=tf.data.AUTOTUNE
@@ -100,19 +104,19 @@ def main():
   for name, dataset in pipelines.items():
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     pass_time(dataset)  # warm-up: tracing, thread pools
-    medians[name] = statistics.median(pass_time(dataset) for _ in range(args.repeats))
+    medians[name] = statistics.median(pass_time(dataset) for _ in range(FLAGS.repeats))
 
-  batch_ids = np.array_split(shuffled, max(1, len(shuffled) // args.batch))
+  batch_ids = np.array_split(shuffled, max(1, len(shuffled) // FLAGS.batch))
 
   def numpy_pass():
     for chunk in batch_ids:
       store.lookup(chunk)
 
   medians["store.lookup (numpy, per batch)"] = statistics.median(
-    timed(numpy_pass)[0] for _ in range(args.repeats)
+    timed(numpy_pass)[0] for _ in range(FLAGS.repeats)
   )
-  num_batches = -(-len(shuffled) // args.batch)
-  print(f"batch {args.batch}, {num_batches} batches a pass, median of {args.repeats} passes:")
+  num_batches = -(-len(shuffled) // FLAGS.batch)
+  print(f"batch {FLAGS.batch}, {num_batches} batches a pass, median of {FLAGS.repeats} passes:")
   for name, seconds in medians.items():
     print(f"  {name:34s} {seconds:7.3f}s  {len(shuffled) / seconds:12,.0f} videos/s")
   baseline = medians["baseline (hard labels, no lookup)"]
@@ -121,4 +125,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

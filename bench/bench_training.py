@@ -1,7 +1,7 @@
 """Training and prediction throughput of L1 models, against a plain MLP baseline in the same run.
 
-  python bench/bench_training.py [--models ResNetLike NeXtVLADModel] [--repeats 3] [--steps 5] \
-      [--params '{"EnsembleModel": {"width_scale": 0.0625}}'] [--jit_compile]
+  python bench/bench_training.py [--models=ResNetLike,NeXtVLADModel] [--repeats=3] [--steps=5] \
+      [--params='{"EnsembleModel": {"width_scale": 0.0625}}'] [--jit_compile]
 
 Inputs are random tensors already in memory, so the figures measure the model, not the reader
 (bench_readers.py measures that). The baseline is the 1152 -> 2048 -> 3862 MLP of stack_notes.md.
@@ -12,8 +12,6 @@ step of a fresh model: building (tracing) its training graph plus one step.
 """
 
 import json
-
-import argparse
 import os
 import statistics
 import sys
@@ -25,9 +23,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from yt8m_tf import models  # noqa: E402
 from yt8m_tf.training import trainer  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["ResNetLike", "NeXtVLADModel"], "Registered models to time (comma-separated).")
+flags.DEFINE_integer("repeats", 3, "Timed chunks, after one warm-up chunk (median).")
+flags.DEFINE_integer("steps", 5, "Steps per chunk.")
+flags.DEFINE_integer("max_frames", 300, "Frames of the frame-level inputs.")
+flags.DEFINE_string("params", "{}", "JSON: model name -> builder params")
+flags.DEFINE_bool("jit_compile", False, "XLA for the models (not the baseline)")
 
 NUM_CLASSES = 3862
 
@@ -89,32 +96,31 @@ def throughput(model, batch_size, steps, repeats, max_frames, jit_compile=False)
   return statistics.median(train), statistics.median(predict), first_step
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", nargs="+", default=["ResNetLike", "NeXtVLADModel"])
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--max_frames", type=int, default=300)
-  parser.add_argument("--params", default="{}", help="JSON: model name -> builder params")
-  parser.add_argument("--jit_compile", action="store_true", help="XLA for the models (not the baseline)")
-  args = parser.parse_args()
-  params = json.loads(args.params)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    params = json.loads(FLAGS.params)
+  except json.JSONDecodeError as error:
+    raise app.UsageError(f"--params is not valid JSON: {error}") from None
+  if not isinstance(params, dict):
+    raise app.UsageError(f"--params must be a JSON object, not {FLAGS.params!r}")
   devices = [d.device_type for d in tf.config.list_logical_devices()]
   print(f"tf {tf.__version__}, keras {keras.__version__}, devices {devices}, cpus {os.cpu_count()}")
   baseline_batch = 256
   base_train, base_predict, _ = throughput(
-    mlp_baseline(), baseline_batch, args.steps, args.repeats, args.max_frames
+    mlp_baseline(), baseline_batch, FLAGS.steps, FLAGS.repeats, FLAGS.max_frames
   )
   print(
     f"{'MLP baseline 1152-2048-3862':<34} batch {baseline_batch:4d}: train {base_train:8.1f} ex/s, "
     f"predict {base_predict:8.1f} ex/s"
   )
-  for name in args.models:
+  for name in FLAGS.models:
     batch_size = 256 if models.get(name).kind == models.FRAME else 512
     keras.utils.set_random_seed(0)
     model = models.build(name, num_classes=NUM_CLASSES, **params.get(name, {}))
     train, predict, first_step = throughput(
-      model, batch_size, args.steps, args.repeats, args.max_frames, args.jit_compile
+      model, batch_size, FLAGS.steps, FLAGS.repeats, FLAGS.max_frames, FLAGS.jit_compile
     )
     print(
       f"{name + f' ({model.count_params() / 1e6:.1f}M params)':<34} batch {batch_size:4d}: "
@@ -124,4 +130,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -10,15 +10,25 @@ with mtime 0, so reruns give identical bytes). The vocabulary is copied as is, g
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import os
 
 import numpy as np
+from absl import app, flags
 
 SAMPLE_SEED = 2018
 SAMPLE_SIZE = 50_000
 RESOURCES = os.path.join(os.path.dirname(__file__), "..", "yt8m_tf", "data", "resources")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+  "source_dir",
+  os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "yt8m2018_labels"),
+  "Folder holding the label dump's video_labels.csv.gz and vocabulary.csv.",
+)
+flags.DEFINE_string(
+  "out_dir", RESOURCES, "Where video_labels_sample.csv.gz and vocabulary.csv.gz are written."
+)
 
 
 def sample_rows(lines: list, sample_size: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> list:
@@ -32,27 +42,22 @@ def write_gzip(path: str, data: bytes) -> None:
     out.write(data)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument(
-    "--source_dir",
-    default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "yt8m2018_labels"),
-  )
-  parser.add_argument("--out_dir", default=RESOURCES)
-  args = parser.parse_args()
-  with gzip.open(os.path.join(args.source_dir, "video_labels.csv.gz"), "rt") as handle:
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  with gzip.open(os.path.join(FLAGS.source_dir, "video_labels.csv.gz"), "rt") as handle:
     header, *lines = handle.read().splitlines()
   if header != "id,labels":
     raise ValueError(f"unexpected header {header!r}")
   sample = sample_rows(lines)
-  os.makedirs(args.out_dir, exist_ok=True)
+  os.makedirs(FLAGS.out_dir, exist_ok=True)
   write_gzip(
-    os.path.join(args.out_dir, "video_labels_sample.csv.gz"), ("\n".join([header] + sample) + "\n").encode()
+    os.path.join(FLAGS.out_dir, "video_labels_sample.csv.gz"), ("\n".join([header] + sample) + "\n").encode()
   )
-  with open(os.path.join(args.source_dir, "vocabulary.csv"), "rb") as handle:
-    write_gzip(os.path.join(args.out_dir, "vocabulary.csv.gz"), handle.read())
-  print(f"sampled {len(sample)} of {len(lines)} videos into {os.path.abspath(args.out_dir)}")
+  with open(os.path.join(FLAGS.source_dir, "vocabulary.csv"), "rb") as handle:
+    write_gzip(os.path.join(FLAGS.out_dir, "vocabulary.csv.gz"), handle.read())
+  print(f"sampled {len(sample)} of {len(lines)} videos into {os.path.abspath(FLAGS.out_dir)}")
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -8,7 +8,7 @@ data order, dropout), not in the data. Finished seeds are kept. Prints, per ladd
 GAP -> L1 mean -> stacker -> student on hard labels -> student on soft labels -> submitted CSV), the test
 GAP@20 mean, min and max over seeds, then each change between steps and the margins that issue 9 asks
 for, each with its spread; a margin smaller than its spread is not a result. Results land in
-<workdir>/ladder.json.
+<workdir>/ladder.json, and as bars with [min, max] whiskers in <workdir>/ladder.png.
 """
 
 import json
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np
 from absl import app, flags
 
-from yt8m_tf import pipeline
+from yt8m_tf import pipeline, report
 from yt8m_tf.files import atomic_open
 
 FLAGS = flags.FLAGS
@@ -68,13 +68,13 @@ def main(argv):
     if seed != seeds[0]:
       share_data(os.path.join(FLAGS.workdir, f"seed_{seeds[0]}"), workdir)
     config = pipeline.preset(FLAGS.preset, workdir, seed=seed, transductive=FLAGS.transductive)
-    report = pipeline.Pipeline(config).run(redo_from=FLAGS.redo_from)
-    print(pipeline.format_report(report), flush=True)
-    ladders[seed] = {step["step"]: step["test_gap"] for step in report["ladder"]}
-    extra = [r for r in report["gap@20"] if "transductive" in r["name"]]
+    seed_report = pipeline.Pipeline(config).run(redo_from=FLAGS.redo_from)
+    print(pipeline.format_report(seed_report), flush=True)
+    ladders[seed] = {step["step"]: step["test_gap"] for step in seed_report["ladder"]}
+    extra = [r for r in seed_report["gap@20"] if "transductive" in r["name"]]
     if extra:
       ladders[seed]["transductive student (not submitted)"] = extra[0]["test_gap"]
-    ladders[seed]["wall_seconds"] = report["wall_seconds"]["total"]
+    ladders[seed]["wall_seconds"] = seed_report["wall_seconds"]["total"]
 
   steps = [s for s in ladders[seeds[0]] if s != "wall_seconds"]
   lines = [f"\ntest GAP@20 over seeds {seeds}: mean [min, max]"]
@@ -96,6 +96,8 @@ def main(argv):
   print("\n".join(lines))
   with atomic_open(os.path.join(FLAGS.workdir, "ladder.json")) as f:
     json.dump(summary, f, indent=1)
+  with atomic_open(os.path.join(FLAGS.workdir, "ladder.png"), "wb") as f:
+    f.write(report.ladder_over_seeds_png({s: ladders[s] for s in seeds}, steps))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ This is a smoke-and-sanity sweep at a tiny budget, not a ranking of the architec
 are far from converged after a few hundred steps.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -25,7 +24,20 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
+from absl import app, flags  # noqa: E402
+
 from yt8m_tf import files, models  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "runs/demo/data", "synth_main output with frame level")
+flags.DEFINE_string("workdir", "runs/sweep", "Each model's train_dir and sweep.json go under it.")
+flags.DEFINE_list("models", None, "comma list; default: every registered model")
+flags.DEFINE_string("shards", "train-0000[01]-of-*.tfrecord", "file glob in video/ and frame/")
+flags.DEFINE_integer("num_classes", 3862, "Classes of the data.")
+flags.DEFINE_integer("max_frames", 60, "the demo data has at most 60 frames")
+flags.DEFINE_integer("batch_size", 64, "Videos per training batch.")
+flags.DEFINE_integer("epochs", 3, "Pseudo-epochs per model.")
+flags.DEFINE_integer("steps_per_epoch", 50, "Batches per pseudo-epoch.")
 
 # CPU-sized parameters; models missing here run at their defaults.
 SMALL_PARAMS = {
@@ -67,7 +79,7 @@ def train(name, args):
   kind = models.get(name).kind
   train_dir = os.path.join(args.workdir, name)
   folder = "frame" if kind == models.FRAME else "video"
-  flags = [
+  train_flags = [
     f"--model={name}",
     f"--model_params={json.dumps(SMALL_PARAMS.get(name, {}))}",
     f"--train_dir={train_dir}",
@@ -84,7 +96,7 @@ def train(name, args):
   ]
   start = time.perf_counter()
   process = subprocess.run(
-    [sys.executable, "-m", "binaries.train_main", *flags], cwd=ROOT, capture_output=True, text=True
+    [sys.executable, "-m", "binaries.train_main", *train_flags], cwd=ROOT, capture_output=True, text=True
   )
   seconds = time.perf_counter() - start
   if process.returncode != 0:
@@ -107,24 +119,13 @@ def train(name, args):
   }
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--data_dir", default="runs/demo/data", help="synth_main output with frame level")
-  parser.add_argument("--workdir", default="runs/sweep")
-  parser.add_argument("--models", default=None, help="comma list; default: every registered model")
-  parser.add_argument(
-    "--shards", default="train-0000[01]-of-*.tfrecord", help="file glob in video/ and frame/"
-  )
-  parser.add_argument("--num_classes", type=int, default=3862)
-  parser.add_argument("--max_frames", type=int, default=60, help="the demo data has at most 60 frames")
-  parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--steps_per_epoch", type=int, default=50)
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
-  names = args.models.split(",") if args.models else models.list_models()
+  names = FLAGS.models or models.list_models()
   names = sorted(set(names) | set(BASELINES.values()), key=lambda n: (n not in BASELINES.values(), n))
-  summary_path = os.path.join(args.workdir, "sweep.json")
+  summary_path = os.path.join(FLAGS.workdir, "sweep.json")
   results = {}
   if os.path.exists(summary_path):
     with open(summary_path) as f:
@@ -132,7 +133,7 @@ def main():
   for name in names:
     if name not in results:
       print(f"[sweep] {name} ...", flush=True)
-      results[name] = train(name, args)
+      results[name] = train(name, FLAGS)
       with files.atomic_open(summary_path) as f:
         json.dump(list(results.values()), f, indent=1)
     result = results[name]
@@ -140,8 +141,8 @@ def main():
       print(f"[sweep] {name} FAILED: {result['error']}", flush=True)
 
   print(
-    f"\n{args.epochs} x {args.steps_per_epoch} steps of batch {args.batch_size}; "
-    f"fold 0 of 3 over {args.shards}\n"
+    f"\n{FLAGS.epochs} x {FLAGS.steps_per_epoch} steps of batch {FLAGS.batch_size}; "
+    f"fold 0 of 3 over {FLAGS.shards}\n"
   )
   print(
     f"{'model':<24} {'kind':<6} {'params':>11} {'wall s':>7} {'loss 1st':>9} {'loss last':>9} "
@@ -162,4 +163,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -70,9 +70,9 @@ def main(argv):
   except settings_record.SettingsChanged as e:  # the message alone: the flags' help would bury it
     raise SystemExit(f"error: {str(e).replace('redo_from=', '--redo_from=')}") from None
   print(pipeline.format_report(report))
-  print(
-    f"report: {os.path.join(FLAGS.workdir, 'report.json')}, {os.path.join(FLAGS.workdir, pipeline.REPORT_PAGE)}"
-  )
+  written = ["report.json", pipeline.REPORT_PAGE, pipeline.REPORT_PICTURE]
+  print(f"report: {', '.join(os.path.join(FLAGS.workdir, name) for name in written)}")
+  print(f"TensorBoard: tensorboard --logdir={FLAGS.workdir} (the report under {pipeline.REPORT_SUMMARIES})")
 
 
 def run():

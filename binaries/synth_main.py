@@ -16,7 +16,7 @@ from absl import app, flags
 
 from binaries import run_main
 from yt8m_tf.configs import dataclass_flags
-from yt8m_tf.data.synthetic import Progress, SyntheticConfig, generate
+from yt8m_tf.data.synthetic import SyntheticConfig, generate, progress_display
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output directory (local or gs://).", required=True)
@@ -36,26 +36,6 @@ def config_from_flags() -> SyntheticConfig:
   return SyntheticConfig(**dataclass_flags.values_from_flags(SyntheticConfig, FLAGS))
 
 
-class _ProgressPrinter:
-  """Prints a progress line at most every `interval` seconds, and always the last one."""
-
-  def __init__(self, interval: float = 5.0):
-    self._interval = interval
-    self._last = float("-inf")
-
-  def __call__(self, progress: Progress) -> None:
-    if (
-      progress.videos_done < progress.videos_total and progress.elapsed_seconds - self._last < self._interval
-    ):
-      return
-    self._last = progress.elapsed_seconds
-    print(
-      f"[synth] {progress.split:8s} {progress.videos_done}/{progress.videos_total} videos, "
-      f"{progress.frames_done} frames, {progress.videos_per_second:.0f} videos/s",
-      flush=True,
-    )
-
-
 def main(argv):
   del argv
   config = config_from_flags()
@@ -65,7 +45,7 @@ def main(argv):
     FLAGS.out_dir,
     label_sets_path=FLAGS.label_sets,
     vocabulary_path=FLAGS.vocabulary,
-    progress=_ProgressPrinter(),
+    progress=progress_display("[synth]", interval_seconds=5.0),
     chunk_size=FLAGS.chunk_size,
     overwrite=FLAGS.overwrite,
   )

@@ -10,6 +10,8 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from yt8m_tf import pipeline
 from yt8m_tf.data import synthetic
@@ -39,6 +41,16 @@ def test_every_stage_runs_and_reports(finished):
   started = [line for line in logs if line.endswith(" running")]
   assert [line.split("]")[0][1:] for line in started] == list(pipeline.STAGES)
   assert started[0].startswith("[data] stage 1/7, 0:00:0") and "[stacker] stage 4/7, " in started[3]
+  # From the second stage on, the time left (the stage times so far, scaled by the demo's shares).
+  assert "left" not in started[0] and all(" left, running" in line for line in started[1:])
+  # The L1 zoo counts its training runs with the time left, naming the next one; so do the students.
+  runs = len(config.l1_members) * config.num_folds
+  zoo = [line for line in logs if line.startswith("[zoo] ") and "training runs" in line]
+  assert zoo[0].startswith(f"[zoo] 0/{runs} training runs (0%)") and zoo[-1].startswith(
+    f"[zoo] {runs}/{runs}"
+  )
+  assert "next logistic fold 0 (Logistic)" in zoo[0] and "left" in zoo[1]
+  assert any(line.startswith("[distill] 1/2 students (50%)") and "next soft" in line for line in logs)
   for member in config.l1_members:
     row = _gap(report, member)
     assert 0.0 < row["oof_gap"] <= 1.0 and 0.0 < row["test_gap"] <= 1.0
@@ -83,6 +95,22 @@ def test_the_report_is_the_ladder(finished):
     assert f">{step['step']}</text>" in page and f"{step['test_gap']:.4f}" in page
   for row in report["gap@20"]:
     assert html.escape(row["name"]) in page
+  with open(os.path.join(config.workdir, pipeline.REPORT_PICTURE), "rb") as f:  # and as a picture
+    picture = tf.io.decode_png(f.read()).numpy()
+  ladder_blue = np.all(picture == (76, 120, 168), axis=-1)
+  assert picture.shape[2] == 3 and ladder_blue.any(axis=1).sum() >= len(ladder) * 10  # six bars drawn
+  # TensorBoard: the ladder as a curve over its steps, every model's GAP at the run's seed.
+  accumulator = event_accumulator.EventAccumulator(
+    os.path.join(config.workdir, pipeline.REPORT_SUMMARIES), size_guidance={event_accumulator.TENSORS: 0}
+  )
+  accumulator.Reload()
+  curve = accumulator.Tensors("ladder/test_gap")
+  assert [e.step for e in curve] == list(range(len(ladder)))
+  assert [float(tf.make_ndarray(e.tensor_proto)) for e in curve] == pytest.approx(
+    [s["test_gap"] for s in ladder]
+  )
+  stacker = accumulator.Tensors("test_gap/L2: TF-DF GBT stacker")
+  assert [e.step for e in stacker] == [config.seed]
 
 
 def test_levels_agree(finished):

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import TINY_SCHEMA, write_video_file
 from yt8m_tf import metrics, models, training
@@ -139,3 +140,51 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tiny_splits, tmp_path):
   resumed = run(str(tmp_path / "resumed"))
   for a, b in zip(whole.weights, resumed.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _tensorboard_scalars(log_dir, tag):
+  from tensorboard.backend.event_processing import event_accumulator
+
+  accumulator = event_accumulator.EventAccumulator(log_dir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  return {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)}
+
+
+def test_tensorboard_gets_the_training_loss_per_step(tiny_splits, tmp_path):
+  """Every `tensorboard_steps` steps: that batch's own loss and the epoch's running mean; the step losses
+  of an epoch average to the epoch's loss in history.json."""
+  train_file, val_file = tiny_splits
+  keras.utils.set_random_seed(0)
+  model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
+  training.compile_model(model, learning_rate=0.05)
+  train_ds = training.dataset_for(
+    "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+  )
+  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+  train_dir = str(tmp_path / "run")
+  history = training.fit(
+    model, train_ds, val_ds, train_dir=train_dir, epochs=2, steps_per_epoch=8, verbose=0, tensorboard_steps=1
+  )
+  log_dir = os.path.join(train_dir, "tensorboard", "train")
+  step_loss, so_far = _tensorboard_scalars(log_dir, "step_loss"), _tensorboard_scalars(log_dir, "loss_so_far")
+  assert sorted(step_loss) == sorted(so_far) == list(range(1, 17))
+  for epoch, first in ((0, 1), (1, 9)):
+    losses = [step_loss[step] for step in range(first, first + 8)]
+    assert np.mean(losses) == pytest.approx(history[epoch]["loss"], rel=1e-4)
+    assert so_far[first + 7] == pytest.approx(history[epoch]["loss"], rel=1e-5)
+    assert np.std(losses) > 0  # each step's own loss, not the running mean
+  # Every 4 steps: only those are written, counted on from the model's 16 steps so far.
+  training.fit(
+    model,
+    train_ds,
+    val_ds,
+    train_dir=str(tmp_path / "run4"),
+    epochs=1,
+    steps_per_epoch=8,
+    verbose=0,
+    tensorboard_steps=4,
+  )
+  assert sorted(_tensorboard_scalars(str(tmp_path / "run4" / "tensorboard" / "train"), "step_loss")) == [
+    20,
+    24,
+  ]

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models, report_page, settings_record, stores
+from yt8m_tf import data, models, progress, report, settings_record, stores
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import synthetic
 from yt8m_tf.files import atomic_open, atomic_save_npy, console_to_file, load_npy, remove_temporary_siblings
@@ -43,6 +43,16 @@ from yt8m_tf.training.inputs import dataset_for
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
 PACKAGED_ZOO_PREFIX = "yt8m_tf/configs/zoo/"  # how settings.json names a zoo folder of the package
 STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
+# Seconds each stage took in the demo (22k videos, 2 CPU cores, 2026-11-30): what the time left is scaled by.
+STAGE_SHARES = {
+  "data": 49,
+  "l1": 549,
+  "candidates": 8,
+  "stacker": 66,
+  "distill": 163,
+  "export": 53,
+  "inference": 27,
+}
 # What each stage writes (relative to the workdir): removed when the stage is redone.
 STAGE_OUTPUTS = {
   "data": ("data",),
@@ -54,6 +64,8 @@ STAGE_OUTPUTS = {
   "inference": ("submission.csv",),
 }
 REPORT_PAGE = "report.html"  # the report as a page: the ladder and the stage times drawn, every model's GAP
+REPORT_PICTURE = "report.png"  # the ladder, the stage times and the exports' sizes as bars
+REPORT_SUMMARIES = os.path.join("tensorboard", "report")  # the same for TensorBoard (next to the runs')
 # Where TF-DF's C++ lines go while the large ensemble is exported and run (relative to the export dir).
 TFDF_LOG = "tfdf.log"
 # Students: hard labels, soft labels (the submitted one), and optionally transductive (soft + test videos).
@@ -288,6 +300,7 @@ class Pipeline:
     self._labels: Dict[str, Optional[dict]] = {}
     self._schema: Optional[data.Schema] = None
     self._job_start = time.perf_counter()
+    self._ran: Dict[str, float] = {}  # seconds of each stage this call ran (not those it skipped)
 
   # -- bookkeeping -------------------------------------------------------------------------------
   def _marker(self, stage: str) -> str:
@@ -388,15 +401,23 @@ class Pipeline:
     done = {"stage": stage, "wall_seconds": time.perf_counter() - start, **outputs, "settings": settings}
     with atomic_open(self._marker(stage)) as f:
       json.dump(done, f, indent=1)
+    self._ran[stage] = done["wall_seconds"]
     self.log(f"[{stage}] done in {done['wall_seconds']:.1f} s")
     return done
 
   def _stage_position(self, stage: str) -> str:
-    """`stage i/N, 0:12:34 since start` (of this call of the job)."""
-    elapsed = int(time.perf_counter() - self._job_start)
-    since = f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+    """`stage i/N, 0:12:34 since start, about 0:05:00 left,` (of this call of the job). What is left is
+    the time the stages run so far took, scaled by the shares of the demo's stage times (STAGE_SHARES)."""
+    elapsed = time.perf_counter() - self._job_start
     number = STAGES.index(stage) + 1 if stage in STAGES else "?"
-    return f"stage {number}/{len(STAGES)}, {since} since start,"
+    position = f"stage {number}/{len(STAGES)}, {progress.format_seconds(elapsed)} since start,"
+    ran = [name for name in STAGES[: STAGES.index(stage)] if name in self._ran]
+    if ran:
+      measured = sum(self._ran[name] for name in ran)
+      share_done = sum(STAGE_SHARES[name] for name in ran)
+      share_left = sum(STAGE_SHARES[name] for name in STAGES[STAGES.index(stage) :])
+      position += f" about {progress.format_seconds(measured * share_left / share_done)} left,"
+    return position
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.config.workdir, *parts)
@@ -443,13 +464,9 @@ class Pipeline:
       self.config.synthetic,
       self.path("data"),
       label_sets_path=self.config.label_sets,
-      progress=self._progress,
+      progress=synthetic.progress_display("  [data]", log=self.log),
     )
     return {"num_classes": summary["counts"]["classes"], "videos": summary["counts"]["videos"]}
-
-  def _progress(self, progress: synthetic.Progress) -> None:
-    if progress.videos_done == progress.videos_total or progress.videos_done % 10000 < 256:
-      self.log(f"  {progress.split}: {progress.videos_done}/{progress.videos_total} videos")
 
   # -- L1 ----------------------------------------------------------------------------------------
   def l1_dir(self, member: str) -> str:
@@ -571,7 +588,10 @@ class Pipeline:
 
   def stage_distill(self) -> dict:
     result = {}
-    for variant in self.distill_variants():
+    variants = self.distill_variants()
+    shown = progress.Progress(len(variants), "[distill]", "students", 0.0, self.log, bar=False)
+    for number, variant in enumerate(variants):
+      shown.update(number, next=variant)
       result[variant] = self.train_student(self.distill_config(variant))
       self.log(f"[distill] {variant}: " + ", ".join(f"{k} {v}" for k, v in result[variant].items()))
     return result
@@ -731,19 +751,22 @@ class Pipeline:
       for name, s in stages["export"].items()
       if name not in ("stage", "settings") and isinstance(s, dict)
     }
-    report = {
+    result = {
       "workdir": self.config.workdir,
       "gap@20": rows,
       "ladder": ladder(rows),
       "sizes": sizes,
       "wall_seconds": {name: round(s["wall_seconds"], 1) for name, s in stages.items()},
     }
-    report["wall_seconds"]["total"] = round(sum(report["wall_seconds"].values()), 1)
+    result["wall_seconds"]["total"] = round(sum(result["wall_seconds"].values()), 1)
     with atomic_open(self.path("report.json")) as f:
-      json.dump(report, f, indent=1)
+      json.dump(result, f, indent=1)
     with atomic_open(self.path(REPORT_PAGE)) as f:
-      f.write(report_page.html_page(report))
-    return report
+      f.write(report.html_page(result))
+    with atomic_open(self.path(REPORT_PICTURE), "wb") as f:
+      f.write(report.png_image(result))
+    report.write_summaries(result, self.path(REPORT_SUMMARIES), self.config.seed, format_report(result))
+    return result
 
 
 def ladder(rows: List[dict]) -> List[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Mapping, NamedTuple, Optional
+from typing import List, Mapping, NamedTuple, Optional, Sequence
 
 import tensorflow as tf
 
@@ -68,16 +68,20 @@ def write(directory: str, settings: Mapping) -> None:
     f.write("\n")
 
 
-def check_and_record(directory: str, settings: Mapping, remedy: str, defaults: Mapping = ()) -> None:
+def check_and_record(
+  directory: str, settings: Mapping, remedy: str, defaults: Mapping = (), ignored: Sequence[str] = ()
+) -> None:
   """Records `settings` in `directory` when it has none; refuses (SettingsChanged, naming every changed
   setting, then `remedy`: how to proceed) when it records others. A setting the record lacks reads as its
-  value in `defaults`: a setting added after the record was made had that value then."""
-  current = as_json(settings)
+  value in `defaults`: a setting added after the record was made had that value then. `ignored` settings
+  (how a run is shown, not what it computes) are neither recorded nor compared."""
+  current = {k: v for k, v in as_json(settings).items() if k not in ignored}
   recorded = read(directory)
   if recorded is None:
     write(directory, current)
     return
   recorded = {**{k: v for k, v in as_json(dict(defaults)).items() if k not in recorded}, **recorded}
+  recorded = {k: v for k, v in recorded.items() if k not in ignored}
   found = changes(recorded, current)
   if found:
     listed = "; ".join(str(change) for change in found)

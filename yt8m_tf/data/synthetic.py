@@ -50,6 +50,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from yt8m_tf import progress as progress_lib
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import labels as labels_lib
 from yt8m_tf.data.labels import LabelSets, Vocabulary
@@ -185,6 +186,25 @@ class Progress:
   @property
   def videos_per_second(self) -> float:
     return self.videos_done / max(self.elapsed_seconds, 1e-9)
+
+
+def progress_display(
+  label: str, interval_seconds: float = 10.0, log: Callable[[str], None] = print
+) -> Callable[[Progress], None]:
+  """A `generate(progress=...)` callback that shows one progress display (bar or lines, with ETA) over every
+  split's videos; it is made at the first chunk, when the total is known."""
+  display: List[progress_lib.Progress] = []
+
+  def show(done: Progress) -> None:
+    if not display:
+      display.append(
+        progress_lib.Progress(
+          done.videos_total, label, "videos", interval_seconds, log, already_elapsed=done.elapsed_seconds
+        )
+      )
+    display[0].update(done.videos_done, split=done.split, frames=done.frames_done)
+
+  return show
 
 
 def _generator(seed: int, stream: int, index: int = 0) -> np.random.Generator:

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from yt8m_tf import metrics
+from yt8m_tf import metrics, progress
 from yt8m_tf.data import readers
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.export import submission
@@ -165,19 +165,17 @@ def run_inference(
   log_every_seconds: float = 30.0,
 ) -> InferenceCounts:
   """Scores every record matching `input_data_pattern` and writes the submission CSV atomically."""
-  start = last_log = time.perf_counter()
+  start = time.perf_counter()
   files = readers.list_files(input_data_pattern)
   loaded, top_k = load_for_examples(model_dir, top_k)  # fails before the output is opened
   logging.info("inference: %s on %d files -> %s", resolve_export_dir(model_dir), len(files), output_file)
   num_batches = 0
+  shown = progress.Progress(None, "inference:", "videos", log_every_seconds, logging.info, bar=False)
   with submission.open_submission(output_file) as writer:
     for ids, classes, scores in _batches(loaded, top_k, files, batch_size):
       writer.write_batch(ids, classes, scores)
       num_batches += 1
-      now = time.perf_counter()
-      if now - last_log >= log_every_seconds:
-        last_log = now
-        logging.info("inference: %d videos (%.0f/s)", writer.num_videos, writer.num_videos / (now - start))
+      shown.update(writer.num_videos)
   counts = InferenceCounts(writer.num_videos, len(files), num_batches, time.perf_counter() - start)
   logging.info(
     "inference: wrote %d videos to %s in %.1f s (%.0f videos/s)",

@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models
+from yt8m_tf import data, models, progress
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.files import atomic_open, atomic_save_npz, load_npz
 from yt8m_tf.stores.soft_labels import SoftLabelStore
@@ -49,7 +49,9 @@ STARTER_OPTIMIZERS = {
 TRAINING_LABELS_FILE = "training_labels.npz"  # class counts and videos of the training folds
 JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSON on command lines
 # Settings that may change when a run is resumed (how long it runs, not what it trains).
-_RESUMABLE_CHANGES = {"epochs", "max_steps", "verbose"}
+_RESUMABLE_CHANGES = {"epochs", "max_steps", "verbose", "tensorboard_steps"}
+# How a run is shown, not what it computes: work directories neither record nor compare them.
+DISPLAY_SETTINGS = ("verbose", "tensorboard_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +132,16 @@ class TrainConfig:
   )
   shuffle_buffer: int = setting(10_000, "Videos in the training shuffle buffer.")
   seed: int = setting(0, "Seed for data order and initialization.")
-  verbose: int = setting(2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+  verbose: int = setting(
+    progress.AUTO_VERBOSITY,
+    "Keras verbosity: 0 silent, 1 progress bar with ETA, 2 one line per epoch, -1 a bar on a terminal "
+    "and one line per epoch otherwise.",
+  )
+  tensorboard_steps: int = setting(
+    50,
+    "Write the training loss to TensorBoard every N steps (0: per epoch only; the multi-worker loop "
+    "writes per epoch).",
+  )
 
   def __post_init__(self):
     # Stored under their own names, so that config.json and resume checks see one spelling; an unknown
@@ -192,6 +203,10 @@ class TrainConfig:
       raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
     if self.mixup_alpha < 0:
       raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+    if self.tensorboard_steps < 0:
+      raise ValueError(f"tensorboard_steps must be >= 0, got {self.tensorboard_steps}")
+    if self.verbose not in (progress.AUTO_VERBOSITY, 0, 1, 2):
+      raise ValueError(f"verbose must be -1 (auto), 0, 1 or 2, got {self.verbose}")
 
   @property
   def kind(self) -> str:
@@ -564,7 +579,7 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     lr_factor=config.lr_factor,
     lr_patience=config.lr_patience,
     early_stopping_patience=config.early_stopping_patience,
-    verbose=config.verbose,
+    verbose=progress.keras_verbosity(config.verbose),
   )
   videos = training_label_counts(config)[1]
   if videos < config.batch_size:  # whole batches only: the run would take no step
@@ -577,4 +592,11 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     return distributed.fit(
       model, train, validation, strategy=strategy, train_dir=config.train_dir, **schedule
     )
-  return trainer.fit(model, train, validation, train_dir=config.train_dir, **schedule)
+  return trainer.fit(
+    model,
+    train,
+    validation,
+    train_dir=config.train_dir,
+    tensorboard_steps=config.tensorboard_steps,
+    **schedule,
+  )

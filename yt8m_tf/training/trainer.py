@@ -112,6 +112,43 @@ class _LogLearningRate(keras.callbacks.Callback):
       logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+class _StepLoss(keras.callbacks.Callback):
+  """The training loss every `every_steps` steps to TensorBoard, as `step_loss` (that batch's own loss) and
+  `loss_so_far` (the epoch's running mean, what the progress bar shows). Keras' batch logs hold the running
+  mean; with equal batches the step's own loss follows from two consecutive means."""
+
+  def __init__(self, log_dir: str, every_steps: int):
+    super().__init__()
+    self._log_dir, self._every = log_dir, every_steps
+    self._writer = None
+
+  def on_train_begin(self, logs=None):
+    # After BackupAndRestore's on_train_begin: a resumed run counts on from the restored step.
+    self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+    self._previous: Optional[Tuple[int, float]] = None
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._step += 1
+    if not logs or "loss" not in logs or (self._step + 1) % self._every > 1:
+      return  # only the step to write and the one before it are read: a read waits for the step to finish
+    mean = float(logs["loss"])
+    previous, self._previous = self._previous, (batch, mean)
+    if self._step % self._every:
+      return
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self._log_dir)
+    with self._writer.as_default(step=self._step):
+      tf.summary.scalar("loss_so_far", mean)
+      if batch == 0:
+        tf.summary.scalar("step_loss", mean)
+      elif previous is not None and previous[0] == batch - 1:
+        tf.summary.scalar("step_loss", (batch + 1) * mean - batch * previous[1])
+
+  def on_train_end(self, logs=None):
+    if self._writer is not None:
+      self._writer.close()
+
+
 def _finished_epochs(backup_dir: str) -> int:
   metadata = os.path.join(backup_dir, "training_metadata.json")  # written by BackupAndRestore
   if not tf.io.gfile.exists(metadata):
@@ -197,11 +234,13 @@ def epoch_callbacks(
   early_stopping_patience: Optional[int] = None,
   verbose: int = 1,
   backup: bool = True,
+  tensorboard_steps: int = 0,
 ) -> Tuple[List[keras.callbacks.Callback], _SaveHistory]:
   """A run's callbacks in the order they must run, and the one that keeps history.json.
 
   `ValidationMetrics` first: the others read its `val_gap`. `backup=False` leaves out BackupAndRestore, for
-  a loop that checkpoints by itself (`distributed.fit`).
+  a loop that checkpoints by itself (`distributed.fit`). `tensorboard_steps` > 0 also writes the training
+  loss every that many steps.
   """
   monitor = "val_gap"
   history = _SaveHistory(train_dir)
@@ -236,6 +275,10 @@ def epoch_callbacks(
     callbacks.append(_LogLearningRate())
   callbacks += [
     keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
+  ]
+  if tensorboard_steps > 0:
+    callbacks.append(_StepLoss(os.path.join(train_dir, "tensorboard", "train"), tensorboard_steps))
+  callbacks += [
     _BestModelCheckpoint(train_dir, monitor, history),
     history,  # last: it records what the others added to the logs (val_gap, learning_rate)
   ]
@@ -258,6 +301,7 @@ def fit(
   early_stopping_patience: Optional[int] = None,
   extra_callbacks=(),
   verbose: int = 1,
+  tensorboard_steps: int = 0,
 ) -> List[Dict[str, float]]:
   """Trains a compiled model, keeping the best one by validation GAP. Returns per-epoch logs.
 
@@ -278,6 +322,7 @@ def fit(
     lr_patience=lr_patience,
     early_stopping_patience=early_stopping_patience,
     verbose=verbose,
+    tensorboard_steps=tensorboard_steps,
   )
   train_data = _continue_data_order(train_data, os.path.join(train_dir, BACKUP_DIR), steps_per_epoch)
   with warnings.catch_warnings():

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from yt8m_tf import data, models, settings_record
+from yt8m_tf import data, models, progress, settings_record
 from yt8m_tf.configs import dataclass_flags
 from yt8m_tf.stores import labels as labels_lib
 from yt8m_tf.stores import predictions
@@ -120,35 +120,48 @@ def run_zoo(
   schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
   labels = train_labels
   results = {}
-  for name in members or member_names(zoo_dir):
-    start = time.perf_counter()
-    first = member_config(
-      zoo_dir, name, workdir, 0, num_folds, train_data_pattern, num_classes, max_frames, **overrides
+  names = members or member_names(zoo_dir)
+
+  def fold_config(name: str, fold: int) -> experiment.TrainConfig:
+    return member_config(
+      zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
     )
+
+  runs_left = [
+    (name, fold)
+    for name in names
+    for fold in range(num_folds)
+    if not experiment.training_finished(fold_config(name, fold))
+  ]
+  shown = progress.Progress(len(runs_left), "[zoo]", "training runs", 0.0, log, bar=False)
+  for name in names:
+    start = time.perf_counter()
+    first = fold_config(name, 0)
     settings = {k: v for k, v in first.to_json().items() if k not in ("train_dir", "fold")}
     settings_record.check_and_record(
       os.path.join(workdir, name),
       {**settings, "test_data_pattern": test_data_pattern, "store_top_k": store_top_k},
       remedy=f"use a new work directory, or delete {os.path.join(workdir, name)} to train {name} again",
       defaults=experiment.field_defaults(),
+      ignored=experiment.DISPLAY_SETTINGS,
     )
     for fold in range(num_folds):
-      config = member_config(
-        zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
-      )
-      if experiment.training_finished(config):
+      if (name, fold) not in runs_left:
         continue
-      log(f"[zoo] {name} fold {fold}: training {config.model}")
+      config = fold_config(name, fold)
+      shown.update(runs_left.index((name, fold)), next=f"{name} fold {fold} ({config.model})")
       experiment.run_training(config)
+    if runs_left and runs_left[-1][0] == name:
+      shown.update(len(runs_left))
     log(f"[zoo] {name}: predicting")
     indexes = prediction.predict_kfold(
       os.path.join(workdir, name), num_folds, test_data_pattern, store_top_k=store_top_k, log=lambda *_: None
     )
     if labels is None:
-      labels = labels_lib.labels_by_id(train_data_pattern, schema, frame_level=config.kind == models.FRAME)
+      labels = labels_lib.labels_by_id(train_data_pattern, schema, frame_level=first.kind == models.FRAME)
     oof_dir = os.path.join(workdir, name, "predictions", "oof")
     results[name] = {
-      "model": config.model,
+      "model": first.model,
       "oof_gap": predictions.store_gap(oof_dir, labels),
       "oof_videos": indexes["oof"]["num_videos"],
     }
