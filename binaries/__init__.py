@@ -1,5 +1,7 @@
 """Thin absl binaries over the yt8m_tf library; each is also a console script (setup.cfg)."""
 
+import contextlib
+import logging
 import os
 import sys
 
@@ -7,6 +9,46 @@ import sys
 # TF-DF's welcome banner (which also breaks under pytest's captured output).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+SHOW_STARTUP_LOGS = "YT8M_SHOW_STARTUP_LOGS"  # set to 1 to see what TensorFlow prints while it starts
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+  """Points file descriptor 2 (C++ writes there directly) at /dev/null for the block."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def _start_tensorflow_quietly() -> None:
+  """TF 2.19's wheel logs duplicate registrations (cuDNN, cuBLAS, computation placer) while it loads, through
+  C++ logging that runs before any log level is read, and a machine without a GPU logs a cuInit error at the
+  first device query: a dozen error-looking lines before every command. They are loaded and queried here
+  with stderr silenced; a Python error still shows (it is raised after stderr is back)."""
+  if os.environ.get(SHOW_STARTUP_LOGS):
+    return
+  with _stderr_to_devnull():
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+
+
+class _DropRetracingWarnings(logging.Filter):
+  """Every fold model gets its own traced evaluation and prediction functions; TF counts those as retraces
+  of one function and warns (with a paragraph of advice) after a few folds."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+_start_tensorflow_quietly()
+logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
 
 
 def run_main(main, module_name: str) -> None:

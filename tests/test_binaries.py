@@ -29,6 +29,28 @@ def test_console_script_help_lists_the_binarys_flags(module, script, flag):
   assert f"{flag}:" in result.stdout  # absl alone prints only "Try --helpfull" here
 
 
+def test_binaries_start_tensorflow_without_its_start_up_noise():
+  """TF 2.19 logs duplicate CUDA registrations while it loads, and cuInit errors on a machine without a
+  GPU; the binaries hide them (a genuine Python error still shows)."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "YT8M_"))}
+  code = "import binaries, tensorflow as tf; print(tf.reduce_sum(tf.ones(3)).numpy())"
+  result = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+  )
+  assert result.returncode == 0 and result.stdout.strip() == "3.0", result.stderr[-2000:]
+  for noise in ("Unable to register", "cuInit", "computation placer", "absl::InitializeLog"):
+    assert noise not in result.stderr
+  failing = subprocess.run(
+    [sys.executable, "-c", "import binaries; import tensorflow as tf; tf.no_such_op()"],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env=env,
+    timeout=120,
+  )
+  assert failing.returncode == 1 and "AttributeError" in failing.stderr and "no_such_op" in failing.stderr
+
+
 def test_eval_main_scores_a_run_and_its_export_alike(tmp_path):
   """yt8m-eval on a train_main run directory and on its SavedModel export: the same GAP@20 (from each
   video's top 20), equal to the trainer's own evaluation; eval.json and TensorBoard events written."""

@@ -593,7 +593,10 @@ class Pipeline:
     for number, variant in enumerate(variants):
       shown.update(number, next=variant)
       result[variant] = self.train_student(self.distill_config(variant))
-      self.log(f"[distill] {variant}: " + ", ".join(f"{k} {v}" for k, v in result[variant].items()))
+      shown_values = (
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result[variant].items()
+      )
+      self.log(f"[distill] {variant}: " + ", ".join(shown_values))
     return result
 
   # -- export and inference ----------------------------------------------------------------------
