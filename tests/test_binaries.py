@@ -1,6 +1,7 @@
 """The console scripts (`yt8m-*`, setup.cfg) show their binary's flags on --help."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,9 +11,28 @@ from conftest import generate_video_benchmark
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+CONSOLE_SCRIPTS = [
+  ("pipeline_main", "yt8m-pipeline", "--workdir"),
+  ("train_main", "yt8m-train", "--train_data_pattern"),
+  ("synth_main", "yt8m-synth", "--out_dir"),
+  ("predict_main", "yt8m-predict", "--test_data_pattern"),
+  ("zoo_main", "yt8m-zoo", "--zoo_dir"),
+  ("export_main", "yt8m-export", "--model_path"),
+  ("inference_main", "yt8m-inference", "--input_data_pattern"),
+  ("eval_main", "yt8m-eval", "--eval_data_pattern"),
+  ("stack_main", "yt8m-stack", "--output_dir"),
+]
+
+
+def test_every_console_script_is_checked_below():
+  with open(os.path.join(ROOT, "setup.cfg")) as f:
+    declared = set(re.findall(r"^\s*(yt8m-[a-z]+) = binaries\.([a-z_]+):run$", f.read(), re.M))
+  assert declared == {(script, module) for module, script, _ in CONSOLE_SCRIPTS}
+
+
 @pytest.mark.parametrize(
   "module, script, flag",
-  [("pipeline_main", "yt8m-pipeline", "--workdir"), ("train_main", "yt8m-train", "--train_data_pattern")],
+  CONSOLE_SCRIPTS,
 )
 def test_console_script_help_lists_the_binarys_flags(module, script, flag):
   # What the installed script does: argv[0] is the script's path, then the binary's run().
