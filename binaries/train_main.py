@@ -10,11 +10,12 @@ describes a zoo. Killed and started again with the same flags, a run continues f
 
 import os
 
+import keras
 import tensorflow as tf
 from absl import app, flags
 
 from binaries import run_main
-from yt8m_tf import models
+from yt8m_tf import data, export, models
 from yt8m_tf.configs import dataclass_flags
 from yt8m_tf.training import experiment
 
@@ -23,6 +24,13 @@ FLAGS = flags.FLAGS
 dataclass_flags.define_flags(experiment.TrainConfig)
 flags.adopt_module_key_flags(dataclass_flags)  # so that --help lists them
 flags.DEFINE_bool("frame_features", None, "Frame-level data; must agree with the model's kind if given.")
+flags.DEFINE_integer(
+  "export_model_steps",
+  None,
+  "Every N training steps, also export the model being trained as a SavedModel (serving signatures, TF "
+  "Serving layout) to <train_dir>/export/step_<N>/1, as the starter's flag; video-level models.",
+  lower_bound=1,
+)
 flags.DEFINE_bool(
   "start_new_model", False, "Delete --train_dir's earlier run (checkpoints, config, logs) and start afresh."
 )
@@ -34,6 +42,22 @@ for _starter, _ours in (
   ("label_loss", "loss"),
 ):
   flags.DEFINE_alias(_starter, _ours)
+
+
+class ExportEverySteps(keras.callbacks.Callback):
+  """Exports the model being trained every `steps` steps (counted over the whole run, resumes included)."""
+
+  def __init__(self, train_dir: str, steps: int, schema: data.Schema):
+    super().__init__()
+    self.export_base, self.steps, self.schema = os.path.join(train_dir, "export"), steps, schema
+
+  def on_train_begin(self, logs=None):
+    self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._step += 1
+    if self._step % self.steps == 0:
+      export.export_keras_model(self.model, self.export_base, f"step_{self._step}", self.schema, version=1)
 
 
 def config_from_flags() -> experiment.TrainConfig:
@@ -52,7 +76,12 @@ def main(argv):
   config = config_from_flags()
   if FLAGS.start_new_model and tf.io.gfile.exists(config.train_dir):
     tf.io.gfile.rmtree(config.train_dir)
-  history = experiment.run_training(config)
+  callbacks = []
+  if FLAGS.export_model_steps:
+    if config.kind != models.VIDEO:
+      raise app.UsageError(f"--export_model_steps exports video-level models; {config.model} is frame-level")
+    callbacks.append(ExportEverySteps(config.train_dir, FLAGS.export_model_steps, config.schema))
+  history = experiment.run_training(config, extra_callbacks=callbacks)
   best = max(history, key=lambda e: e.get("val_gap", float("-inf")))
   print(
     f"best val_gap {best['val_gap']:.5f} at epoch {best['epoch']} (of {len(history)}); "

@@ -337,7 +337,8 @@ def test_train_main_refuses_bad_json_and_an_empty_training_set_before_any_work(t
 
 def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
   """`--base_learning_rate`, `--num_epochs`, `--clip_gradient_norm`, `--label_loss`, `--optimizer` with the
-  starter's class names, its exponential schedule, `LogisticModel`, and `--start_new_model`."""
+  starter's class names, its exponential schedule, `LogisticModel`, `--export_model_steps` and
+  `--start_new_model`."""
   train_dir = tmp_path / "run"
   starter = [
     "--model=LogisticModel",
@@ -350,7 +351,11 @@ def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
     "--learning_rate_decay=0.5",
     "--learning_rate_decay_examples=64",
   ]
-  _run(_train_args(tiny_data, train_dir, *starter))
+  _run(_train_args(tiny_data, train_dir, *starter, "--export_model_steps=2"))
+  # --export_model_steps: a servable SavedModel every 2 steps of the run's 4-7.
+  steps = sorted(int(name[len("step_") :]) for name in os.listdir(train_dir / "export"))
+  assert len(steps) >= 2 and steps == list(range(2, 2 * len(steps) + 1, 2))
+  assert (train_dir / "export" / f"step_{steps[-1]}" / "1" / "saved_model.pb").exists()
   config = json.loads((train_dir / "config.json").read_text())
   assert (config["model"], config["learning_rate"], config["epochs"], config["clip_norm"]) == (
     "Logistic",
@@ -368,6 +373,36 @@ def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
                         cwd=ROOT, capture_output=True, timeout=300).returncode != 0  # fmt: skip
   _run(_train_args(tiny_data, train_dir, *starter, "--base_learning_rate=0.03", "--start_new_model"))
   assert json.loads((train_dir / "config.json").read_text())["learning_rate"] == 0.03
+
+
+def test_the_starters_feature_flags_train_an_rgb_only_model_on_2017_records(tmp_path):
+  """`--feature_names=mean_rgb --feature_sizes=1024` (the starter's spelling) and `--id_key=video_id`: records
+  with only mean_rgb and the 2017 id key train a Logistic model whose one input is mean_rgb."""
+  schema = data.Schema(
+    id_key="video_id", feature_names=("rgb",), feature_sizes=(1024,), num_classes=NUM_CLASSES
+  )
+  rng = np.random.default_rng(0)
+  records = [
+    data.video_example(f"v{i}", [i % NUM_CLASSES], {"mean_rgb": rng.normal(size=1024)}, schema)
+    for i in range(96)
+  ]
+  data.write_records(str(tmp_path / "train2017.tfrecord"), records)
+  train_dir = tmp_path / "run"
+  features = ["--feature_names=mean_rgb", "--feature_sizes=1024", "--id_key=video_id"]
+  args = _train_args(tmp_path, train_dir, "--model=LogisticModel", "--num_epochs=1", *features)
+  args = [a.replace("video/train-*.tfrecord", "train2017.tfrecord") for a in args]
+  _run(args)
+  config = json.loads((train_dir / "config.json").read_text())
+  assert (config["feature_names"], config["feature_sizes"], config["id_key"]) == (["rgb"], [1024], "video_id")
+  model = models.load_model(str(train_dir / "best.keras"))
+  assert [(i.name, tuple(i.shape)) for i in model.inputs] == [("mean_rgb", (None, 1024))]
+  # A model that reads rgb and audio by name is refused before any work, naming the models that can.
+  refused = subprocess.run(
+    [a.replace("LogisticModel", "ResNetLike") for a in args] + ["--start_new_model"],
+    capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300,
+  )  # fmt: skip
+  assert refused.returncode != 0 and "reads rgb and audio by name" in refused.stderr
+  assert "Logistic" in refused.stderr.split("reads rgb and audio by name")[1]
 
 
 def test_exponential_schedule_is_the_starters_staircase(tiny_data, tmp_path):

@@ -67,6 +67,15 @@ class TrainConfig:
   max_frames: int = setting(
     data.schema.MAX_FRAMES, "Frames per video after padding/truncation (frame-level)."
   )
+  feature_names: Tuple[str, ...] = setting(
+    data.Schema.feature_names,
+    "Features to read, as the starter's --feature_names: frame-level keys; video level reads mean_<name> "
+    "(mean_rgb,mean_audio is accepted too). Other than rgb,audio: models that concatenate their inputs.",
+  )
+  feature_sizes: Tuple[int, ...] = setting(
+    data.Schema.feature_sizes, "Values per frame (or per video) of each feature, as the starter's."
+  )
+  id_key: str = setting(data.Schema.id_key, "Key of the video id: id (2018), video_id (2017 data).")
   num_folds: int = setting(5, "K of the K-fold split (folds come from the video id).")
   fold: Optional[int] = setting(None, "Validate on this fold and train on the others.")
   batch_size: int = setting(512, "Global batch size.")
@@ -144,6 +153,11 @@ class TrainConfig:
   )
 
   def __post_init__(self):
+    # The starter names video-level features mean_rgb,...; one spelling (the frame-level key) is kept.
+    names = tuple(n[len("mean_") :] if n.startswith("mean_") else n for n in self.feature_names)
+    object.__setattr__(self, "feature_names", names)
+    object.__setattr__(self, "feature_sizes", tuple(int(size) for size in self.feature_sizes))
+    self.schema  # feature names and sizes of equal count, positive sizes
     # Stored under their own names, so that config.json and resume checks see one spelling; an unknown
     # model fails here, early, naming the known ones.
     object.__setattr__(self, "model", models.get(self.model).name)
@@ -207,6 +221,7 @@ class TrainConfig:
       raise ValueError(f"tensorboard_steps must be >= 0, got {self.tensorboard_steps}")
     if self.verbose not in (progress.AUTO_VERBOSITY, 0, 1, 2):
       raise ValueError(f"verbose must be -1 (auto), 0, 1 or 2, got {self.verbose}")
+    _feature_params(self)  # other features than rgb and audio: a model that can take them
 
   @property
   def kind(self) -> str:
@@ -214,7 +229,13 @@ class TrainConfig:
 
   @property
   def schema(self) -> data.Schema:
-    return data.Schema(num_classes=self.num_classes, max_frames=self.max_frames)
+    return data.Schema(
+      id_key=self.id_key,
+      feature_names=self.feature_names,
+      feature_sizes=self.feature_sizes,
+      num_classes=self.num_classes,
+      max_frames=self.max_frames,
+    )
 
   @property
   def targets_by_id(self) -> bool:
@@ -393,6 +414,7 @@ def build_model(config: TrainConfig) -> keras.Model:
   params = dict(config.model_params)
   if config.kind == models.FRAME:
     params.setdefault("max_frames", config.max_frames)
+  params.update(_feature_params(config))
   model = models.build(config.model, num_classes=config.num_classes, **params)
   if "centroids" not in params:
     _fit_centroids_if_needed(model, config)
@@ -501,6 +523,23 @@ def learning_rate(config: TrainConfig):
   return config.learning_rate
 
 
+def _feature_params(config: TrainConfig) -> dict:
+  """The builder's feature_names / feature_sizes for features other than the default rgb and audio."""
+  default = data.Schema()
+  if (config.feature_names, config.feature_sizes) == (default.feature_names, default.feature_sizes):
+    return {}
+  schema = config.schema
+  names = schema.video_feature_names if config.kind == models.VIDEO else schema.feature_names
+  accepted = set(models.get(config.model).params)
+  if not {"feature_names", "feature_sizes"} <= accepted:
+    able = [n for n in models.list_models(config.kind) if "feature_names" in models.get(n).params]
+    raise ValueError(
+      f"model {config.model} reads rgb and audio by name; feature_names={','.join(config.feature_names)} "
+      f"needs a model that concatenates its inputs: {', '.join(able)}"
+    )
+  return {"feature_names": names, "feature_sizes": schema.feature_sizes}
+
+
 def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
   """Cluster-centroid models get k-means centroids (and idf) fitted on the real frames of the training
   folds before training; they are cached in train_dir so a resumed run does not refit."""
@@ -551,8 +590,9 @@ def training_finished(config: TrainConfig) -> bool:
   return len(read_history(config)) >= config.schedule[0]
 
 
-def run_training(config: TrainConfig) -> List[Dict[str, float]]:
-  """Trains (or resumes) one L1 model; returns the per-epoch logs (see trainer.fit)."""
+def run_training(config: TrainConfig, extra_callbacks=()) -> List[Dict[str, float]]:
+  """Trains (or resumes) one L1 model; returns the per-epoch logs (see trainer.fit). `extra_callbacks` run
+  after the trainer's own."""
   strategy = make_strategy(config.distribution_strategy)
   if distributed.is_chief(strategy):
     _check_or_write_config(config)
@@ -590,7 +630,13 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
   train, validation = training_dataset(config), validation_dataset(config)
   if distributed.uses_custom_loop(strategy):
     return distributed.fit(
-      model, train, validation, strategy=strategy, train_dir=config.train_dir, **schedule
+      model,
+      train,
+      validation,
+      strategy=strategy,
+      train_dir=config.train_dir,
+      extra_callbacks=extra_callbacks,
+      **schedule,
     )
   return trainer.fit(
     model,
@@ -598,5 +644,6 @@ def run_training(config: TrainConfig) -> List[Dict[str, float]]:
     validation,
     train_dir=config.train_dir,
     tensorboard_steps=config.tensorboard_steps,
+    extra_callbacks=extra_callbacks,
     **schedule,
   )

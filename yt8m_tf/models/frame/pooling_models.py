@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from yt8m_tf.models.heads import classifier_head, fcn_head, logistic_head, resnet_like_head
-from yt8m_tf.models.inputs import masked_frame_inputs
+from yt8m_tf.models.inputs import FRAME_FEATURES, masked_frame_inputs
 from yt8m_tf.models.layers import AttentionPooling, MaskedFramePooling, ZeroPadFrames
 from yt8m_tf.models.registry import FRAME, register
 
@@ -80,10 +80,14 @@ class SoftAssignment(keras.layers.Layer):
 
 @register("FrameLevelLogistic", kind=FRAME, aliases=("FrameLevelLogisticModel",))
 def frame_level_logistic(
-  num_classes: int, feature_sizes=(1024, 128), max_frames: int = 300, l2_penalty: float = 1e-8
+  num_classes: int,
+  feature_sizes=(1024, 128),
+  max_frames: int = 300,
+  l2_penalty: float = 1e-8,
+  feature_names=FRAME_FEATURES,
 ) -> keras.Model:
   """The starter's FrameLevelLogisticModel: mean over the real frames -> Dense logits (L2 on the kernel)."""
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames, feature_names)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
   logits = logistic_head(x, num_classes, l2_penalty)

@@ -34,7 +34,7 @@ import keras
 from keras import ops
 
 from yt8m_tf.models.heads import fcn_head
-from yt8m_tf.models.inputs import concat_video_inputs
+from yt8m_tf.models.inputs import VIDEO_FEATURES, concat_video_inputs
 from yt8m_tf.models.layers import torch_batch_norm, torch_dense
 from yt8m_tf.models.registry import VIDEO, register, register_variant
 
@@ -83,8 +83,9 @@ def early_concat_fcn(
   feature_sizes=(1024, 128),
   inner_sizes: Sequence[int] = (1024, 1024),
   dropout: float = 0.0,
+  feature_names=VIDEO_FEATURES,
 ) -> keras.Model:
-  inputs, x = concat_video_inputs(feature_sizes)
+  inputs, x = concat_video_inputs(feature_sizes, feature_names)
   logits = fcn_head(
     x, num_classes, inner_sizes, dropout, layer_names=("fc{n}", "fc{n}_dropout", "fc{n}_relu")
   )
@@ -93,9 +94,13 @@ def early_concat_fcn(
 
 @register("AttentiveFCN2", kind=VIDEO)
 def attentive_fcn2(
-  num_classes: int, feature_sizes=(1024, 128), inner_size: int = 2048, n_heads: int = 5
+  num_classes: int,
+  feature_sizes=(1024, 128),
+  inner_size: int = 2048,
+  n_heads: int = 5,
+  feature_names=VIDEO_FEATURES,
 ) -> keras.Model:
-  inputs, x = concat_video_inputs(feature_sizes)
+  inputs, x = concat_video_inputs(feature_sizes, feature_names)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2", activation="relu")
   x = _dense(x, n_heads * num_classes, name="fc3", activation="relu")
@@ -127,9 +132,10 @@ def attentive_fcn(
   feature_sizes=(1024, 128),
   inner_size: int = 4096,
   dropout: float = 0.3,
+  feature_names=VIDEO_FEATURES,
 ) -> keras.Model:
   """The gated AttentiveFCN family: concat -> `trunk` (every Dense inner_size wide) -> Dropout -> logits."""
-  inputs, x = concat_video_inputs(feature_sizes)
+  inputs, x = concat_video_inputs(feature_sizes, feature_names)
   x = _dense(x, inner_size, name="fc1", activation=trunk.fc1_activation)
   if trunk.sort_features:
     x = FeatureSort(name="sort_features")(x)

@@ -3,7 +3,7 @@
 import keras
 
 from yt8m_tf.models.heads import MixtureOfExperts
-from yt8m_tf.models.inputs import concat_video_inputs
+from yt8m_tf.models.inputs import VIDEO_FEATURES, concat_video_inputs
 from yt8m_tf.models.registry import VIDEO, register
 
 
@@ -14,7 +14,8 @@ def moe(
   num_mixtures: int = 2,
   l2_penalty: float = 1e-8,
   normalize_input: bool = True,
+  feature_names=VIDEO_FEATURES,
 ) -> keras.Model:
-  inputs, x = concat_video_inputs(feature_sizes, normalize=normalize_input)
+  inputs, x = concat_video_inputs(feature_sizes, feature_names, normalize=normalize_input)
   logits = MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(x)
   return keras.Model(inputs, logits, name="MoE")
