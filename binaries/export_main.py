@@ -8,14 +8,16 @@ Reads `--model_path` (a .keras file) or `<train_dir>/best.keras`, prints the per
 `<export_base>/<model_name>/<version>/` with the `serving_default` and `from_examples` signatures.
 """
 
-import json
 import os
 import sys
+from typing import Optional, Tuple
 
+import tensorflow as tf
 from absl import app, flags, logging
 
 from binaries import run_main
 from yt8m_tf import data, export, metrics, models
+from yt8m_tf.training import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "A .keras model file (e.g. train_dir/best.keras).")
@@ -27,19 +29,36 @@ flags.DEFINE_bool("fp16", False, "Store the weights as float16 (computation stay
 flags.DEFINE_integer("size_budget_bytes", export.DEFAULT_BUDGET_BYTES, "Refuse exports storing more bytes.")
 flags.DEFINE_integer("top_k", metrics.GAP_K, "Top classes returned per video.")
 flags.DEFINE_integer("num_classes", None, "Class count; default: the model's output size.")
-flags.DEFINE_list("feature_names", ["rgb", "audio"], "Feature names; video-level keys are mean_<name>.")
+flags.DEFINE_list(
+  "feature_names",
+  ["rgb", "audio"],
+  "Feature names; video-level keys are mean_<name>. Default with --train_dir: the run's.",
+)
 flags.DEFINE_list("feature_sizes", ["1024", "128"], "Feature sizes, in the order of --feature_names.")
 flags.DEFINE_string("id_key", "id", "Video id key of the records (video_id for the 2017 data).")
+_FEATURE_FLAGS = ("feature_names", "feature_sizes", "id_key")  # default with --train_dir: the run's
 
 
-def _model_path_and_run_config():
+def _model_path_and_run_config() -> Tuple[str, Optional[experiment.TrainConfig]]:
   if bool(FLAGS.model_path) == bool(FLAGS.train_dir):
     raise app.UsageError("give exactly one of --model_path and --train_dir")
   if FLAGS.model_path:
-    return FLAGS.model_path, {}
-  config_path = os.path.join(FLAGS.train_dir, "config.json")
-  config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+    return FLAGS.model_path, None
+  has_config = tf.io.gfile.exists(os.path.join(FLAGS.train_dir, experiment.CONFIG_FILE))
+  config = experiment.read_config(FLAGS.train_dir) if has_config else None
   return os.path.join(FLAGS.train_dir, "best.keras"), config
+
+
+def _schema(config: Optional[experiment.TrainConfig], num_classes: int) -> data.Schema:
+  """The features the run read (its config), unless the feature flags say otherwise."""
+  if config is not None and not any(FLAGS[name].present for name in _FEATURE_FLAGS):
+    return config.schema.with_num_classes(num_classes)
+  return data.Schema(
+    id_key=FLAGS.id_key,
+    feature_names=tuple(name.removeprefix("mean_") for name in FLAGS.feature_names),
+    feature_sizes=tuple(int(s) for s in FLAGS.feature_sizes),
+    num_classes=num_classes,
+  )
 
 
 def main(argv):
@@ -48,14 +67,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # TF's INFO lines while saving would bury the size account
   model_path, config = _model_path_and_run_config()
   model = models.load_model(model_path)
-  num_classes = FLAGS.num_classes or config.get("num_classes") or int(model.outputs[0].shape[-1])
-  schema = data.Schema(
-    id_key=FLAGS.id_key,
-    feature_names=tuple(FLAGS.feature_names),
-    feature_sizes=tuple(int(s) for s in FLAGS.feature_sizes),
-    num_classes=num_classes,
-  )
-  model_name = FLAGS.model_name or config.get("model") or model.name
+  num_classes = FLAGS.num_classes or (config.num_classes if config else int(model.outputs[0].shape[-1]))
+  schema = _schema(config, num_classes)
+  model_name = FLAGS.model_name or (config.model if config else model.name)
   print(f"exporting {model_path} ({model.count_params():,} parameters) as {model_name}")
   try:
     result = export.export_keras_model(

@@ -11,6 +11,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from yt8m_tf import data, models
 from yt8m_tf.data import synthetic
@@ -396,6 +397,13 @@ def test_the_starters_feature_flags_train_an_rgb_only_model_on_2017_records(tmp_
   assert (config["feature_names"], config["feature_sizes"], config["id_key"]) == (["rgb"], [1024], "video_id")
   model = models.load_model(str(train_dir / "best.keras"))
   assert [(i.name, tuple(i.shape)) for i in model.inputs] == [("mean_rgb", (None, 1024))]
+  # export_main on the run serves the features the run read (its config), no feature flags needed.
+  exported = tmp_path / "exports"
+  _run(
+    [sys.executable, "-m", "binaries.export_main", f"--train_dir={train_dir}", f"--export_base={exported}"]
+  )
+  serving = tf.saved_model.load(str(exported / "Logistic" / "1")).signatures["serving_default"]
+  assert list(serving.structured_input_signature[1]) == ["mean_rgb"]
   # A model that reads rgb and audio by name is refused before any work, naming the models that can.
   refused = subprocess.run(
     [a.replace("LogisticModel", "ResNetLike") for a in args] + ["--start_new_model"],
