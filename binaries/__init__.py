@@ -52,7 +52,8 @@ logging.getLogger("tensorflow").addFilter(_DropRetracingWarnings())
 
 
 def run_main(main, module_name: str) -> None:
-  """`app.run(main)`, with `--help` listing the binary's own flags also when it starts as a console script.
+  """`app.run(main)`, with `--help` listing the binary's own flags also when it starts as a console script,
+  and a UsageError said in one line instead of after the whole flag list.
 
   absl's `--help` lists the key flags of the module named `sys.argv[0]`; for `python -m binaries.x` that is
   the binary, for the `yt8m-*` scripts it is the script, which defines no flags.
@@ -61,4 +62,13 @@ def run_main(main, module_name: str) -> None:
 
   for flag in flags.FLAGS.get_key_flags_for_module(module_name):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+
+  def main_with_short_errors(argv):
+    # absl answers a UsageError with the whole flag list, the message at its very end; say it alone.
+    try:
+      return main(argv)
+    except app.UsageError as error:
+      sys.stderr.write(f"error: {error}\nPass --help to see the flags.\n")
+      sys.exit(error.exitcode)
+
+  app.run(main_with_short_errors)

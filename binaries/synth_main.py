@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from absl import app, flags
+from absl import flags
 
 from binaries import run_main
 from yt8m_tf.configs import dataclass_flags
@@ -58,4 +58,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -338,8 +338,8 @@ def test_train_main_refuses_bad_json_and_an_empty_training_set_before_any_work(t
 
 def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
   """`--base_learning_rate`, `--num_epochs`, `--clip_gradient_norm`, `--label_loss`, `--optimizer` with the
-  starter's class names, its exponential schedule, `LogisticModel`, `--export_model_steps` and
-  `--start_new_model`."""
+  starter's class names, its exponential schedule, `LogisticModel`, `--export_model_steps`,
+  `--frame_features` and `--start_new_model`."""
   train_dir = tmp_path / "run"
   starter = [
     "--model=LogisticModel",
@@ -352,7 +352,7 @@ def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
     "--learning_rate_decay=0.5",
     "--learning_rate_decay_examples=64",
   ]
-  _run(_train_args(tiny_data, train_dir, *starter, "--export_model_steps=2"))
+  _run(_train_args(tiny_data, train_dir, *starter, "--export_model_steps=2", "--noframe_features"))
   # --export_model_steps: a servable SavedModel every 2 steps of the run's 4-7.
   steps = sorted(int(name[len("step_") :]) for name in os.listdir(train_dir / "export"))
   assert len(steps) >= 2 and steps == list(range(2, 2 * len(steps) + 1, 2))
@@ -368,6 +368,13 @@ def test_the_starters_flags_and_model_names_work(tiny_data, tmp_path):
     "momentum",
     "CrossEntropyLoss",
     "exponential",
+  )
+  # --frame_features must agree with the model's kind.
+  wrong_kind = subprocess.run(_train_args(tiny_data, tmp_path / "frames", *starter, "--frame_features"), env=_env(),
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+  assert (
+    wrong_kind.returncode != 0
+    and "--frame_features=True but LogisticModel is a video-level model" in wrong_kind.stderr
   )
   # Other settings in the same train_dir: refused, unless --start_new_model starts afresh.
   assert subprocess.run(_train_args(tiny_data, train_dir, *starter, "--base_learning_rate=0.03"), env=_env(),

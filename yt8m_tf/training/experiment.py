@@ -252,7 +252,8 @@ class TrainConfig:
     return min(self.epochs, max(1, self.max_steps // steps_per_epoch)), steps_per_epoch
 
   def to_json(self) -> dict:
-    return dataclasses.asdict(self)
+    """The fields as JSON holds them (tuples as lists), so that config.json compares equal to its source."""
+    return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
