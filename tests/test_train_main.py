@@ -435,3 +435,18 @@ def test_exponential_schedule_is_the_starters_staircase(tiny_data, tmp_path):
     dataclasses.replace(config, learning_rate_decay=0.0)
   with pytest.raises(ValueError, match="optimizer"):
     dataclasses.replace(config, optimizer="lbfgs")
+
+
+def test_a_run_made_before_the_feature_fields_existed_resumes(tiny_data, tmp_path):
+  """config.json without fields added later (feature_names, feature_sizes, id_key, tensorboard_steps) reads
+  as their defaults, so the run resumes; another value of one of them is refused."""
+  config = _in_process_config(tiny_data, tmp_path)
+  os.makedirs(config.train_dir)
+  old = {k: v for k, v in config.to_json().items() if k not in ("feature_names", "feature_sizes", "id_key")}
+  with open(os.path.join(config.train_dir, experiment.CONFIG_FILE), "w") as f:
+    json.dump({k: v for k, v in old.items() if k != "tensorboard_steps"}, f)
+  experiment._check_or_write_config(config)  # no error: the missing fields had their defaults
+  with pytest.raises(ValueError, match=r"feature_sizes: \[1024, 128\] -> \[1024, 64\]"):
+    experiment._check_or_write_config(
+      dataclasses.replace(config, feature_names=("rgb", "audio"), feature_sizes=(1024, 64))
+    )

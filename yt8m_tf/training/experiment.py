@@ -266,8 +266,11 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def field_defaults() -> Dict[str, object]:
-  """TrainConfig's fields that have a plain default, with it."""
-  return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+  """TrainConfig's fields that have a plain default, with it as JSON holds it (what config.json compares)."""
+  defaults = {
+    f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING
+  }
+  return json.loads(json.dumps(defaults))
 
 
 def _check_or_write_config(config: TrainConfig) -> None:
