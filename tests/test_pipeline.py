@@ -17,7 +17,7 @@ from yt8m_tf import pipeline
 from yt8m_tf.data import synthetic
 from yt8m_tf.export import submission
 from yt8m_tf.models.video.ensemble import ensemble_parameter_count
-from yt8m_tf.stacking import candidates
+from yt8m_tf.stores import candidates as candidate_store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,7 +127,7 @@ def test_levels_agree(finished):
   stores = json.load(open(os.path.join(config.workdir, "stages", "stacker.json")))
   assert (
     stores["soft_labels"]["videos"]
-    == candidates.read_index(os.path.join(config.workdir, "candidates", "train"))["videos"]
+    == candidate_store.read_index(os.path.join(config.workdir, "candidates", "train"))["videos"]
   )
   # The CSV is in Kaggle's format: every test video, 20 pairs by descending score.
   rows = submission.read_submission(os.path.join(config.workdir, "submission.csv"))
@@ -161,7 +161,7 @@ def test_large_ensemble_export_reloads_in_a_fresh_process(finished, tmp_path):
   )
   assert result.returncode == 0, result.stderr[-3000:]
   exported = np.load(out)
-  rows = candidates.load_candidates(os.path.join(config.workdir, "candidates", "test"))
+  rows = candidate_store.load_candidates(os.path.join(config.workdir, "candidates", "test"))
   offline = np.load(os.path.join(config.workdir, "stacker", "test_scores.npy"))
   order = {video_id: i for i, video_id in enumerate(exported["ids"])}
   at_rows = exported["probabilities"][[order[v] for v in rows.ids[rows.row_video]], rows.class_id]

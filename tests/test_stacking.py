@@ -8,6 +8,7 @@ import pytest
 
 from yt8m_tf.data import folds
 from yt8m_tf.stacking import candidates, stacker
+from yt8m_tf.stores import candidates as candidate_store
 from yt8m_tf.stores import predictions
 from yt8m_tf.stores.soft_labels import SoftLabelStore
 
@@ -63,7 +64,7 @@ def test_candidate_rows_match_a_loop_oracle(tmp_path):
   prior = candidates.class_prior(labels, NUM_CLASSES)
   out = str(tmp_path / "cands")
   index = candidates.build_candidates(stores, out, prior, labels, top_n=5, chunk_videos=64, part_videos=100)
-  rows = candidates.load_candidates(out)
+  rows = candidate_store.load_candidates(out)
   expected = _oracle_rows(ids, labels, dense, prior, top_k=8, top_n=5)
 
   assert index["rows"] == len(expected) == len(rows.class_id)
@@ -84,9 +85,9 @@ def test_row_gap_of_a_model_score_equals_its_store_gap(tmp_path):
   prior = candidates.class_prior(labels, NUM_CLASSES)
   out = str(tmp_path / "cands")
   candidates.build_candidates(stores, out, prior, labels, top_n=20)
-  rows = candidates.load_candidates(out)
+  rows = candidate_store.load_candidates(out)
   for name in stores:
-    row_gap = candidates.rows_gap(rows, rows.features[f"score_{name}"])
+    row_gap = candidate_store.rows_gap(rows, rows.features[f"score_{name}"])
     # Equal up to the order of float16 ties (rows list ties by class id, the store by rank).
     assert row_gap == pytest.approx(predictions.store_gap(stores[name], labels), abs=1e-4)
 
@@ -102,7 +103,7 @@ def test_misaligned_stores_are_an_error_naming_them(tmp_path):
     candidates.build_candidates(
       {"alpha": stores["alpha"], "other": str(tmp_path / "other")}, str(tmp_path / "c"), prior, labels
     )
-  assert not candidates.is_complete(str(tmp_path / "c"))
+  assert not candidate_store.is_complete(str(tmp_path / "c"))
 
 
 def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd):
@@ -151,7 +152,7 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
     log=lambda *_: None,
   )
 
-  rows = candidates.load_candidates(train_dir)
+  rows = candidate_store.load_candidates(train_dir)
   oof = np.load(os.path.join(out, "oof_scores.npy"))
   assert oof.shape == rows.class_id.shape and np.all((oof > 0) & (oof < 1))
   assert len(np.unique(oof)) > 10  # probabilities, not 0/1 decisions
@@ -162,7 +163,7 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
     assert 1 <= info["trees"] <= 20
     held_out = rows.select_videos(video_fold == k)
     assert info["oof_gap"] == pytest.approx(
-      candidates.rows_gap(held_out, oof[video_fold[rows.row_video] == k])
+      candidate_store.rows_gap(held_out, oof[video_fold[rows.row_video] == k])
     )
   # TF-DF's training log (C++ and Python) went to each fold's file, not to the console.
   console = "".join(capfd.readouterr())
@@ -175,7 +176,7 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
   assert set(report["oof"]) == {"stacker", "l1/alpha", "l1/beta", "l1_mean"}
   assert "test" in report and report["test"]["stacker"] > 0.5
   test_scores = np.load(os.path.join(out, "test_scores.npy"))
-  assert test_scores.shape == candidates.load_candidates(test_dir).class_id.shape
+  assert test_scores.shape == candidate_store.load_candidates(test_dir).class_id.shape
 
   store = SoftLabelStore.load(os.path.join(out, "soft_labels.npz"))
   assert len(store) == len(train_ids)

@@ -31,7 +31,7 @@ import tensorflow as tf
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import folds
 from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, console_to_file, load_npz
-from yt8m_tf.stacking import candidates as candidates_lib
+from yt8m_tf.stores import candidates as candidate_store
 from yt8m_tf.stores.soft_labels import SoftLabelStore
 
 SEMANTICS = ("numerical", "categorical")
@@ -96,14 +96,14 @@ def make_model(config: StackerConfig, feature_names):
   )
 
 
-def _rows_dataset(chunk: candidates_lib.CandidateChunk, batch_size: int = 65536, with_target: bool = True):
+def _rows_dataset(chunk: candidate_store.CandidateChunk, batch_size: int = 65536, with_target: bool = True):
   features = {k: v.astype(np.float32) for k, v in chunk.features.items()}
   if with_target:
     return tf.data.Dataset.from_tensor_slices((features, chunk.target.astype(np.int64))).batch(batch_size)
   return tf.data.Dataset.from_tensor_slices(features).batch(batch_size)
 
 
-def predict_rows(model, chunk: candidates_lib.CandidateChunk, batch_size: int = 65536) -> np.ndarray:
+def predict_rows(model, chunk: candidate_store.CandidateChunk, batch_size: int = 65536) -> np.ndarray:
   """[rows] probabilities. Calls the model in a tf.function: ~10x `predict` on CPU (stack_notes §6d)."""
   call = tf.function(lambda features: model(features, training=False))
   outputs = [np.asarray(call(batch)).reshape(-1) for batch in _rows_dataset(chunk, batch_size, False)]
@@ -116,7 +116,7 @@ def inner_split_mask(ids: np.ndarray, inner_split: int) -> np.ndarray:
   return folds.fold_of(np.char.add(ids.astype(np.bytes_), b"/inner"), inner_split) == 0
 
 
-def train_fold(train: candidates_lib.CandidateChunk, config: StackerConfig, feature_names):
+def train_fold(train: candidate_store.CandidateChunk, config: StackerConfig, feature_names):
   """A GBT fitted on `train` (all its videos are training folds), early-stopped on an inner split."""
   if config.max_train_videos is not None and len(train.ids) > config.max_train_videos:
     # The lowest hash buckets: a fixed, id-determined subset.
@@ -153,11 +153,11 @@ def run_stacking(
   if tf.io.gfile.exists(report_path):
     with tf.io.gfile.GFile(report_path) as f:
       return json.load(f)
-  index = candidates_lib.read_index(train_candidates)
+  index = candidate_store.read_index(train_candidates)
   if not index["labeled"]:
     raise ValueError(f"{train_candidates}: the stacker trains on labeled candidates")
-  train = candidates_lib.load_candidates(train_candidates)
-  test = candidates_lib.load_candidates(test_candidates) if test_candidates else None
+  train = candidate_store.load_candidates(train_candidates)
+  test = candidate_store.load_candidates(test_candidates) if test_candidates else None
   feature_names = index["features"]
   video_fold = folds.fold_of(train.ids, num_folds)
   row_fold = video_fold[train.row_video]
@@ -181,7 +181,7 @@ def run_stacking(
       info.update(
         fold=k,
         seconds=round(time.time() - start, 1),
-        oof_gap=candidates_lib.rows_gap(held_out, scores["oof"]),
+        oof_gap=candidate_store.rows_gap(held_out, scores["oof"]),
       )
       with atomic_open(info_path) as f:
         json.dump(info, f, indent=1)
@@ -218,13 +218,13 @@ def run_stacking(
   return report
 
 
-def compare_gap(chunk: candidates_lib.CandidateChunk, stacker_scores, model_names) -> Dict[str, float]:
+def compare_gap(chunk: candidate_store.CandidateChunk, stacker_scores, model_names) -> Dict[str, float]:
   """GAP@20 of the stacker next to each L1 model and the L1 mean, all on the same candidate rows (every
   model's top-20 is among the candidates, so a model's row GAP is its own GAP@20)."""
-  result = {"stacker": candidates_lib.rows_gap(chunk, stacker_scores)}
+  result = {"stacker": candidate_store.rows_gap(chunk, stacker_scores)}
   for name in model_names:
-    result[f"l1/{name}"] = candidates_lib.rows_gap(chunk, chunk.features[f"score_{name}"])
-  result["l1_mean"] = candidates_lib.rows_gap(chunk, chunk.features["mean_score"])
+    result[f"l1/{name}"] = candidate_store.rows_gap(chunk, chunk.features[f"score_{name}"])
+  result["l1_mean"] = candidate_store.rows_gap(chunk, chunk.features["mean_score"])
   return result
 
 
