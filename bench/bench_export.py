@@ -11,7 +11,6 @@ the model called in a tf.function, the export's forward pass without predict's p
 Also prints the largest probability difference of the float16 export against the float32 one.
 """
 
-import json
 import os
 import shutil
 import statistics
@@ -28,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from yt8m_tf import data, export, models  # noqa: E402
+from yt8m_tf.configs import dataclass_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "EnsembleModel", "Registered model name.")
@@ -55,11 +55,9 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # TF's INFO lines while saving would bury the figures
     logging.set_verbosity(logging.WARNING)
   try:
-    model_params = json.loads(FLAGS.model_params)
-  except json.JSONDecodeError as error:
-    raise app.UsageError(f"--model_params is not valid JSON: {error}") from None
-  if not isinstance(model_params, dict):
-    raise app.UsageError(f"--model_params must be a JSON object, not {FLAGS.model_params!r}")
+    model_params = dataclass_flags.json_object("model_params", FLAGS.model_params)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
 
   out_dir = FLAGS.out_dir or tempfile.mkdtemp(prefix="bench_export_")
   try:

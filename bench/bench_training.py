@@ -11,7 +11,6 @@ chunks of `--steps` steps each, after one warm-up chunk. "first step" is the wal
 step of a fresh model: building (tracing) its training graph plus one step.
 """
 
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from yt8m_tf import models  # noqa: E402
+from yt8m_tf.configs import dataclass_flags  # noqa: E402
 from yt8m_tf.training import trainer  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -100,11 +100,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    params = json.loads(FLAGS.params)
-  except json.JSONDecodeError as error:
-    raise app.UsageError(f"--params is not valid JSON: {error}") from None
-  if not isinstance(params, dict):
-    raise app.UsageError(f"--params must be a JSON object, not {FLAGS.params!r}")
+    params = dataclass_flags.json_object("params", FLAGS.params)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
   devices = [d.device_type for d in tf.config.list_logical_devices()]
   print(f"tf {tf.__version__}, keras {keras.__version__}, devices {devices}, cpus {os.cpu_count()}")
   baseline_batch = 256

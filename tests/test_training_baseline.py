@@ -31,7 +31,8 @@ def tiny_splits(tmp_path_factory):
   return str(root / "train.tfrecord"), str(root / "validate.tfrecord")
 
 
-def test_fit_learns_saves_best_model_and_resumes(tiny_splits, tmp_path):
+def _logistic_and_data(tiny_splits):
+  """A compiled Logistic model, an endless shuffled training set and the validation set (batch 32)."""
   train_file, val_file = tiny_splits
   keras.utils.set_random_seed(0)
   model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
@@ -39,7 +40,12 @@ def test_fit_learns_saves_best_model_and_resumes(tiny_splits, tmp_path):
   train_ds = training.dataset_for(
     "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
   )
-  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+  return model, train_ds, training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+
+
+def test_fit_learns_saves_best_model_and_resumes(tiny_splits, tmp_path):
+  _, val_file = tiny_splits
+  model, train_ds, val_ds = _logistic_and_data(tiny_splits)
   train_dir = str(tmp_path / "run")
   history = training.fit(model, train_ds, val_ds, train_dir=train_dir, epochs=3, steps_per_epoch=8, verbose=0)
   assert [e["epoch"] for e in history] == [1, 2, 3]
@@ -153,14 +159,7 @@ def _tensorboard_scalars(log_dir, tag):
 def test_tensorboard_gets_the_training_loss_per_step(tiny_splits, tmp_path):
   """Every `tensorboard_steps` steps: that batch's own loss and the epoch's running mean; the step losses
   of an epoch average to the epoch's loss in history.json."""
-  train_file, val_file = tiny_splits
-  keras.utils.set_random_seed(0)
-  model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
-  training.compile_model(model, learning_rate=0.05)
-  train_ds = training.dataset_for(
-    "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
-  )
-  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+  model, train_ds, val_ds = _logistic_and_data(tiny_splits)
   train_dir = str(tmp_path / "run")
   history = training.fit(
     model, train_ds, val_ds, train_dir=train_dir, epochs=2, steps_per_epoch=8, verbose=0, tensorboard_steps=1

@@ -164,14 +164,20 @@ def _selected(cls, include: Optional[Iterable[str]], exclude: Iterable[str]) -> 
   return flag_specs(cls, (known if include is None else set(include)) - set(exclude))
 
 
+def json_object(name: str, raw: str) -> dict:
+  """The JSON object a flag `--name` holds; a ValueError naming the flag otherwise."""
+  try:
+    value = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"--{name}={raw!r} is not valid JSON: {e}") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"--{name} must be a JSON object, got {value!r}")
+  return value
+
+
 def _from_flag(spec: FlagSpec, value):
   if spec.kind == "json" and isinstance(value, str):
-    try:
-      value = json.loads(value)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"--{spec.name}={value!r} is not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-      raise ValueError(f"--{spec.name} must be a JSON object, got {value!r}")
+    value = json_object(spec.name, value)
   elif spec.kind == "list" and value is not None:
     try:
       value = tuple(spec.element(item) for item in value)
