@@ -10,14 +10,13 @@ describes a zoo. Killed and started again with the same flags, a run continues f
 
 import os
 
-import keras
 import tensorflow as tf
 from absl import app, flags
 
 from binaries import run_main
 from yt8m_tf import data, export, models
 from yt8m_tf.configs import dataclass_flags
-from yt8m_tf.training import experiment
+from yt8m_tf.training import experiment, trainer
 
 FLAGS = flags.FLAGS
 # Every TrainConfig field is a flag of the same name, type, default and help.
@@ -44,20 +43,16 @@ for _starter, _ours in (
   flags.DEFINE_alias(_starter, _ours)
 
 
-class ExportEverySteps(keras.callbacks.Callback):
+class ExportEverySteps(trainer.StepCallback):
   """Exports the model being trained every `steps` steps (counted over the whole run, resumes included)."""
 
   def __init__(self, train_dir: str, steps: int, schema: data.Schema):
     super().__init__()
     self.export_base, self.steps, self.schema = os.path.join(train_dir, "export"), steps, schema
 
-  def on_train_begin(self, logs=None):
-    self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-  def on_train_batch_end(self, batch, logs=None):
-    self._step += 1
-    if self._step % self.steps == 0:
-      export.export_keras_model(self.model, self.export_base, f"step_{self._step}", self.schema, version=1)
+  def on_step_end(self, step, batch, logs):
+    if step % self.steps == 0:
+      export.export_keras_model(self.model, self.export_base, f"step_{step}", self.schema, version=1)
 
 
 def config_from_flags() -> experiment.TrainConfig:

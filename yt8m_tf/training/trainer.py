@@ -112,7 +112,23 @@ class _LogLearningRate(keras.callbacks.Callback):
       logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-class _StepLoss(keras.callbacks.Callback):
+class StepCallback(keras.callbacks.Callback):
+  """Calls `on_step_end(step, batch, logs)` after every training step, `step` counting the run's steps in
+  all (read from the optimizer at the start, so a resumed run counts on from where it stopped)."""
+
+  def on_train_begin(self, logs=None):
+    # After BackupAndRestore's on_train_begin (callbacks run in order): the restored step.
+    self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.step += 1
+    self.on_step_end(self.step, batch, logs)
+
+  def on_step_end(self, step: int, batch: int, logs) -> None:
+    raise NotImplementedError
+
+
+class _StepLoss(StepCallback):
   """The training loss every `every_steps` steps to TensorBoard, as `step_loss` (that batch's own loss) and
   `loss_so_far` (the epoch's running mean, what the progress bar shows). Keras' batch logs hold the running
   mean; with equal batches the step's own loss follows from two consecutive means."""
@@ -123,21 +139,19 @@ class _StepLoss(keras.callbacks.Callback):
     self._writer = None
 
   def on_train_begin(self, logs=None):
-    # After BackupAndRestore's on_train_begin: a resumed run counts on from the restored step.
-    self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+    super().on_train_begin(logs)
     self._previous: Optional[Tuple[int, float]] = None
 
-  def on_train_batch_end(self, batch, logs=None):
-    self._step += 1
-    if not logs or "loss" not in logs or (self._step + 1) % self._every > 1:
+  def on_step_end(self, step, batch, logs):
+    if not logs or "loss" not in logs or (step + 1) % self._every > 1:
       return  # only the step to write and the one before it are read: a read waits for the step to finish
     mean = float(logs["loss"])
     previous, self._previous = self._previous, (batch, mean)
-    if self._step % self._every:
+    if step % self._every:
       return
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(self._log_dir)
-    with self._writer.as_default(step=self._step):
+    with self._writer.as_default(step=step):
       tf.summary.scalar("loss_so_far", mean)
       if batch == 0:
         tf.summary.scalar("step_loss", mean)
