@@ -21,6 +21,7 @@ from binaries import run_main
 from yt8m_tf import data, settings_record, stores
 from yt8m_tf.configs import dataclass_flags
 from yt8m_tf.stacking import candidates, stacker
+from yt8m_tf.training import experiment
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where candidates and the stacker go.", required=True)
@@ -30,13 +31,15 @@ flags.DEFINE_list(
 flags.DEFINE_string("train_data_pattern", None, "Labeled training TFRecords (video level).", required=True)
 flags.DEFINE_string("test_labels", None, "CSV id,labels of the test videos, for a test GAP (optional).")
 flags.DEFINE_integer("num_folds", 5, "K: the same folds as the L1 models.")
-flags.DEFINE_integer("num_classes", data.schema.NUM_CLASSES_2018, "Classes of the data.")
+# What the labels need of the data's schema: train_main's flags of the same names.
+_SCHEMA_FLAGS = ("num_classes", "id_key")
+dataclass_flags.define_flags(experiment.TrainConfig, include=_SCHEMA_FLAGS)
 # Every StackerConfig field is a flag of the same name, type, default and help.
 dataclass_flags.define_flags(stacker.StackerConfig)
 flags.adopt_module_key_flags(dataclass_flags)  # so that --help lists them
 
 # Every flag the output depends on: recorded in output_dir/settings.json.
-_SETTINGS = ("models", "train_data_pattern", "test_labels", "num_folds", "num_classes")
+_SETTINGS = ("models", "train_data_pattern", "test_labels", "num_folds", *_SCHEMA_FLAGS)
 
 
 def main(argv):
@@ -47,11 +50,14 @@ def main(argv):
   settings = {**{name: getattr(FLAGS, name) for name in _SETTINGS}, **dataclasses.asdict(config)}
   try:  # candidates and fold models made with other settings are not reused
     settings_record.check_and_record(
-      FLAGS.output_dir, settings, remedy="use a new --output_dir, or delete it to stack again"
+      FLAGS.output_dir,
+      settings,
+      remedy="use a new --output_dir, or delete it to stack again",
+      defaults={"id_key": data.Schema.id_key},  # output dirs made before the flag existed
     )
   except settings_record.SettingsChanged as e:
     raise SystemExit(f"error: {e}") from None
-  schema = data.Schema(num_classes=FLAGS.num_classes)
+  schema = data.Schema(num_classes=FLAGS.num_classes, id_key=FLAGS.id_key)
   train_labels = stores.labels_by_id(FLAGS.train_data_pattern, schema)
   test_labels = None
   if FLAGS.test_labels:

@@ -19,8 +19,9 @@ import os
 from absl import app, flags
 
 from binaries import run_main
-from yt8m_tf import data, files, models, settings_record, stores
-from yt8m_tf.training import zoo
+from yt8m_tf import files, models, settings_record, stores
+from yt8m_tf.configs import dataclass_flags
+from yt8m_tf.training import experiment, zoo
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo_dir", None, "Folder of *.flags files, one per model.", required=True)
@@ -29,9 +30,10 @@ flags.DEFINE_string("train_data_pattern", None, "Glob(s) of video-level training
 flags.DEFINE_string("test_data_pattern", None, "Glob(s) of video-level test TFRecords.")
 flags.DEFINE_string("frame_train_data_pattern", None, "Glob(s) of frame-level training TFRecords.")
 flags.DEFINE_string("frame_test_data_pattern", None, "Glob(s) of frame-level test TFRecords.")
-flags.DEFINE_integer("num_classes", data.schema.NUM_CLASSES_2018, "Number of classes.")
 flags.DEFINE_integer("num_folds", 5, "K of the K-fold split.")
-flags.DEFINE_integer("max_frames", 300, "Frames per video (frame-level members).")
+# The data's schema (class count, frames, features, id key): train_main's flags of the same names.
+dataclass_flags.define_flags(experiment.TrainConfig, include=experiment.SCHEMA_FIELDS)
+flags.adopt_module_key_flags(dataclass_flags)  # so that --help lists them
 flags.DEFINE_list("members", None, "Only these flagfile stems (default: all).")
 flags.DEFINE_string("test_labels", None, "CSV `id,labels` of the test videos, for test GAP@20.")
 
@@ -40,7 +42,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   test_labels = stores.labels_from_csv(FLAGS.test_labels) if FLAGS.test_labels else None
-  schema = data.Schema(num_classes=FLAGS.num_classes, max_frames=FLAGS.max_frames)
+  schema_flags = dataclass_flags.values_from_flags(experiment.TrainConfig, include=experiment.SCHEMA_FIELDS)
+  schema = experiment.schema_from_settings(**schema_flags)
   train_labels = {}  # per training pattern: read once, not once per member
   results = {}
   for name in FLAGS.members or zoo.member_names(FLAGS.zoo_dir):
@@ -56,10 +59,9 @@ def main(argv):
         FLAGS.zoo_dir,
         FLAGS.workdir,
         pattern,
-        FLAGS.num_classes,
+        schema,
         FLAGS.num_folds,
         FLAGS.frame_test_data_pattern if frame else FLAGS.test_data_pattern,
-        FLAGS.max_frames,
         members=[name],
         test_labels=test_labels,
         train_labels=train_labels[pattern],

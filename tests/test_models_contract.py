@@ -21,6 +21,7 @@ import pytest
 from conftest import call_with_unknown_frames
 
 from yt8m_tf import models
+from yt8m_tf.data import Schema
 
 NUM_CLASSES = 5
 FEATURE_SIZES = (16, 8)
@@ -133,10 +134,8 @@ def test_every_registered_model_has_a_tiny_case():
 
 
 def _build(case, max_frames=T):
-  shape = {"feature_sizes": FEATURE_SIZES}
-  if models.get(case.name).kind == models.FRAME:
-    shape["max_frames"] = max_frames
-  return models.build(case.name, num_classes=NUM_CLASSES, **shape, **case.params)
+  schema = Schema(feature_sizes=FEATURE_SIZES, num_classes=NUM_CLASSES, max_frames=max_frames)
+  return models.build(case.name, schema, **case.params)
 
 
 def frame_batch(max_frames=T, seed=0, padding="zeros"):
@@ -234,3 +233,45 @@ def test_families_keep_their_own_params():
   assert models.get("AttentiveFCN5").params["dropout"] == 0.3
   for name in ("NetVLADModel", "NetRVLADModel", "NetFVModel", "AttentiveFCN", "AttentiveFCN7"):
     assert {"name", "trunk", "pooling"}.isdisjoint(models.get(name).params), name
+
+
+OTHER_FEATURES = [
+  Schema(feature_names=("visual", "sound"), feature_sizes=(12, 4), num_classes=NUM_CLASSES, max_frames=T),
+  Schema(feature_names=("rgb",), feature_sizes=(12,), num_classes=NUM_CLASSES, max_frames=T),
+]
+
+
+@pytest.mark.parametrize("name", [n for n in models.list_models() if models.get(n).any_features])
+def test_models_that_take_any_features_are_built_on_the_schemas_features(name):
+  """A model registered with any_features builds its inputs from the schema: other names, sizes and counts."""
+  kind = models.get(name).kind
+  params = {k: v for k, v in TINY[name].params.items() if k != "centroids"}
+  for schema in OTHER_FEATURES:
+    if name == "EnsembleModel" and len(schema.feature_names) != 2:
+      with pytest.raises(ValueError, match="exactly two features"):
+        models.build(name, schema, **params)
+      continue
+    model = models.build(name, schema, **params)
+    rng = np.random.default_rng(0)
+    if kind == models.FRAME:
+      features = {
+        n: rng.normal(size=(2, T, d)).astype(np.float32)
+        for n, d in zip(schema.feature_names, schema.feature_sizes)
+      }
+      features["num_frames"] = np.array([T, 2], np.int32)
+    else:
+      features = {
+        n: rng.normal(size=(2, d)).astype(np.float32)
+        for n, d in zip(schema.video_feature_names, schema.feature_sizes)
+      }
+    assert sorted(i.name for i in model.inputs) == sorted(features)
+    logits = np.asarray(model(features, training=False))
+    assert logits.shape == (2, NUM_CLASSES) and np.isfinite(logits).all()
+
+
+def test_models_that_read_rgb_and_audio_by_name_refuse_other_features():
+  schema = OTHER_FEATURES[0]
+  for name in ("ResNetLike", "SoftBoW", "BiLSTMAttention"):
+    assert not models.get(name).any_features
+    with pytest.raises(ValueError, match=f"model {name} reads rgb and audio by name.*Logistic"):
+      models.build(name, schema)

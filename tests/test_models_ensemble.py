@@ -10,6 +10,7 @@ import pytest
 from conftest import TINY_SCHEMA, make_videos, write_video_file
 
 from yt8m_tf import models
+from yt8m_tf.data import Schema
 from yt8m_tf.models.video.ensemble import ensemble_parameter_count
 from yt8m_tf.training import experiment
 
@@ -140,20 +141,20 @@ def test_full_size_model_matches_the_seed_structure_and_parameter_count():
     {"width_scale": 1 / 64},
     {"width_scale": 0.03, "num_classes": 11},
     {"width_scale": 1 / 32, "head_widths": [20, 10, 5]},
-    {"width_scale": 1 / 64, "feature_sizes": [40, 8], "feature_names": ["rgb_mean", "audio_mean"]},
+    {"width_scale": 1 / 64, "feature_sizes": [40, 8], "feature_names": ["rgb_v2", "audio_v2"]},
   ],
 )
 def test_parameter_count_arithmetic_matches_keras(params):
-  params = {"num_classes": NUM_CLASSES, **params}
-  model = models.build("EnsembleModel", **params)
-  params.pop("feature_names", None)
-  assert model.count_params() == ensemble_parameter_count(**params)
+  schema_fields = {k: tuple(params.pop(k)) for k in ("feature_sizes", "feature_names") if k in params}
+  schema = Schema(num_classes=params.pop("num_classes", NUM_CLASSES), **schema_fields)
+  model = models.build("EnsembleModel", schema, **params)
+  assert model.count_params() == ensemble_parameter_count(schema, **params)
 
 
 def test_feature_names_sizes_and_bad_arguments():
-  model = _tiny_model(feature_sizes=[40, 8], feature_names=["rgb_mean", "audio_mean"])
+  model = _tiny_model(feature_sizes=[40, 8], feature_names=["rgb_v2", "audio_v2"])
   rng = np.random.default_rng(0)
-  features = {"rgb_mean": rng.normal(size=(3, 40)), "audio_mean": rng.normal(size=(3, 8))}
+  features = {"mean_rgb_v2": rng.normal(size=(3, 40)), "mean_audio_v2": rng.normal(size=(3, 8))}
   assert tuple(model(features).shape) == (3, NUM_CLASSES)
   assert model.get_layer("tower_c_audio_dense_1").kernel.shape[0] == 8
   with pytest.raises(ValueError, match="exactly two features"):

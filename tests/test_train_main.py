@@ -418,6 +418,17 @@ def test_the_starters_feature_flags_train_an_rgb_only_model_on_2017_records(tmp_
   )  # fmt: skip
   assert refused.returncode != 0 and "reads rgb and audio by name" in refused.stderr
   assert "Logistic" in refused.stderr.split("reads rgb and audio by name")[1]
+  # zoo_main takes the same flags: its members train (K-fold) on the rgb-only 2017 records.
+  zoo_dir = tmp_path / "zoo"
+  zoo_dir.mkdir()
+  (zoo_dir / "logistic.flags").write_text("--model=Logistic\n--epochs=1\n--batch_size=16\n--verbose=0\n")
+  zoo_args = [f"--zoo_dir={zoo_dir}", f"--workdir={tmp_path / 'zoo_work'}", "--num_folds=2"]
+  data_args = [f"--train_data_pattern={tmp_path / 'train2017.tfrecord'}", f"--num_classes={NUM_CLASSES}"]
+  _run([sys.executable, "-m", "binaries.zoo_main", *zoo_args, *data_args, *features])
+  results = json.loads((tmp_path / "zoo_work" / "zoo_results.json").read_text())
+  assert 0 < results["logistic"]["oof_gap"] <= 1 and results["logistic"]["oof_videos"] == 96
+  fold_config = json.loads((tmp_path / "zoo_work" / "logistic" / "fold_1" / "config.json").read_text())
+  assert (fold_config["feature_names"], fold_config["id_key"]) == (["rgb"], "video_id")
 
 
 def test_exponential_schedule_is_the_starters_staircase(tiny_data, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from yt8m_tf import metrics, settings_record, stores
-from yt8m_tf.data import synthetic
+from yt8m_tf.data import Schema, synthetic
 from yt8m_tf.training import zoo
 
 DEMO_ZOO = os.path.join(os.path.dirname(zoo.__file__), "..", "configs", "zoo", "demo")
@@ -41,7 +41,7 @@ def test_demo_zoo_flagfiles_parse_and_name_registered_models():
   names = zoo.member_names(DEMO_ZOO)
   assert {"logistic", "resnet_like", "resnet_like_mixup", "frame_logistic", "nextvlad"} <= set(names)
   for name in names:
-    zoo.member_config(DEMO_ZOO, name, "/tmp/unused", 0, 3, "unused", 3862, 300)
+    zoo.member_config(DEMO_ZOO, name, "/tmp/unused", 0, 3, "unused", Schema())
 
 
 def test_store_gap_counts_positives_outside_the_stored_top_k(tmp_path):
@@ -82,10 +82,9 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
         str(zoo_dir),
         str(tmp_path / "work"),
         f"{data_dir}/{level}/train-*.tfrecord",
-        20,
+        Schema(num_classes=20, max_frames=4),
         num_folds=2,
         test_data_pattern=f"{data_dir}/{level}/test-*.tfrecord",
-        max_frames=4,
         members=[name],
         test_labels=test_labels,
         log=lambda *_: None,
@@ -104,10 +103,9 @@ def test_zoo_runs_video_and_frame_members_kfold(tmp_path):
       str(zoo_dir),
       str(tmp_path / "work"),
       f"{data_dir}/video/train-*.tfrecord",
-      20,
+      Schema(num_classes=20, max_frames=4),
       num_folds=3,
       test_data_pattern=f"{data_dir}/video/test-*.tfrecord",
-      max_frames=4,
       members=["video"],
       epochs=2,
     )

@@ -485,7 +485,7 @@ class Pipeline:
       config.zoo_dir,
       self.path("l1"),
       self.train_pattern(),
-      self.schema().num_classes,
+      self.schema(),
       num_folds=config.num_folds,
       test_data_pattern=self.test_pattern(),
       members=list(config.l1_members),

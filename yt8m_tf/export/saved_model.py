@@ -40,14 +40,7 @@ import tensorflow as tf
 
 from yt8m_tf.data import readers
 from yt8m_tf.data.schema import Schema
-from yt8m_tf.export.size import (
-  DEFAULT_BUDGET_BYTES,
-  ComponentSize,
-  ModelTooLargeError,
-  SizeAccount,
-  check_budget,
-  directory_bytes,
-)
+from yt8m_tf.export import size as sizes
 from yt8m_tf.files import temporary_sibling
 from yt8m_tf.metrics import GAP_K
 
@@ -161,10 +154,10 @@ def _clean(path: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.\-/]", "_", path)
 
 
-def keras_component_size(model: keras.Model, name: str, storage_dtype=tf.float32) -> ComponentSize:
+def keras_component_size(model: keras.Model, name: str, storage_dtype=tf.float32) -> sizes.ComponentSize:
   """What a KerasScorer of `model` stores: every float weight, as `storage_dtype`."""
   weights = [v for v in model.trainable_variables + model.non_trainable_variables if _is_float(v)]
-  return ComponentSize.from_variables(name, weights, storage_dtype)
+  return sizes.ComponentSize.from_variables(name, weights, storage_dtype)
 
 
 def schema_for_model(model: keras.Model, base: Schema = Schema()) -> Schema:
@@ -245,7 +238,7 @@ class ExportModule(tf.Module):
 class ExportResult:
   path: str  # the version directory
   version: int
-  account: SizeAccount
+  account: sizes.SizeAccount
   variables_bytes: int  # measured on disk
   saved_model_bytes: int  # measured on disk: the whole SavedModel (without size_report.json)
   seconds: float
@@ -295,14 +288,14 @@ def _version_dir(export_base: str, model_name: str, version: Optional[int]) -> t
 def export_scorer(
   probabilities_fn: ProbabilitiesFn,
   trackables: Mapping[str, object],
-  components: Sequence[ComponentSize],
+  components: Sequence[sizes.ComponentSize],
   export_base: str,
   model_name: str,
   schema: Schema,
   *,
   version: Optional[int] = None,
   top_k: int = GAP_K,
-  size_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+  size_budget_bytes: int = sizes.DEFAULT_BUDGET_BYTES,
 ) -> ExportResult:
   """Writes `<export_base>/<model_name>/<version>/` serving `probabilities_fn` (see the module docstring).
 
@@ -318,7 +311,7 @@ def export_scorer(
     FileExistsError: the version exists.
   """
   start = time.perf_counter()
-  account = check_budget(components, size_budget_bytes)
+  account = sizes.check_budget(components, size_budget_bytes)
   version, path = _version_dir(export_base, model_name, version)
   module = ExportModule(probabilities_fn, schema, trackables, top_k)
   signatures = module.signatures()
@@ -326,14 +319,14 @@ def export_scorer(
   try:
     tf.io.gfile.makedirs(os.path.dirname(path))
     tf.saved_model.save(module, tmp, signatures=signatures)
-    variables_bytes = directory_bytes(os.path.join(tmp, "variables"))
+    variables_bytes = sizes.directory_bytes(os.path.join(tmp, "variables"))
     if variables_bytes > account.budget_bytes:
-      raise ModelTooLargeError(
+      raise sizes.ModelTooLargeError(
         f"export refused: the saved variables take {variables_bytes:,} bytes on disk, above the budget of "
         f"{account.budget_bytes:,} (accounted {account.total_bytes:,}; an untracked extra variable?)"
       )
     result = ExportResult(
-      path, version, account, variables_bytes, directory_bytes(tmp), time.perf_counter() - start
+      path, version, account, variables_bytes, sizes.directory_bytes(tmp), time.perf_counter() - start
     )
     report = {**result.to_json(), "schema": dataclasses.asdict(schema), "top_k": module.top_k}
     with tf.io.gfile.GFile(os.path.join(tmp, SIZE_REPORT), "w") as f:
@@ -354,7 +347,7 @@ def export_keras_model(
   fp16: bool = False,
   version: Optional[int] = None,
   top_k: int = GAP_K,
-  size_budget_bytes: int = DEFAULT_BUDGET_BYTES,
+  size_budget_bytes: int = sizes.DEFAULT_BUDGET_BYTES,
   apply_sigmoid: bool = True,
 ) -> ExportResult:
   """Exports a registry video-level model (it returns logits; the sigmoid is applied in the graph).
@@ -367,7 +360,7 @@ def export_keras_model(
   storage_dtype = tf.float16 if fp16 else tf.float32
   component = model.name or "model"
   # Checked before the weights are copied, so an over-size model costs neither memory nor disk.
-  check_budget([keras_component_size(model, component, storage_dtype)], size_budget_bytes)
+  sizes.check_budget([keras_component_size(model, component, storage_dtype)], size_budget_bytes)
   scorer = KerasScorer(model, storage_dtype, apply_sigmoid, name=component)
   return export_scorer(
     scorer,

@@ -1,7 +1,7 @@
 """Models: a registry of Keras builders taking the readers' feature dicts and returning logits."""
 
 from yt8m_tf.models import frame, video  # noqa: F401  (registers the builders)
-from yt8m_tf.models.registry import FRAME, VIDEO, build, get, list_models, register
+from yt8m_tf.models.registry import FRAME, VIDEO, build, check_features, get, list_models, register
 
 
 def load_model(path: str, compile: bool = False, **kwargs):
@@ -15,4 +15,4 @@ def load_model(path: str, compile: bool = False, **kwargs):
   return keras.models.load_model(path, compile=compile, **kwargs)
 
 
-__all__ = ["FRAME", "VIDEO", "build", "get", "list_models", "load_model", "register"]
+__all__ = ["FRAME", "VIDEO", "build", "check_features", "get", "list_models", "load_model", "register"]

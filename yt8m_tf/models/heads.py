@@ -5,11 +5,12 @@ logits [B, num_classes].
   MixtureOfExperts  the starter's MoE, returning logits.
   classifier_head   "moe" or "logistic", as the starter's and WILLOW's `video_level_classifier_model` flag.
   fcn_head          the seed's FCN: per hidden width Linear -> Dropout -> ReLU, then a linear output.
-  resnet_like_head  the seed's ResNetLike on an (audio, video) pair (seed_method.md §2.1).
+  ResNetLikeHead    the seed's ResNetLike on an (audio, video) pair (seed_method.md §2.1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
@@ -135,34 +136,37 @@ def identity_block(x, inner: int, dropout: float, name: str):
   return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x)
 
 
-def resnet_like_head(
-  audio,
-  video,
-  num_classes: int,
-  inner_size: int = 2048,
-  av_id_block_num: int = 1,
-  concat_id_block_num: int = 1,
-  dropout: float = 0.5,
-  context_gating: bool = False,
-  video_part: float = 1.0,
-  audio_part: float = 1.0,
-):
-  """The ResNetLike graph (video/resnet_like.py) on two [B, *] tensors; frame models use it after pooling."""
-  parts = video_part + audio_part
-  audio_width = round(2 * inner_size * audio_part / parts)
-  video_width = round(2 * inner_size * video_part / parts)
-  a = fc_block(audio, audio_width, dropout, name="audio_fc")
-  for i in range(av_id_block_num):
-    a = identity_block(a, audio_width, dropout, name=f"audio_id{i}")
-  v = fc_block(video, video_width, dropout, name="video_fc")
-  for i in range(av_id_block_num):
-    v = identity_block(v, video_width, dropout, name=f"video_id{i}")
-  x = keras.layers.Concatenate(name="concat_audio_video")([a, v])  # audio first, as in the seed
-  for i in range(concat_id_block_num):
-    x = identity_block(x, inner_size, dropout, name=f"concat_id{i}")
-  x = fc_block(x, inner_size, dropout, name="head_fc")
-  logits = torch_dense(num_classes, inner_size, name="logits")(x)
-  if context_gating:
-    gates = torch_dense(num_classes, num_classes, name="context_gate")(logits)
-    logits = keras.layers.Multiply(name="gated_logits")([logits, keras.layers.Activation("sigmoid")(gates)])
-  return logits
+@dataclasses.dataclass(frozen=True)
+class ResNetLikeHead:
+  """The ResNetLike graph (video/resnet_like.py) on an (audio, video) pair of [B, *] tensors; SoftBoW uses
+  it after pooling. Its fields are the hyperparameters of the models built on it (their registered params)."""
+
+  inner_size: int = 2048
+  av_id_block_num: int = 1
+  concat_id_block_num: int = 1
+  dropout: float = 0.5
+  context_gating: bool = False
+  video_part: float = 1.0
+  audio_part: float = 1.0
+
+  def __call__(self, audio, video, num_classes: int):
+    inner, dropout = self.inner_size, self.dropout
+    parts = self.video_part + self.audio_part
+    audio_width = round(2 * inner * self.audio_part / parts)
+    video_width = round(2 * inner * self.video_part / parts)
+    a = fc_block(audio, audio_width, dropout, name="audio_fc")
+    for i in range(self.av_id_block_num):
+      a = identity_block(a, audio_width, dropout, name=f"audio_id{i}")
+    v = fc_block(video, video_width, dropout, name="video_fc")
+    for i in range(self.av_id_block_num):
+      v = identity_block(v, video_width, dropout, name=f"video_id{i}")
+    x = keras.layers.Concatenate(name="concat_audio_video")([a, v])  # audio first, as in the seed
+    for i in range(self.concat_id_block_num):
+      x = identity_block(x, inner, dropout, name=f"concat_id{i}")
+    x = fc_block(x, inner, dropout, name="head_fc")
+    logits = torch_dense(num_classes, inner, name="logits")(x)
+    if self.context_gating:
+      gates = torch_dense(num_classes, num_classes, name="context_gate")(logits)
+      gates = keras.layers.Activation("sigmoid")(gates)
+      logits = keras.layers.Multiply(name="gated_logits")([logits, gates])
+    return logits

@@ -1,11 +1,10 @@
-"""Keras inputs matching the readers' feature dicts."""
+"""Keras inputs matching the readers' feature dicts, shaped by the data's Schema."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import keras
 
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.layers import FrameMask
 
 VIDEO_FEATURES = ("mean_rgb", "mean_audio")
@@ -13,45 +12,37 @@ FRAME_FEATURES = ("rgb", "audio")
 NUM_FRAMES = "num_frames"
 
 
-def video_inputs(
-  feature_sizes: Sequence[int] = (1024, 128), feature_names: Sequence[str] = VIDEO_FEATURES
-) -> dict[str, keras.KerasTensor]:
-  return {name: keras.Input(shape=(size,), name=name) for name, size in zip(feature_names, feature_sizes)}
+def video_inputs(schema: Schema) -> dict[str, keras.KerasTensor]:
+  """{"mean_rgb": [B, 1024], ...}: one input per video-level feature of `schema`, in its order."""
+  return {
+    name: keras.Input(shape=(size,), name=name)
+    for name, size in zip(schema.video_feature_names, schema.feature_sizes)
+  }
 
 
-def concat_video_inputs(
-  feature_sizes: Sequence[int] = (1024, 128),
-  feature_names: Sequence[str] = VIDEO_FEATURES,
-  normalize: bool = False,
-):
+def concat_video_inputs(schema: Schema, normalize: bool = False):
   """(inputs, x): the video-level inputs and their concatenation in feature order ("concat_features"),
   L2-normalized as one vector ("l2_normalize") if `normalize`, as the starter's models."""
-  inputs = video_inputs(feature_sizes, feature_names)
-  x = keras.layers.Concatenate(name="concat_features")([inputs[name] for name in feature_names])
+  inputs = video_inputs(schema)
+  x = keras.layers.Concatenate(name="concat_features")(list(inputs.values()))
   if normalize:
     x = keras.layers.UnitNormalization(name="l2_normalize")(x)
   return inputs, x
 
 
-def frame_inputs(
-  feature_sizes: Sequence[int] = (1024, 128),
-  max_frames: int = 300,
-  feature_names: Sequence[str] = FRAME_FEATURES,
-) -> dict[str, keras.KerasTensor]:
+def frame_inputs(schema: Schema) -> dict[str, keras.KerasTensor]:
+  """{"rgb": [B, T, 1024], ..., "num_frames": [B]} with T = schema.max_frames."""
   inputs = {
-    name: keras.Input(shape=(max_frames, size), name=name) for name, size in zip(feature_names, feature_sizes)
+    name: keras.Input(shape=(schema.max_frames, size), name=name)
+    for name, size in zip(schema.feature_names, schema.feature_sizes)
   }
   inputs[NUM_FRAMES] = keras.Input(shape=(), dtype="int32", name=NUM_FRAMES)
   return inputs
 
 
-def masked_frame_inputs(
-  feature_sizes: Sequence[int] = (1024, 128),
-  max_frames: int = 300,
-  feature_names: Sequence[str] = FRAME_FEATURES,
-):
+def masked_frame_inputs(schema: Schema):
   """(inputs, frames, mask): the frame-level inputs dict, its features without num_frames ({name: [B, T, D]},
   in feature order) and the float [B, T] frame mask ("frame_mask") built from num_frames."""
-  inputs = frame_inputs(feature_sizes, max_frames, feature_names)
-  mask = FrameMask(max_frames, name="frame_mask")(inputs[NUM_FRAMES])
-  return inputs, {name: inputs[name] for name in feature_names}, mask
+  inputs = frame_inputs(schema)
+  mask = FrameMask(schema.max_frames, name="frame_mask")(inputs[NUM_FRAMES])
+  return inputs, {name: inputs[name] for name in schema.feature_names}, mask

@@ -1,9 +1,12 @@
-"""Model registry: `build(name, num_classes=..., **params)` returns a Keras model.
+"""Model registry: `build(name, schema, **params)` returns a Keras model.
 
 Every model takes the readers' feature dict (video level: `mean_rgb`, `mean_audio`; frame level:
-`rgb`, `audio`, `num_frames`) and returns logits [B, num_classes]. A builder registers itself with
-`@register("Name", kind="video"|"frame")`; `kind` tells training which reader and inputs to use.
-A family of models that differ only in numbers is one builder plus a table of `register_variant` calls.
+`rgb`, `audio`, `num_frames`) and returns logits [B, num_classes]. A builder is `builder(schema, **params)`:
+the data's Schema (feature names and sizes, class count, frame count) shapes its inputs and output, the
+params are its own hyperparameters. It registers itself with `@register("Name", kind="video"|"frame")`;
+`kind` tells training which reader and inputs to use, `any_features=True` that it concatenates whatever
+features the schema names (the others read rgb and audio by name). A family of models that differ only in
+numbers is one builder plus a table of `register_variant` calls.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from collections.abc import Callable, Mapping
 
 import keras
 
-from yt8m_tf.data.schema import NUM_CLASSES_2018
+from yt8m_tf.data.schema import Schema
 
 VIDEO, FRAME = "video", "frame"
+# Schema fields `build` takes as keywords, for a schema that differs from the default in a few of them.
+SCHEMA_FIELDS = ("num_classes", "feature_names", "feature_sizes", "max_frames")
+_NAMED_FEATURES = Schema().feature_names  # what a model that reads features by name expects
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +31,7 @@ class ModelEntry:
   name: str
   kind: str
   builder: Callable[..., keras.Model]
+  any_features: bool = False
 
   @property
   def params(self) -> dict[str, object]:
@@ -39,7 +46,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}  # other names of a model (the starter's class names), resolved by `get`
 
 
-def register(name: str, kind: str, aliases: tuple[str, ...] = ()):
+def register(name: str, kind: str, aliases: tuple[str, ...] = (), any_features: bool = False):
   if kind not in (VIDEO, FRAME):
     raise ValueError(f"kind must be {VIDEO!r} or {FRAME!r}, got {kind!r}")
 
@@ -47,7 +54,7 @@ def register(name: str, kind: str, aliases: tuple[str, ...] = ()):
     for key in (name, *aliases):
       if key in _REGISTRY or key in _ALIASES:
         raise ValueError(f"model {key!r} is already registered")
-    _REGISTRY[name] = ModelEntry(name, kind, builder)
+    _REGISTRY[name] = ModelEntry(name, kind, builder, any_features)
     _ALIASES.update({alias: name for alias in aliases})
     return builder
 
@@ -59,6 +66,7 @@ def register_variant(
   kind: str,
   builder: Callable[..., keras.Model],
   fixed: Mapping[str, object] | None = None,
+  any_features: bool = False,
   **defaults,
 ) -> Callable[..., keras.Model]:
   """Registers `builder` under `name` with the arguments in `fixed` bound (they are not params of the
@@ -80,13 +88,13 @@ def register_variant(
     raise TypeError(f"{builder.__name__} has no params {sorted(new)}")
   parameters += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in new.items()]
 
-  def variant(**params):
-    return builder(**fixed, **{**defaults, **params})
+  def variant(schema, **params):
+    return builder(schema, **fixed, **{**defaults, **params})
 
   variant.__signature__ = signature.replace(parameters=parameters)  # what ModelEntry.params reads
   variant.__name__ = variant.__qualname__ = f"{builder.__name__}[{name}]"
   variant.__doc__, variant.__module__ = builder.__doc__, builder.__module__
-  return register(name, kind)(variant)
+  return register(name, kind, any_features=any_features)(variant)
 
 
 def get(name: str) -> ModelEntry:
@@ -99,15 +107,33 @@ def get(name: str) -> ModelEntry:
     raise KeyError(f"unknown model {name!r}{hint} Known models: {sorted(_REGISTRY)}") from None
 
 
-def build(name: str, num_classes: int = NUM_CLASSES_2018, **params) -> keras.Model:
-  """Builds the registered model `name`; unknown params are an error naming the valid ones."""
+def build(name: str, schema: Schema | None = None, **params) -> keras.Model:
+  """Builds the registered model `name` for `schema` (default: the 2018 data's). Keywords naming a Schema
+  field (`num_classes=10`, `max_frames=5`, ...) replace that field; unknown params are an error naming the
+  valid ones."""
   entry = get(name)
+  overrides = {key: params.pop(key) for key in SCHEMA_FIELDS if key in params}
+  overrides.update({k: tuple(overrides[k]) for k in ("feature_names", "feature_sizes") if k in overrides})
+  schema = dataclasses.replace(schema or Schema(), **overrides)
   unknown = set(params) - set(entry.params)
   if unknown:
     raise TypeError(
       f"model {name!r} got unknown params {sorted(unknown)}; valid params: {sorted(entry.params)}"
     )
-  return _inputs_by_name(entry.builder(num_classes=num_classes, **params))
+  check_features(name, schema)
+  return _inputs_by_name(entry.builder(schema, **params))
+
+
+def check_features(name: str, schema: Schema) -> None:
+  """Refuses features other than rgb and audio for a model that reads those two by name."""
+  entry = get(name)
+  if entry.any_features or tuple(schema.feature_names) == _NAMED_FEATURES:
+    return
+  able = [n for n in list_models(entry.kind) if _REGISTRY[n].any_features]
+  raise ValueError(
+    f"model {entry.name} reads rgb and audio by name; feature_names={','.join(schema.feature_names)} "
+    f"needs a model that concatenates its inputs: {', '.join(able)}"
+  )
 
 
 def _inputs_by_name(model: keras.Model) -> keras.Model:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import keras
 import tensorflow as tf
@@ -197,23 +197,17 @@ def fit(
   *,
   strategy: tf.distribute.Strategy,
   train_dir: str,
-  epochs: int,
-  steps_per_epoch: Optional[int] = None,
-  validation_steps: Optional[int] = None,
-  validation_freq: int = 1,
-  lr_on_plateau: bool = True,
-  lr_factor: float = 0.5,
-  lr_patience: int = 0,
-  early_stopping_patience: Optional[int] = None,
   extra_callbacks=(),
-  verbose: int = 1,
+  **schedule,
 ) -> List[Dict[str, float]]:
   """`trainer.fit` for a model compiled under `strategy.scope()`; returns this worker's per-epoch logs.
 
   `train_dir` is the run's directory (the chief's); each worker writes into `worker_dir(train_dir, strategy)`.
   `train_data` yields global batches (every worker reads the same stream; `experimental_distribute_dataset`
-  gives each replica its part of each batch).
+  gives each replica its part of each batch). `schedule`: the fields of `trainer.FitSchedule`.
   """
+  schedule = trainer.FitSchedule(**schedule)
+  epochs, steps_per_epoch, verbose = schedule.epochs, schedule.steps_per_epoch, schedule.verbose
   own_dir = worker_dir(train_dir, strategy)
   tf.io.gfile.makedirs(own_dir)
   remove_temporary_siblings(own_dir)  # a killed run's half-written best/last.keras
@@ -228,18 +222,7 @@ def fit(
     checkpoint.restore(latest).assert_existing_objects_matched()
   _check_workers_resume_alike(strategy, int(epochs_done.numpy()))
 
-  callbacks, history = trainer.epoch_callbacks(
-    own_dir,
-    validation_data,
-    validation_steps=validation_steps,
-    validation_freq=validation_freq,
-    lr_on_plateau=lr_on_plateau,
-    lr_factor=lr_factor,
-    lr_patience=lr_patience,
-    early_stopping_patience=early_stopping_patience,
-    verbose=verbose,
-    backup=False,
-  )
+  callbacks, history = trainer.epoch_callbacks(own_dir, validation_data, schedule, backup=False)
   callbacks.insert(1, _ChiefLogs(strategy))  # after ValidationMetrics, before anything that reads its logs
   callback_list = keras.callbacks.CallbackList(
     callbacks + list(extra_callbacks),

@@ -52,6 +52,25 @@ JSON_FIELDS = ("model_params", "frame_sampler_params")  # TrainConfig dicts, JSO
 _RESUMABLE_CHANGES = {"epochs", "max_steps", "verbose", "tensorboard_steps"}
 # How a run is shown, not what it computes: work directories neither record nor compare them.
 DISPLAY_SETTINGS = ("verbose", "tensorboard_steps")
+# The TrainConfig fields that describe the data (its Schema): binaries that read data take them as flags.
+SCHEMA_FIELDS = ("num_classes", "max_frames", "feature_names", "feature_sizes", "id_key")
+
+
+def schema_from_settings(num_classes, max_frames, feature_names, feature_sizes, id_key) -> data.Schema:
+  """The Schema the TrainConfig fields of these names describe. The starter's video-level spelling of a
+  feature (mean_rgb) names its frame-level key (rgb), the one spelling a Schema keeps."""
+  return data.Schema(
+    id_key=id_key,
+    feature_names=tuple(n[len("mean_") :] if n.startswith("mean_") else n for n in feature_names),
+    feature_sizes=tuple(int(size) for size in feature_sizes),
+    num_classes=num_classes,
+    max_frames=max_frames,
+  )
+
+
+def schema_settings(schema: data.Schema) -> dict:
+  """The TrainConfig fields of a Schema (`TrainConfig(**schema_settings(schema), ...)`)."""
+  return {name: getattr(schema, name) for name in SCHEMA_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,11 +172,9 @@ class TrainConfig:
   )
 
   def __post_init__(self):
-    # The starter names video-level features mean_rgb,...; one spelling (the frame-level key) is kept.
-    names = tuple(n[len("mean_") :] if n.startswith("mean_") else n for n in self.feature_names)
-    object.__setattr__(self, "feature_names", names)
-    object.__setattr__(self, "feature_sizes", tuple(int(size) for size in self.feature_sizes))
-    self.schema  # feature names and sizes of equal count, positive sizes
+    schema = self.schema  # feature names and sizes of equal count, positive sizes
+    object.__setattr__(self, "feature_names", schema.feature_names)  # one spelling: rgb, not mean_rgb
+    object.__setattr__(self, "feature_sizes", schema.feature_sizes)
     # Stored under their own names, so that config.json and resume checks see one spelling; an unknown
     # model fails here, early, naming the known ones.
     object.__setattr__(self, "model", models.get(self.model).name)
@@ -221,7 +238,7 @@ class TrainConfig:
       raise ValueError(f"tensorboard_steps must be >= 0, got {self.tensorboard_steps}")
     if self.verbose not in (progress.AUTO_VERBOSITY, 0, 1, 2):
       raise ValueError(f"verbose must be -1 (auto), 0, 1 or 2, got {self.verbose}")
-    _feature_params(self)  # other features than rgb and audio: a model that can take them
+    models.check_features(self.model, self.schema)  # features other than rgb and audio
 
   @property
   def kind(self) -> str:
@@ -229,13 +246,7 @@ class TrainConfig:
 
   @property
   def schema(self) -> data.Schema:
-    return data.Schema(
-      id_key=self.id_key,
-      feature_names=self.feature_names,
-      feature_sizes=self.feature_sizes,
-      num_classes=self.num_classes,
-      max_frames=self.max_frames,
-    )
+    return schema_from_settings(**{name: getattr(self, name) for name in SCHEMA_FIELDS})
 
   @property
   def targets_by_id(self) -> bool:
@@ -416,10 +427,7 @@ def validation_dataset(config: TrainConfig) -> tf.data.Dataset:
 
 def build_model(config: TrainConfig) -> keras.Model:
   params = dict(config.model_params)
-  if config.kind == models.FRAME:
-    params.setdefault("max_frames", config.max_frames)
-  params.update(_feature_params(config))
-  model = models.build(config.model, num_classes=config.num_classes, **params)
+  model = models.build(config.model, config.schema, **params)
   if "centroids" not in params:
     _fit_centroids_if_needed(model, config)
   if config.output_bias_init == "prior":
@@ -527,23 +535,6 @@ def learning_rate(config: TrainConfig):
   return config.learning_rate
 
 
-def _feature_params(config: TrainConfig) -> dict:
-  """The builder's feature_names / feature_sizes for features other than the default rgb and audio."""
-  default = data.Schema()
-  if (config.feature_names, config.feature_sizes) == (default.feature_names, default.feature_sizes):
-    return {}
-  schema = config.schema
-  names = schema.video_feature_names if config.kind == models.VIDEO else schema.feature_names
-  accepted = set(models.get(config.model).params)
-  if not {"feature_names", "feature_sizes"} <= accepted:
-    able = [n for n in models.list_models(config.kind) if "feature_names" in models.get(n).params]
-    raise ValueError(
-      f"model {config.model} reads rgb and audio by name; feature_names={','.join(config.feature_names)} "
-      f"needs a model that concatenates its inputs: {', '.join(able)}"
-    )
-  return {"feature_names": names, "feature_sizes": schema.feature_sizes}
-
-
 def _fit_centroids_if_needed(model: keras.Model, config: TrainConfig) -> None:
   """Cluster-centroid models get k-means centroids (and idf) fitted on the real frames of the training
   folds before training; they are cached in train_dir so a resumed run does not refit."""
@@ -624,6 +615,7 @@ def run_training(config: TrainConfig, extra_callbacks=()) -> List[Dict[str, floa
     lr_patience=config.lr_patience,
     early_stopping_patience=config.early_stopping_patience,
     verbose=progress.keras_verbosity(config.verbose),
+    tensorboard_steps=config.tensorboard_steps,
   )
   videos = training_label_counts(config)[1]
   if videos < config.batch_size:  # whole batches only: the run would take no step
@@ -647,7 +639,6 @@ def run_training(config: TrainConfig, extra_callbacks=()) -> List[Dict[str, floa
     train,
     validation,
     train_dir=config.train_dir,
-    tensorboard_steps=config.tensorboard_steps,
     extra_callbacks=extra_callbacks,
     **schedule,
   )

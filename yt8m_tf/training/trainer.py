@@ -11,6 +11,7 @@ A `train_dir` holds everything a run made:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -236,31 +237,44 @@ def compile_model(
   return model
 
 
+@dataclasses.dataclass(frozen=True)
+class FitSchedule:
+  """How a run trains and what it watches: the settings `fit` and `distributed.fit` take as keywords.
+
+  With `steps_per_epoch`, an epoch is that many batches of a repeating dataset (the seed's pseudo-epochs).
+  Validation runs on the first `validation_steps` batches (or all) after every `validation_freq`-th epoch
+  and the last one. `lr_on_plateau` halves (`lr_factor`) the learning rate when validation GAP stops
+  rising for `lr_patience` epochs; otherwise the optimizer's schedule sets it. `tensorboard_steps` > 0 also
+  writes the training loss every that many steps.
+  """
+
+  epochs: int
+  steps_per_epoch: Optional[int] = None
+  validation_steps: Optional[int] = None
+  validation_freq: int = 1
+  lr_on_plateau: bool = True
+  lr_factor: float = 0.5
+  lr_patience: int = 0
+  early_stopping_patience: Optional[int] = None
+  verbose: int = 1
+  tensorboard_steps: int = 0
+
+
 def epoch_callbacks(
-  train_dir: str,
-  validation_data: tf.data.Dataset,
-  *,
-  validation_steps: Optional[int] = None,
-  validation_freq: int = 1,
-  lr_on_plateau: bool = True,
-  lr_factor: float = 0.5,
-  lr_patience: int = 0,
-  early_stopping_patience: Optional[int] = None,
-  verbose: int = 1,
-  backup: bool = True,
-  tensorboard_steps: int = 0,
+  train_dir: str, validation_data: tf.data.Dataset, schedule: FitSchedule, backup: bool = True
 ) -> Tuple[List[keras.callbacks.Callback], _SaveHistory]:
   """A run's callbacks in the order they must run, and the one that keeps history.json.
 
   `ValidationMetrics` first: the others read its `val_gap`. `backup=False` leaves out BackupAndRestore, for
-  a loop that checkpoints by itself (`distributed.fit`). `tensorboard_steps` > 0 also writes the training
-  loss every that many steps.
+  a loop that checkpoints by itself (`distributed.fit`).
   """
   monitor = "val_gap"
   history = _SaveHistory(train_dir)
+  validation_steps = schedule.validation_steps
   callbacks = [
     ValidationMetrics(
-      validation_data.take(validation_steps) if validation_steps else validation_data, every=validation_freq
+      validation_data.take(validation_steps) if validation_steps else validation_data,
+      every=schedule.validation_freq,
     )
   ]
   if backup:
@@ -269,20 +283,20 @@ def epoch_callbacks(
     callbacks.append(
       keras.callbacks.BackupAndRestore(os.path.join(train_dir, BACKUP_DIR), double_checkpoint=True)
     )
-  if early_stopping_patience is not None:
+  if schedule.early_stopping_patience is not None:
     callbacks.append(
-      keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=early_stopping_patience)
+      keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=schedule.early_stopping_patience)
     )
-  if lr_on_plateau:
+  if schedule.lr_on_plateau:
     callbacks.append(
       _ResumableReduceLROnPlateau(
         history,
         monitor=monitor,
         mode="max",
-        factor=lr_factor,
-        patience=lr_patience,
+        factor=schedule.lr_factor,
+        patience=schedule.lr_patience,
         min_lr=1e-7,
-        verbose=verbose,
+        verbose=schedule.verbose,
       )
     )
   else:  # a per-step schedule sets the LR; log where it stands, as ReduceLROnPlateau does
@@ -290,8 +304,8 @@ def epoch_callbacks(
   callbacks += [
     keras.callbacks.TensorBoard(os.path.join(train_dir, "tensorboard"), write_graph=False),
   ]
-  if tensorboard_steps > 0:
-    callbacks.append(_StepLoss(os.path.join(train_dir, "tensorboard", "train"), tensorboard_steps))
+  if schedule.tensorboard_steps > 0:
+    callbacks.append(_StepLoss(os.path.join(train_dir, "tensorboard", "train"), schedule.tensorboard_steps))
   callbacks += [
     _BestModelCheckpoint(train_dir, monitor, history),
     history,  # last: it records what the others added to the logs (val_gap, learning_rate)
@@ -305,39 +319,19 @@ def fit(
   validation_data: tf.data.Dataset,
   *,
   train_dir: str,
-  epochs: int,
-  steps_per_epoch: Optional[int] = None,
-  validation_steps: Optional[int] = None,
-  validation_freq: int = 1,
-  lr_on_plateau: bool = True,
-  lr_factor: float = 0.5,
-  lr_patience: int = 0,
-  early_stopping_patience: Optional[int] = None,
   extra_callbacks=(),
-  verbose: int = 1,
-  tensorboard_steps: int = 0,
+  **schedule,
 ) -> List[Dict[str, float]]:
   """Trains a compiled model, keeping the best one by validation GAP. Returns per-epoch logs.
 
-  With `steps_per_epoch`, an epoch is that many batches of a repeating dataset (the seed's
-  pseudo-epochs). Validation runs on `validation_data` (first `validation_steps` batches, or all of it)
-  after every `validation_freq`-th epoch and the last one; `validation_data` may keep or drop the `id`
+  `schedule`: the fields of `FitSchedule` (`epochs` at least). `validation_data` may keep or drop the `id`
   feature.
   """
+  schedule = FitSchedule(**schedule)
+  steps_per_epoch, verbose = schedule.steps_per_epoch, schedule.verbose
   tf.io.gfile.makedirs(train_dir)
   remove_temporary_siblings(train_dir)  # a killed run's half-written best/last.keras
-  callbacks, history = epoch_callbacks(
-    train_dir,
-    validation_data,
-    validation_steps=validation_steps,
-    validation_freq=validation_freq,
-    lr_on_plateau=lr_on_plateau,
-    lr_factor=lr_factor,
-    lr_patience=lr_patience,
-    early_stopping_patience=early_stopping_patience,
-    verbose=verbose,
-    tensorboard_steps=tensorboard_steps,
-  )
+  callbacks, history = epoch_callbacks(train_dir, validation_data, schedule)
   train_data = _continue_data_order(train_data, os.path.join(train_dir, BACKUP_DIR), steps_per_epoch)
   with warnings.catch_warnings():
     if steps_per_epoch is None:
@@ -346,7 +340,7 @@ def fit(
       warnings.filterwarnings("ignore", message="Your input ran out of data")
     model.fit(
       train_data,
-      epochs=epochs,
+      epochs=schedule.epochs,
       steps_per_epoch=steps_per_epoch,
       shuffle=False,
       callbacks=callbacks + list(extra_callbacks),

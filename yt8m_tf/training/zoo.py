@@ -23,16 +23,9 @@ from yt8m_tf.stores import predictions
 from yt8m_tf.stores.predictions import STORE_TOP_K
 from yt8m_tf.training import experiment, prediction
 
-# Flags a zoo run sets for every member; a flagfile may not override them.
-_RUN_FIELDS = {
-  "train_dir",
-  "train_data_pattern",
-  "eval_data_pattern",
-  "fold",
-  "num_folds",
-  "num_classes",
-  "max_frames",
-}
+# Flags a zoo run sets for every member (the data's schema among them); a flagfile may not override them.
+_RUN_FIELDS = {"train_dir", "train_data_pattern", "eval_data_pattern", "fold", "num_folds"}
+_RUN_FIELDS.update(experiment.SCHEMA_FIELDS)
 
 
 def parse_flagfile(path: str) -> Dict[str, object]:
@@ -78,8 +71,7 @@ def member_config(
   fold: int,
   num_folds: int,
   train_data_pattern: str,
-  num_classes: int,
-  max_frames: int,
+  schema: data.Schema,
   **overrides,
 ) -> experiment.TrainConfig:
   values = parse_flagfile(os.path.join(zoo_dir, f"{name}.flags"))
@@ -89,8 +81,7 @@ def member_config(
     train_data_pattern=train_data_pattern,
     fold=fold,
     num_folds=num_folds,
-    num_classes=num_classes,
-    max_frames=max_frames,
+    **experiment.schema_settings(schema),
     **values,
   )
 
@@ -99,10 +90,9 @@ def run_zoo(
   zoo_dir: str,
   workdir: str,
   train_data_pattern: str,
-  num_classes: int,
+  schema: data.Schema,
   num_folds: int = 5,
   test_data_pattern: Optional[str] = None,
-  max_frames: int = 300,
   members: Optional[List[str]] = None,
   store_top_k: int = STORE_TOP_K,
   test_labels: Optional[Dict[bytes, np.ndarray]] = None,
@@ -114,18 +104,16 @@ def run_zoo(
 
   With `test_labels` (id -> positive classes) each result also has the test GAP@20 of the mean of
   the K fold models. `train_labels` (the same for the training videos) saves reading them from
-  `train_data_pattern`, e.g. when several calls share the training data. `seconds` is the time this call spent on the member (folds already finished
-  are not redone, so a resumed member shows only the rest).
+  `train_data_pattern`, e.g. when several calls share the training data. `seconds` is the time this call
+  spent on the member (folds already finished are not redone, so a resumed member shows only the rest).
+  `schema` describes the data (features, class count, frames); every member trains on it.
   """
-  schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
   labels = train_labels
   results = {}
   names = members or member_names(zoo_dir)
 
   def fold_config(name: str, fold: int) -> experiment.TrainConfig:
-    return member_config(
-      zoo_dir, name, workdir, fold, num_folds, train_data_pattern, num_classes, max_frames, **overrides
-    )
+    return member_config(zoo_dir, name, workdir, fold, num_folds, train_data_pattern, schema, **overrides)
 
   runs_left = [
     (name, fold)

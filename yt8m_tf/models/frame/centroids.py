@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.inputs import FRAME_FEATURES, NUM_FRAMES, masked_frame_inputs
 from yt8m_tf.models.kmeans import fit_kmeans_on_dataset  # noqa: F401  (training calls it from here)
 from yt8m_tf.models.layers import MaskedPooling, frame_mask
@@ -192,11 +193,9 @@ def compute_idf(
 REPRESENTATIONS = ("histogram", "sequence", "both")
 
 
-@register("ClusterCentroids", kind=FRAME)
+@register("ClusterCentroids", kind=FRAME, any_features=True)
 def cluster_centroids(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   num_clusters: int = 10000,
   centroids=None,
   idf=None,
@@ -211,12 +210,12 @@ def cluster_centroids(
 
   representation "histogram" (default): bag-of-centroids frequencies * idf, L2-normalized if
   `l2_normalize` (a TF-IDF vector); "sequence": masked mean and max over time of the centroid
-  sequence; "both": their concatenation. centroids [num_clusters, sum(feature_sizes)] / idf
+  sequence; "both": their concatenation. centroids [num_clusters, schema.total_feature_size] / idf
   [num_clusters] initialize the non-trainable weights (random centroids and unit idf if None).
   """
   if representation not in REPRESENTATIONS:
     raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   frames = keras.layers.Concatenate(axis=-1, name="concat_frames")(list(frames.values()))
   mode = {"histogram": "histogram", "sequence": "centroids", "both": "both"}[representation]
   quantizer = NearestCentroid(num_clusters, mode, chunk_size, name="nearest_centroid")
@@ -238,7 +237,7 @@ def cluster_centroids(
     x = keras.layers.ReLU(name=f"hidden{i}_relu")(x)
     if dropout > 0:
       x = keras.layers.Dropout(dropout, name=f"hidden{i}_dropout")(x)
-  logits = keras.layers.Dense(num_classes, name="logits")(x)
+  logits = keras.layers.Dense(schema.num_classes, name="logits")(x)
   model = keras.Model(inputs, logits, name="ClusterCentroids")
   if centroids is not None or idf is not None:
     set_centroids(model, quantizer.centroids.numpy() if centroids is None else centroids, idf)

@@ -19,15 +19,17 @@ Models:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
 from keras import ops
 
-from yt8m_tf.models.heads import classifier_head, fcn_head, logistic_head, resnet_like_head
-from yt8m_tf.models.inputs import FRAME_FEATURES, masked_frame_inputs
+from yt8m_tf.data.schema import Schema
+from yt8m_tf.models.heads import ResNetLikeHead, classifier_head, fcn_head, logistic_head
+from yt8m_tf.models.inputs import masked_frame_inputs
 from yt8m_tf.models.layers import AttentionPooling, MaskedFramePooling, ZeroPadFrames
-from yt8m_tf.models.registry import FRAME, register
+from yt8m_tf.models.registry import FRAME, register, register_variant
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -78,27 +80,22 @@ class SoftAssignment(keras.layers.Layer):
     }
 
 
-@register("FrameLevelLogistic", kind=FRAME, aliases=("FrameLevelLogisticModel",))
+@register("FrameLevelLogistic", kind=FRAME, aliases=("FrameLevelLogisticModel",), any_features=True)
 def frame_level_logistic(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   l2_penalty: float = 1e-8,
-  feature_names=FRAME_FEATURES,
 ) -> keras.Model:
   """The starter's FrameLevelLogisticModel: mean over the real frames -> Dense logits (L2 on the kernel)."""
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames, feature_names)
+  inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
-  logits = logistic_head(x, num_classes, l2_penalty)
+  logits = logistic_head(x, schema.num_classes, l2_penalty)
   return keras.Model(inputs, logits, name="FrameLevelLogistic")
 
 
-@register("DBoF", kind=FRAME, aliases=("DbofModel",))
+@register("DBoF", kind=FRAME, aliases=("DbofModel",), any_features=True)
 def dbof(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   cluster_size: int = 8192,
   hidden_size: int = 1024,
   pooling: str = "max",
@@ -114,7 +111,7 @@ def dbof(
   2018 starter, "sigmoid" at its HEAD); `batch_norm=False` replaces every BN by a bias (the starter could not
   switch BN off); `classifier` "moe" (MixtureOfExperts, returns logits) or "logistic".
   """
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   if batch_norm:
     x = keras.layers.BatchNormalization(name="input_bn")(x, mask=mask)
@@ -127,33 +124,26 @@ def dbof(
   if batch_norm:
     x = keras.layers.BatchNormalization(name="hidden_bn")(x)
   x = keras.layers.Activation(activation, name="hidden_act")(x)
-  logits = classifier_head(x, num_classes, classifier, num_mixtures, l2_penalty)
+  logits = classifier_head(x, schema.num_classes, classifier, num_mixtures, l2_penalty)
   return keras.Model(inputs, logits, name="DBoF")
 
 
-@register("SoftBoW", kind=FRAME)
 def soft_bow(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   num_clusters: int = 1000,
   softmax_power: float | None = None,
   learnable_power: bool = False,
   bow_dropout: float = 0.4,
-  inner_size: int = 1024,
-  av_id_block_num: int = 1,
-  concat_id_block_num: int = 1,
-  dropout: float = 0.5,
-  context_gating: bool = False,
+  **head_params,
 ) -> keras.Model:
   """The seed's BoWResnetLike ("VLADBoW", a soft bag of words).
 
   Per modality: s_t = SoftAssignment(num_clusters, softmax_power)(x_t); hist = sum over the real frames of s_t
-  (unnormalised, as in the seed); Dropout(bow_dropout); then the ResNetLike head (inner_size, blocks, dropout,
-  context_gating) with audio first. Seed config 91: num_clusters=4096, softmax_power=3, learnable_power=True,
-  bow_dropout=0.1.
+  (unnormalised, as in the seed); Dropout(bow_dropout); then the ResNetLike head (`head_params`: the fields
+  of `heads.ResNetLikeHead`; inner_size 1024 here) with audio first. Seed config 91: num_clusters=4096,
+  softmax_power=3, learnable_power=True, bow_dropout=0.1.
   """
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   hists = {}
   for name, x in (("video", frames["rgb"]), ("audio", frames["audio"])):
     s = SoftAssignment(num_clusters, softmax_power, learnable_power, name=f"{name}_assign")(x)
@@ -161,27 +151,17 @@ def soft_bow(
     if bow_dropout > 0:
       h = keras.layers.Dropout(bow_dropout, name=f"{name}_hist_dropout")(h)
     hists[name] = h
-  logits = resnet_like_head(
-    hists["audio"],
-    hists["video"],
-    num_classes,
-    inner_size,
-    av_id_block_num,
-    concat_id_block_num,
-    dropout,
-    context_gating,
-  )
+  logits = ResNetLikeHead(**head_params)(hists["audio"], hists["video"], schema.num_classes)
   return keras.Model(inputs, logits, name="SoftBoW")
 
 
-register("VLADBoW", kind=FRAME)(soft_bow)
+for _name in ("SoftBoW", "VLADBoW"):
+  register_variant(_name, FRAME, soft_bow, **dataclasses.asdict(ResNetLikeHead(inner_size=1024)))
 
 
-@register("TimeDistributedPooling", kind=FRAME)
+@register("TimeDistributedPooling", kind=FRAME, any_features=True)
 def time_distributed_pooling(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   projection: str = "dense",
   units: int = 1024,
   num_layers: int = 1,
@@ -201,7 +181,7 @@ def time_distributed_pooling(
   """
   if projection not in ("dense", "conv"):
     raise ValueError(f"projection must be 'dense' or 'conv', got {projection!r}")
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   for i in range(num_layers):
     if projection == "conv":
@@ -215,5 +195,5 @@ def time_distributed_pooling(
   if projection == "conv":
     x = ZeroPadFrames(name="zero_pad_out")(x, mask)
   x = AttentionPooling(attention_heads, name="attention_pool")(x, mask)
-  logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
+  logits = fcn_head(x, schema.num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="TimeDistributedPooling")

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.heads import fcn_head
 from yt8m_tf.models.inputs import masked_frame_inputs
 from yt8m_tf.models.layers import (
@@ -43,11 +44,9 @@ def _uniform_dense(units: int, fan_in: int, name: str, use_bias: bool = True):
   )
 
 
-@register("StackedRNN", kind=FRAME, aliases=("LstmModel",))
+@register("StackedRNN", kind=FRAME, aliases=("LstmModel",), any_features=True)
 def stacked_rnn(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   cell: str = "lstm",
   num_layers: int = 2,
   units: int = 1024,
@@ -59,7 +58,7 @@ def stacked_rnn(
   (Linear -> Dropout -> ReLU per hidden size). The defaults are the seed's EarlyConcatLSTM."""
   if cell not in ("lstm", "gru"):
     raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   rnn_class = keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
   states = []
@@ -69,7 +68,7 @@ def stacked_rnn(
     x, layer_states = outputs[0], outputs[1:]
     states.extend(layer_states)  # LSTM: [h, c]; GRU: [h]
   x = states[0] if len(states) == 1 else keras.layers.Concatenate(name="concat_states")(states)
-  logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
+  logits = fcn_head(x, schema.num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="StackedRNN")
 
 
@@ -98,14 +97,12 @@ STACKED_RNN_PRESETS = {
   },
 }
 for _name, _defaults in STACKED_RNN_PRESETS.items():
-  register_variant(_name, FRAME, stacked_rnn, **_defaults)
+  register_variant(_name, FRAME, stacked_rnn, any_features=True, **_defaults)
 
 
 @register("BiLSTMAttention", kind=FRAME)
 def bilstm_attention(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   layers_number: int = 1,
   video_hidden: int = 1024,
   audio_hidden: int = 128,
@@ -118,7 +115,7 @@ def bilstm_attention(
     pooled = sum_t softmax_t(Dense(1)(x_t)) x_t over the real frames.
   concat(video, audio) (3072 + 384 = 3456 at the defaults) -> BatchNorm -> FCN(hidden_sizes, dropout) -> logits.
   """
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   pooled = []
   for name, x, hidden in (("video", frames["rgb"], video_hidden), ("audio", frames["audio"], audio_hidden)):
     x = torch_dense(x.shape[-1], x.shape[-1], name=f"{name}_dense")(x)
@@ -130,7 +127,7 @@ def bilstm_attention(
     pooled.append(AttentionPooling(1, name=f"{name}_attention_pool")(x, mask))
   x = keras.layers.Concatenate(name="concat_modalities")(pooled)
   x = torch_batch_norm("head_bn")(x)
-  logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
+  logits = fcn_head(x, schema.num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="BiLSTMAttention")
 
 
@@ -190,11 +187,9 @@ class GlobalContextAttention(keras.layers.Layer):
     return {**super().get_config(), "num_layers": self.num_layers, "hidden_size": self.hidden_size}
 
 
-@register("AttentionModel", kind=FRAME)
+@register("AttentionModel", kind=FRAME, any_features=True)
 def attention_model(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   num_layers: int = 3,
   hidden_size: int = 1024,
   hidden_sizes: Sequence[int] = (4096, 4096),
@@ -203,12 +198,12 @@ def attention_model(
 ) -> keras.Model:
   """The seed's AttentionModel: GlobalContextAttention(L=num_layers, H=hidden_size) on concat(rgb, audio)
   -> BatchNorm (if batch_norm) -> FCN(hidden_sizes, dropout) -> logits."""
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = GlobalContextAttention(num_layers, hidden_size, name="context_attention")(x, mask)
   if batch_norm:
     x = torch_batch_norm("head_bn")(x)
-  logits = fcn_head(x, num_classes, hidden_sizes, dropout, name="head")
+  logits = fcn_head(x, schema.num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="AttentionModel")
 
 
@@ -219,4 +214,4 @@ ATTENTION_MODEL_PRESETS = {
   "AttentionModel4": {"num_layers": 4, "hidden_size": 768, "dropout": 0.3},
 }
 for _name, _defaults in ATTENTION_MODEL_PRESETS.items():
-  register_variant(_name, FRAME, attention_model, **_defaults)
+  register_variant(_name, FRAME, attention_model, any_features=True, **_defaults)

@@ -22,6 +22,7 @@ import math
 import keras
 from keras import ops
 
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.inputs import masked_frame_inputs
 from yt8m_tf.models.layers import MaskedFramePooling, ZeroPadFrames, zero_padded
 from yt8m_tf.models.registry import FRAME, register
@@ -101,11 +102,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     }
 
 
-@register("SelfAttentionEncoder", kind=FRAME)
+@register("SelfAttentionEncoder", kind=FRAME, any_features=True)
 def self_attention_encoder(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   d_model: int = 512,
   num_heads: int = 8,
   num_layers: int = 2,
@@ -114,7 +113,7 @@ def self_attention_encoder(
 ) -> keras.Model:
   """Transformer encoder over the real frames (module docstring); `dropout` is used on the input, inside the
   attention, on both residual branches and inside the FFN."""
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = keras.layers.Dense(d_model, name="input_projection")(x)
   x = SinusoidalPositions(name="positions")(x)
@@ -124,5 +123,5 @@ def self_attention_encoder(
   for i in range(num_layers):
     x = TransformerEncoderBlock(d_model, num_heads, ff_dim, dropout, name=f"encoder{i}")(x, mask)
   x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
-  logits = keras.layers.Dense(num_classes, name="logits")(x)
+  logits = keras.layers.Dense(schema.num_classes, name="logits")(x)
   return keras.Model(inputs, logits, name="SelfAttentionEncoder")

@@ -58,6 +58,7 @@ import math
 import keras
 from keras import ops
 
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.heads import check_classifier, classifier_head, logistic_head
 from yt8m_tf.models.inputs import masked_frame_inputs
 from yt8m_tf.models.layers import ContextGating, MaskedBatchNormalization, zero_padded
@@ -353,11 +354,9 @@ class ProbabilityGating(keras.layers.Layer):
 
 
 def willow_model(
+  schema: Schema,
   name: str,
   pooling: type[_WillowPooling],
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
   cluster_size: int = 64,
   hidden_size: int = 1024,
   add_batch_norm: bool = True,
@@ -371,7 +370,7 @@ def willow_model(
 ) -> keras.Model:
   """WILLOW's gated model around one pooling layer class (module docstring); `pooling_params` go to it."""
   check_classifier(classifier)
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   pooled = []
   for i, (modality, x) in enumerate(frames.items()):
     if add_batch_norm:
@@ -394,7 +393,7 @@ def willow_model(
     h = keras.layers.ReLU(max_value=6.0, name="relu6")(h)
   if gating:
     h = ContextGating(batch_norm=add_batch_norm, name="context_gating")(h)
-  logits = classifier_head(h, num_classes, classifier, num_mixtures, l2_penalty, regularize_bias=True)
+  logits = classifier_head(h, schema.num_classes, classifier, num_mixtures, l2_penalty, regularize_bias=True)
   if probability_gating:
     logits = ProbabilityGating(name="probability_gating")(logits)
   return keras.Model(inputs, logits, name=name)
@@ -409,14 +408,19 @@ WILLOW_MODELS = {
   "NetFVModel": (NetFV, {"couple_weights": False, "coupling_factor": 0.01}),
 }
 for _name, (_pooling, _pooling_params) in WILLOW_MODELS.items():
-  register_variant(_name, FRAME, willow_model, fixed={"name": _name, "pooling": _pooling}, **_pooling_params)
+  register_variant(
+    _name,
+    FRAME,
+    willow_model,
+    fixed={"name": _name, "pooling": _pooling},
+    any_features=True,
+    **_pooling_params,
+  )
 
 
-@register("NeXtVLADModel", kind=FRAME)
+@register("NeXtVLADModel", kind=FRAME, any_features=True)
 def nextvlad_model(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  max_frames: int = 300,
+  schema: Schema,
   cluster_size: int = 128,
   hidden_size: int = 2048,
   groups: int = 8,
@@ -433,7 +437,7 @@ def nextvlad_model(
   until then inference-mode outputs are several times too small (measured: 43x too large a moving
   variance after 182 steps). Short runs want ~0.9; the original (slim) used 0.999 over 100k+ steps.
   """
-  inputs, frames, mask = masked_frame_inputs(feature_sizes, max_frames)
+  inputs, frames, mask = masked_frame_inputs(schema)
   pooled = []
   for i, (modality, x) in enumerate(frames.items()):
     clusters, group_count = (
@@ -448,5 +452,5 @@ def nextvlad_model(
   h = keras.layers.Dense(hidden_size, use_bias=False, kernel_initializer="he_normal", name="hidden")(h)
   h = keras.layers.BatchNormalization(momentum=bn_momentum, name="hidden_bn")(h)
   h = SEContextGating(gating_reduction, bn_momentum, name="context_gating")(h)
-  logits = logistic_head(h, num_classes, l2_penalty, regularize_bias=True)
+  logits = logistic_head(h, schema.num_classes, l2_penalty, regularize_bias=True)
   return keras.Model(inputs, logits, name="NeXtVLADModel")

@@ -43,8 +43,7 @@ from collections.abc import Sequence
 
 import keras
 
-from yt8m_tf.data.schema import NUM_CLASSES_2018
-
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.inputs import concat_video_inputs
 from yt8m_tf.models.registry import VIDEO, register
 
@@ -141,19 +140,17 @@ def _two_branch_tower(v, a, widths, depth: int, activation: str, prefix: str, bn
   return _tower_output(x, widths["tower"], prefix)
 
 
-def _check_features(feature_sizes, feature_names):
-  if len(feature_sizes) != 2 or len(feature_names) != 2:
+def _check_features(schema: Schema):
+  if len(schema.feature_sizes) != 2:
     raise ValueError(
       "EnsembleModel takes exactly two features (video, audio); "
-      f"got feature_sizes={list(feature_sizes)}, feature_names={list(feature_names)}"
+      f"got feature_sizes={list(schema.feature_sizes)}, feature_names={list(schema.feature_names)}"
     )
 
 
-@register("EnsembleModel", kind=VIDEO)
+@register("EnsembleModel", kind=VIDEO, any_features=True)
 def ensemble_model(
-  num_classes: int,
-  feature_sizes: Sequence[int] = (1024, 128),
-  feature_names: Sequence[str] = ("mean_rgb", "mean_audio"),
+  schema: Schema,
   width_scale: float = 1.0,
   head_widths: Sequence[int] | None = None,
   bn_momentum: float = BN_MOMENTUM,
@@ -169,14 +166,14 @@ def ensemble_model(
   used at inference are still mostly their initial values. `output_bias` and `input_normalization`: see
   the module docstring.
   """
-  _check_features(feature_sizes, feature_names)
+  _check_features(schema)
   if input_normalization not in INPUT_NORMALIZATIONS:
     raise ValueError(
       f"input_normalization must be one of {INPUT_NORMALIZATIONS}, got {input_normalization!r}"
     )
   widths = ensemble_widths(width_scale, head_widths)
-  inputs, x = concat_video_inputs(feature_sizes, feature_names, normalize=input_normalization == "l2")
-  video_size, total_size = feature_sizes[0], sum(feature_sizes)
+  inputs, x = concat_video_inputs(schema, normalize=input_normalization == "l2")
+  video_size, total_size = schema.feature_sizes[0], schema.total_feature_size
   v = ColumnSlice(0, video_size, name="video_slice")(x)
   a = ColumnSlice(video_size, total_size, name="audio_slice")(x)
 
@@ -191,13 +188,12 @@ def ensemble_model(
   ]
   h = keras.layers.Concatenate(name="head_concat")([*towers, x])
   h = _blocks(h, widths["head"], "relu", "head", bn_momentum)
-  logits = _dense(num_classes, "logits", use_bias=output_bias)(h)
+  logits = _dense(schema.num_classes, "logits", use_bias=output_bias)(h)
   return keras.Model(inputs, logits, name=name)
 
 
 def ensemble_parameter_count(
-  num_classes: int = NUM_CLASSES_2018,
-  feature_sizes: Sequence[int] = (1024, 128),
+  schema: Schema = Schema(),
   width_scale: float = 1.0,
   head_widths: Sequence[int] | None = None,
   output_bias: bool = False,
@@ -205,7 +201,8 @@ def ensemble_parameter_count(
   """Parameters of `ensemble_model(...)` with these arguments, by arithmetic: a bias-free Dense has
   fan_in * units weights, a BN 4 * units (gamma, beta, moving mean, moving variance); the optional
   output bias adds num_classes."""
-  _check_features(feature_sizes, ("video", "audio"))
+  _check_features(schema)
+  num_classes = schema.num_classes
   widths = ensemble_widths(width_scale, head_widths)
 
   def stack(fan_in, block_widths, out_width=None):
@@ -219,7 +216,7 @@ def ensemble_parameter_count(
       fan_in = out_width
     return count, fan_in
 
-  video_size, audio_size = feature_sizes
+  video_size, audio_size = schema.feature_sizes
   input_size = video_size + audio_size
   tower, audio, wide, deep = widths["tower"], widths["audio"], widths["wide"], widths["deep"]
 

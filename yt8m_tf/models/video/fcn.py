@@ -33,8 +33,9 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.heads import fcn_head
-from yt8m_tf.models.inputs import VIDEO_FEATURES, concat_video_inputs
+from yt8m_tf.models.inputs import concat_video_inputs
 from yt8m_tf.models.layers import torch_batch_norm, torch_dense
 from yt8m_tf.models.registry import VIDEO, register, register_variant
 
@@ -77,30 +78,21 @@ def _residual(x, name: str):
   return keras.layers.Add(name=f"{name}_add")([_dense(x, x.shape[-1], name=name), x])
 
 
-@register("EarlyConcatFCN", kind=VIDEO)
+@register("EarlyConcatFCN", kind=VIDEO, any_features=True)
 def early_concat_fcn(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  inner_sizes: Sequence[int] = (1024, 1024),
-  dropout: float = 0.0,
-  feature_names=VIDEO_FEATURES,
+  schema: Schema, inner_sizes: Sequence[int] = (1024, 1024), dropout: float = 0.0
 ) -> keras.Model:
-  inputs, x = concat_video_inputs(feature_sizes, feature_names)
+  inputs, x = concat_video_inputs(schema)
   logits = fcn_head(
-    x, num_classes, inner_sizes, dropout, layer_names=("fc{n}", "fc{n}_dropout", "fc{n}_relu")
+    x, schema.num_classes, inner_sizes, dropout, layer_names=("fc{n}", "fc{n}_dropout", "fc{n}_relu")
   )
   return keras.Model(inputs, logits, name="EarlyConcatFCN")
 
 
-@register("AttentiveFCN2", kind=VIDEO)
-def attentive_fcn2(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  inner_size: int = 2048,
-  n_heads: int = 5,
-  feature_names=VIDEO_FEATURES,
-) -> keras.Model:
-  inputs, x = concat_video_inputs(feature_sizes, feature_names)
+@register("AttentiveFCN2", kind=VIDEO, any_features=True)
+def attentive_fcn2(schema: Schema, inner_size: int = 2048, n_heads: int = 5) -> keras.Model:
+  num_classes = schema.num_classes
+  inputs, x = concat_video_inputs(schema)
   x = _dense(x, inner_size, name="fc1", activation="relu")
   x = _dense(x, inner_size, name="fc2", activation="relu")
   x = _dense(x, n_heads * num_classes, name="fc3", activation="relu")
@@ -126,16 +118,10 @@ class AttentiveTrunk:
 
 
 def attentive_fcn(
-  name: str,
-  trunk: AttentiveTrunk,
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  inner_size: int = 4096,
-  dropout: float = 0.3,
-  feature_names=VIDEO_FEATURES,
+  schema: Schema, name: str, trunk: AttentiveTrunk, inner_size: int = 4096, dropout: float = 0.3
 ) -> keras.Model:
   """The gated AttentiveFCN family: concat -> `trunk` (every Dense inner_size wide) -> Dropout -> logits."""
-  inputs, x = concat_video_inputs(feature_sizes, feature_names)
+  inputs, x = concat_video_inputs(schema)
   x = _dense(x, inner_size, name="fc1", activation=trunk.fc1_activation)
   if trunk.sort_features:
     x = FeatureSort(name="sort_features")(x)
@@ -152,7 +138,7 @@ def attentive_fcn(
   x = _self_gate(x, activation=trunk.gate_activation)
   if dropout > 0:
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-  logits = _dense(x, num_classes, name="logits")
+  logits = _dense(x, schema.num_classes, name="logits")
   return keras.Model(inputs, logits, name=name)
 
 
@@ -165,11 +151,12 @@ ATTENTIVE_FCN = {
   "AttentiveFCN7": AttentiveTrunk(fc2_batch_norm=True, residuals=2, residual_batch_norm=True),
 }
 for _name, _trunk in ATTENTIVE_FCN.items():
-  register_variant(_name, VIDEO, attentive_fcn, fixed={"name": _name, "trunk": _trunk})
+  register_variant(_name, VIDEO, attentive_fcn, fixed={"name": _name, "trunk": _trunk}, any_features=True)
 # The first AttentiveFCN has neither fc2 nor dropout in the seed, hence no dropout param.
 register_variant(
   "AttentiveFCN",
   VIDEO,
   attentive_fcn,
   fixed={"name": "AttentiveFCN", "trunk": AttentiveTrunk(fc2=False), "dropout": 0.0},
+  any_features=True,
 )

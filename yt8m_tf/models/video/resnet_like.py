@@ -10,40 +10,24 @@
 with a_w = 2*inner*audio_part/(audio_part+video_part), v_w likewise. PyTorch defaults are kept explicitly:
 LeakyReLU slope 0.01 (Keras' default is 0.3), BatchNorm momentum 0.9 / epsilon 1e-5, and nn.Linear's
 U(+-1/sqrt(fan_in)) initialization of weights and biases. 52.3M parameters at the defaults. The graph is
-`heads.resnet_like_head`, which SoftBoW shares.
+`heads.ResNetLikeHead`, which SoftBoW shares; its fields are the params.
 """
+
+import dataclasses
 
 import keras
 
-from yt8m_tf.models.heads import resnet_like_head
+from yt8m_tf.data.schema import Schema
+from yt8m_tf.models.heads import ResNetLikeHead
 from yt8m_tf.models.inputs import video_inputs
-from yt8m_tf.models.registry import VIDEO, register
+from yt8m_tf.models.registry import VIDEO, register_variant
 
 
-@register("ResNetLike", kind=VIDEO)
-def resnet_like(
-  num_classes: int,
-  feature_sizes=(1024, 128),
-  inner_size: int = 2048,
-  av_id_block_num: int = 1,
-  concat_id_block_num: int = 1,
-  dropout: float = 0.5,
-  context_gating: bool = False,
-  video_part: float = 1.0,
-  audio_part: float = 1.0,
-) -> keras.Model:
-  inputs = video_inputs(feature_sizes)
-  rgb, audio = inputs["mean_rgb"], inputs["mean_audio"]
-  logits = resnet_like_head(
-    audio,
-    rgb,
-    num_classes,
-    inner_size,
-    av_id_block_num,
-    concat_id_block_num,
-    dropout,
-    context_gating,
-    video_part,
-    audio_part,
-  )
+def resnet_like(schema: Schema, **head_params) -> keras.Model:
+  inputs = video_inputs(schema)
+  head = ResNetLikeHead(**head_params)
+  logits = head(inputs["mean_audio"], inputs["mean_rgb"], schema.num_classes)
   return keras.Model(inputs, logits, name="ResNetLike")
+
+
+register_variant("ResNetLike", VIDEO, resnet_like, **dataclasses.asdict(ResNetLikeHead()))
