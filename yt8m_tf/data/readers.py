@@ -3,21 +3,29 @@
 Both readers yield `(features, labels)`: `features` is a dict with `id` [B] string plus the feature
 tensors, `labels` is multi-hot float32 [B, num_classes] (all zeros for unlabeled test files).
 
-Every record carries a name `"<file>:<record index>"` through the pipeline, and every field is
-validated in the graph, so bad input stops with an error naming the file, the record and the field:
+Every field is validated, so bad input stops with an error naming the file, the record and the field:
 a truncated or corrupt file (detected by comparing the bytes read with the file size, because
 TFRecordDataset's own DataLossError does not name the file), a record that does not parse (not a protocol
 buffer, or a key stored as another list type than the schema's), a missing key, a feature of the wrong
 length, a non-finite (NaN/Inf) video-level value, a label id outside [0, num_classes), a frame byte string
 of the wrong size. With `on_bad_record="skip"` the bad records (and the unreadable tail of a damaged file)
 are dropped instead, logged to stderr and counted in a `BadRecordCounter`.
+
+Two paths, so that good input costs little more than a bare parse: each file is read in blocks (video
+level) or records (frame level) that are parsed with fixed-length specs and checked by a few fused ops,
+which fail the whole block when anything is wrong, under `ignore_errors`. A failed block shows as a gap in
+the block numbers; only then are its records read again and checked one by one, eagerly, to name what is
+wrong (`_recover`). The fast checks accept exactly what the slow ones accept; the slow ones alone word the
+messages, and are also what the SavedModel's `from_examples` signature runs (`_parse_video_batch`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from yt8m_tf.data.folds import check_fold_arguments, fold_mask_tensor
@@ -26,14 +34,20 @@ from yt8m_tf.data.schema import Schema, dequantize
 _RAISE, _SKIP = "raise", "skip"
 # Bytes of framing around each TFRecord payload: length (8) + length CRC (4) + data CRC (4).
 _RECORD_OVERHEAD = 16
-# Records are read per file in blocks of this size, so the integrity bookkeeping is per block.
-_FILE_BLOCK = 256
+# Video-level records per block: a block is parsed and checked at once, the cost of each tf.data step
+# spread over its records.
+_VIDEO_BLOCK = 256
 # A key no record holds: parsing only it tells whether a record is a protocol buffer of the right kind at all.
 _ABSENT_KEY = "yt8m_tf/absent key"
 _LIST_TYPES = {tf.string: "bytes_list", tf.float32: "float_list", tf.int64: "int64_list"}
 # How a reader's records parse: (parse of a block of records [n], which raises when one does not parse;
 # record -> scalar string saying why it does not).
 _Parsing = Tuple[Callable, Callable]
+# What an eager parse of a bad record raises: its error, or, when the error quotes raw bytes of the record,
+# the failure to decode that text.
+_PARSE_FAILURES = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
+# Functions handed to tf.data are plain graph code: skipping autograph's source conversion cuts start-up.
+_graph_code = tf.autograph.experimental.do_not_convert
 
 
 class BadRecordCounter:
@@ -69,80 +83,170 @@ def list_files(file_pattern: str) -> List[str]:
 
 def _file_sizes(files: Sequence[str]) -> List[int]:
   # Stats are cheap locally but one round trip each on GCS, hence the thread pool.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+  if len(files) == 1:
+    return [tf.io.gfile.stat(files[0]).length]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
     return list(pool.map(lambda f: tf.io.gfile.stat(f).length, files))
 
 
-def _named_records(
+class _Format:
+  """How one kind of record is read: fast (a block at once, failing when any record is bad) and slow
+  (eager, record by record, naming what is wrong).
+
+  `rows`: what the fast path makes of a block, a tuple of tensors. `block`: records per block, 0 for one
+  record per element (not batched). `explain(paths, indices, records)`, eager: (messages of the bad
+  records in order, rows of the good ones or None). `to_flat` / `from_flat`: rows as a list of
+  plain tensors, for the eager recovery. `recovers_rows`: the slow path returns the good records of a
+  failed block (a block holds several records); otherwise the failed element is one bad record.
+  """
+
+  def __init__(self, block, fast_rows, end_rows, explain, to_flat=None, from_flat=None):
+    self.block = block
+    self.fast_rows = fast_rows
+    self.end_rows = end_rows
+    self.explain = explain
+    self.to_flat = to_flat
+    self.from_flat = from_flat
+
+  @property
+  def recovers_rows(self) -> bool:
+    return self.to_flat is not None
+
+
+def _checked_rows(
   files: Sequence[str],
   shuffle: bool,
   seed: Optional[int],
   num_epochs: Optional[int],
-  on_bad_record: str,
-  counter: Optional[BadRecordCounter],
   cycle_length: int,
-  parsing: _Parsing,
+  read_file,
 ) -> tf.data.Dataset:
-  """Blocks `(paths [n], indices [n], records [n])` from all files, interleaved, with a per-file integrity
-  check, and without the records that do not parse (see `_unparsable_dropped`)."""
+  """`read_file(path, size)` (see `_file_reader`) of every file, interleaved."""
   sizes = _file_sizes(files)
   files_ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(sizes, tf.int64)))
   if shuffle:
     files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   files_ds = files_ds.repeat(num_epochs)
-
-  def read_file(path, size):
-    # ignore_errors ends the file at its first unreadable record; comparing the bytes read with the
-    # file size then tells a clean end from truncation or corruption.
-    blocks = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors().batch(_FILE_BLOCK)
-    end_marker = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
-    blocks = blocks.concatenate(end_marker)
-
-    def step(state, records):
-      count, consumed = state
-      num = tf.shape(records, out_type=tf.int64)[0]
-      damaged = tf.equal(num, 0) & tf.not_equal(consumed, size)  # at the end marker only
-      payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
-      new_state = (count + num, consumed + payload + _RECORD_OVERHEAD * num)
-      # (paths, indices, records, first index; then what `checked` needs: damaged, records and bytes read)
-      return new_state, (
-        tf.fill([num], path),
-        count + tf.range(num),
-        records,
-        count,
-        damaged,
-        count,
-        consumed,
-      )
-
-    def checked(paths, indices, records, damaged, count, consumed):
-      # After the parse attempts, whose ignore_errors would swallow this error if it were raised before.
-      message = lambda: tf.strings.join(
-        [
-          path,
-          ": truncated or corrupt TFRecord file after record ",
-          tf.strings.as_string(count - 1),
-          " (read ",
-          tf.strings.as_string(consumed),
-          " of ",
-          tf.strings.as_string(size),
-          " bytes)",
-        ]
-      )
-      count_op = counter._add_file(tf.cast(damaged, tf.int64)) if counter else None
-      with tf.control_dependencies(_report(damaged, message, on_bad_record, count_op)):
-        return paths, tf.identity(indices), records
-
-    scanned = blocks.scan((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
-    parsable = _unparsable_dropped(scanned, path, parsing, on_bad_record, counter).map(checked)
-    return parsable.filter(lambda paths, indices, records: tf.size(records) > 0)
-
   return files_ds.interleave(
     read_file,
     cycle_length=min(cycle_length, len(files)),
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=_deterministic(shuffle, seed),
   )
+
+
+def _traced(fn):
+  """`fn` as a tf.function, for the functions handed to tf.data by the cached `_*_functions` below:
+  tf.data traces a plain function anew for every dataset, which was most of a reader's start-up (and of
+  a test's time); a tf.function is traced once per process and configuration, and only called after."""
+  return tf.function(fn, autograph=False)
+
+
+def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCounter]):
+  """`read_file(path, size)` -> dataset of the file's checked rows: `rows` (block formats, whose end
+  element has no rows) or `(at_end, *rows)` (record formats, whose end element is a placeholder to drop)."""
+  stride = max(fmt.block, 1)
+
+  @_graph_code
+  def attempt(block, records):
+    count = tf.size(records, out_type=tf.int64)
+    payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
+    return (block, count, payload + _RECORD_OVERHEAD * count, *fmt.fast_rows(records))
+
+  def read_file(path, size):
+    # ignore_errors ends the file at its first unreadable record; comparing the bytes read with the
+    # file size then tells a clean end from truncation or corruption.
+    records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors()
+    if fmt.block:
+      records = records.batch(fmt.block)
+    tried = records.enumerate().map(attempt).ignore_errors()
+    zero = tf.constant(0, tf.int64)
+    end = (tf.constant(-1, tf.int64), zero, zero, *fmt.end_rows())
+    tried = tried.concatenate(tf.data.Dataset.from_tensors(end))
+
+    @_graph_code
+    def step(state, element):
+      next_block, next_index, consumed = state
+      block, count, read, *rows = element
+      at_end = block < 0
+      first = block * stride
+      # A gap in the block numbers is a block that failed; at the end, missing bytes are either failed
+      # blocks at the tail or damage. Either way the records after `next_index` are read again.
+      missing = tf.where(at_end, tf.not_equal(consumed, size), block > next_block)
+      stop = tf.where(at_end, tf.constant(-1, tf.int64), first)
+      recovered = lambda: _recovered(
+        fmt, path, size, next_index, stop, consumed, rows, on_bad_record, counter
+      )
+      recovered_bytes, *rows = tf.cond(missing, recovered, lambda: (tf.constant(0, tf.int64), *rows))
+      state = (block + 1, first + count, consumed + read + recovered_bytes)
+      return state, tuple(rows) if fmt.block else (at_end, *rows)
+
+    return tried.scan((zero, zero, zero), step)
+
+  return _traced(read_file)
+
+
+def _recovered(fmt: _Format, path, size, start, stop, consumed, rows, on_bad_record: str, counter):
+  """Graph side of the slow path: (bytes of the records read again, *rows with the recovered ones)."""
+  flat = fmt.to_flat(rows) if fmt.recovers_rows else []
+  outputs = tf.py_function(
+    lambda *args: _recover(fmt, on_bad_record, *args),
+    [path, size, start, stop, consumed, *flat],
+    [tf.int64, tf.string, tf.int64, tf.int64] + [t.dtype for t in flat],
+  )
+  read, message, bad_records, damaged, *recovered = outputs
+  for scalar in (read, message, bad_records, damaged):
+    scalar.set_shape([])  # else the scan's state loses its shape, and the scan is traced twice
+  if on_bad_record == _RAISE:
+    # Raised here, in the graph: an error raised in the py_function would reach the caller as UnknownError.
+    ops = [tf.debugging.Assert(tf.equal(message, ""), [message], summarize=1)]
+  else:
+    ops = [counter._add_records(bad_records), counter._add_file(damaged)] if counter else []
+  with tf.control_dependencies(ops):
+    read = tf.identity(read)
+    if fmt.recovers_rows:
+      for tensor, like in zip(recovered, flat):
+        tensor.set_shape(like.shape)
+      rows = fmt.from_flat([tf.identity(t) for t in recovered])
+    else:
+      rows = [tf.identity(t) for t in rows]
+  return (read, *rows)
+
+
+def _recover(fmt: _Format, on_bad_record: str, path, size, start, stop, consumed, *current):
+  """Eager: reads the records [start, stop) of `path` again (stop -1: to the end of what reads) and
+  checks them one by one. Returns (their bytes, the message to raise ("" if none), bad records, whether
+  the file is damaged, *the rows of the good ones followed by `current`); in skip mode logs each bad one."""
+  records = tf.data.TFRecordDataset(path).skip(start)
+  if stop >= 0:
+    records = records.take(stop - start)
+  records = tf.constant([r.numpy() for r in records.ignore_errors()], tf.string)
+  count = int(tf.size(records))
+  read = int(tf.reduce_sum(tf.strings.length(records))) + _RECORD_OVERHEAD * count
+  messages, good = [], None
+  if count:
+    messages, good = fmt.explain(tf.fill([count], path), start + tf.range(count, dtype=tf.int64), records)
+  damaged = int(stop) < 0 and int(consumed) + read != int(size)
+  if damaged:
+    # The end marker carries the index after the last record that read.
+    last = int(start) + count - 1
+    messages.append(
+      tf.strings.join(
+        [
+          path,
+          f": truncated or corrupt TFRecord file after record {last} (read {int(consumed) + read} of "
+          f"{int(size)} bytes)",
+        ]
+      )
+    )
+  if on_bad_record == _SKIP:
+    for message in messages:
+      _print_skip(message)
+  rows = list(current)
+  if good is not None:
+    rows = [tf.concat([before, now], 0) for before, now in zip(fmt.to_flat(good), current)]
+  message = messages[0] if messages and on_bad_record == _RAISE else ""
+  return (read, message, len(messages) - int(damaged), int(damaged), *rows)
 
 
 def _report(is_bad, message_fn, on_bad_record: str, count_op=None) -> list:
@@ -167,13 +271,9 @@ def _print_skip(message):
   return tf.constant(True)
 
 
-def _batched(
-  records: tf.data.Dataset, batch_size: int, shuffle: bool, shuffle_buffer: int, seed: Optional[int]
-) -> tf.data.Dataset:
-  """Record blocks -> shuffled (optionally) batches of `(paths [B], indices [B], records [B])`."""
-  if shuffle:
-    return records.unbatch().shuffle(shuffle_buffer, seed=seed).batch(batch_size)
-  return records.rebatch(batch_size)
+def _named(path, index, text):
+  """ "<path>:<index>: <text>", the prefix of every message about one record."""
+  return tf.strings.join([path, ":", tf.strings.as_string(index), ": ", text])
 
 
 class _Checks:
@@ -190,77 +290,40 @@ class _Checks:
     self.valid &= ok
     self._checks.append((ok, field, problem, detail_fn))
 
-  def _message(self, ok, field, problem, detail_fn):
-    row = tf.argmin(tf.cast(ok, tf.int32))
+  def _message(self, row, field, problem, detail_fn):
     detail = detail_fn(row) if detail_fn is not None else ""
     about = ["field ", field, " "] if field is not None else []  # None: the problem is the whole record
-    return tf.strings.join(
-      [self.paths[row], ":", tf.strings.as_string(self.indices[row]), ": ", *about, problem, detail]
-    )
+    return _named(self.paths[row], self.indices[row], tf.strings.join([*about, problem, detail]))
 
   def enforce(self, on_bad_record: str, counter: Optional[BadRecordCounter]) -> list:
     ops = []
     for ok, field, problem, detail_fn in self._checks:
-      message = lambda ok=ok, f=field, p=problem, d=detail_fn: self._message(ok, f, p, d)
+      first_bad = lambda ok=ok: tf.argmin(tf.cast(ok, tf.int32))
+      message = lambda first_bad=first_bad, f=field, p=problem, d=detail_fn: self._message(
+        first_bad(), f, p, d
+      )
       ops += _report(tf.logical_not(tf.reduce_all(ok)), message, on_bad_record)
     if on_bad_record == _SKIP and counter is not None:
       ops.append(counter._add_records(tf.reduce_sum(tf.cast(~self.valid, tf.int64))))
     return ops
 
-
-def _unparsable_dropped(blocks, path, parsing: _Parsing, on_bad_record: str, counter) -> tf.data.Dataset:
-  """One file's blocks `(paths, indices, records, first index, *rest)` -> `(paths, indices, records, *rest)`
-  with only the records that parse; the others are reported (or skipped and counted) like any other bad
-  record.
-
-  A record that does not parse fails the parse of its whole batch with an error naming neither record nor
-  field (raw bytes in its text can even make it undecodable in Python). So each block is parsed once here,
-  under ignore_errors: a dropped block shows as a gap in the record numbers, and only then are its records
-  read again and tried one at a time, eagerly in a py_function. Graph alternatives (nested datasets in the
-  per-block function, even in an untaken tf.cond branch, or a flat_map per block) cost 30-50% of the
-  reader's throughput, measured; this costs a good block one more parse.
-  """
-  parse, why = parsing
-  tried = blocks.map(lambda *block: (*block, _needs_all(parse(block[2])))).ignore_errors()
-
-  def try_again(path, start, end):
-    """Eager: the records [start, end) of `path`, whether each parses, and why not ("" if it does)."""
-    paths, indices, records = _read_again(path, start, end)
-    ok = _rows_that_run(lambda record: parse(record[None]), records)
-    reasons = [tf.constant("") if good else why(record) for good, record in zip(ok.numpy(), records)]
-    return paths, indices, records, ok, tf.stack(reasons)
-
-  def step(expected, block):
-    paths, indices, records, first, *integrity, _ = block
-
-    def with_the_dropped():
-      dropped = tf.py_function(
-        try_again, [path, expected, first], [tf.string, tf.int64, tf.string, tf.bool, tf.string]
-      )
-      *dropped, ok, reasons = [tf.ensure_shape(t, [None]) for t in dropped]
-      kept = _kept(*dropped, ok, lambda row: reasons[row], on_bad_record, counter)
-      return tuple(tf.concat([before, now], 0) for before, now in zip(kept, (paths, indices, records)))
-
-    kept = tf.cond(first > expected, with_the_dropped, lambda: (paths, indices, records))
-    return first + tf.size(records, out_type=tf.int64), (*kept, *integrity)
-
-  return tried.scan(tf.constant(0, tf.int64), step)
+  def messages(self) -> dict:
+    """Eager: {row: message} for every failing row, named by its first failing check."""
+    found = {}
+    for ok, field, problem, detail_fn in self._checks:
+      for row in np.flatnonzero(~ok.numpy()):
+        if int(row) not in found:
+          found[int(row)] = self._message(int(row), field, problem, detail_fn)
+    return found
 
 
-def _read_again(path, first, end):
-  """(paths, indices, records) of the records [first, end) of the TFRecord file `path`."""
-  count = end - first
-  records = tf.data.TFRecordDataset(path).skip(first).take(count).batch(count).get_single_element()
-  return tf.fill([count], path), first + tf.range(count), records
-
-
-def _kept(paths, indices, records, ok, reason_fn, on_bad_record: str, counter):
-  """The rows where `ok`; the others are reported (raise), or logged and counted. `reason_fn(row)`: why not."""
-  checks = _Checks(paths, indices)
-  checks.require(ok, None, "", reason_fn)
-  with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
-    ok = tf.identity(ok)
-  return paths[ok], indices[ok], records[ok]
+def _parses(parse, records) -> np.ndarray:
+  """Eager: [n] bool, whether each record parses; the whole block is tried first, as it usually parses."""
+  try:
+    parse(records)
+    return np.ones(len(records), bool)
+  except _PARSE_FAILURES:
+    return np.array([_runs(lambda record: parse(record[None]), record) for record in records], bool)
 
 
 def _needs_all(outputs) -> tf.Tensor:
@@ -271,6 +334,12 @@ def _needs_all(outputs) -> tf.Tensor:
 
 def _runs(fn, record) -> tf.Tensor:
   """Scalar bool: `fn(record)` completes without an error."""
+  if tf.executing_eagerly():
+    try:
+      fn(record)
+      return tf.constant(True)
+    except _PARSE_FAILURES:
+      return tf.constant(False)
   ran = tf.data.Dataset.from_tensors(record).map(lambda record: _needs_all(fn(record))).ignore_errors()
   return ran.reduce(False, lambda ok, _: True)
 
@@ -311,11 +380,20 @@ def _example_parsing(spec) -> _Parsing:
   )
 
 
+def _kept(paths, indices, records, ok, reason_fn, on_bad_record: str, counter):
+  """The rows where `ok`; the others are reported (raise), or logged and counted. `reason_fn(row)`: why not."""
+  checks = _Checks(paths, indices)
+  checks.require(ok, None, "", reason_fn)
+  with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
+    ok = tf.identity(ok)
+  return paths[ok], indices[ok], records[ok]
+
+
 def _parse_examples(paths, indices, serialized, spec, on_bad_record: str, counter):
   """`tf.io.parse_example` of a batch that no reader checked (the SavedModel's input) -> (paths, indices,
   parsed) of the records that parse, the others reported. The batch is tried whole in a one-element dataset
   under ignore_errors (a try/except in the graph), then record by record if that fails: fine per request,
-  too slow per training batch (hence `_unparsable_dropped` in the readers)."""
+  too slow per training batch (hence the readers' fast path)."""
   parsing = _example_parsing(spec)
 
   def parse(paths, indices, serialized):
@@ -352,36 +430,58 @@ def _check_id_and_labels(checks: _Checks, ids: tf.RaggedTensor, labels: tf.Ragge
   )
 
 
-def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
-  rows = tf.shape(labels.row_lengths(), out_type=tf.int64)[0]
-  indices = tf.stack([tf.cast(labels.value_rowids(), tf.int64), labels.flat_values], axis=1)
-  updates = tf.ones_like(labels.flat_values, tf.float32)
-  return tf.tensor_scatter_nd_update(tf.zeros([rows, num_classes], tf.float32), indices, updates)
+def _class_ids_in_range(class_ids: tf.Tensor, num_classes: int) -> tf.Tensor:
+  """Scalar bool, for the fast path: every id of the flat `class_ids` is in [0, num_classes)."""
+  return (tf.reduce_min(class_ids) >= 0) & (tf.reduce_max(class_ids) < num_classes)
 
 
 def _video_spec(schema: Schema) -> dict:
-  spec = {schema.id_key: tf.io.RaggedFeature(tf.string), schema.labels_key: tf.io.RaggedFeature(tf.int64)}
+  """The slow path's spec: ragged everywhere, so a missing or wrong-length field parses and is named."""
+  spec = {
+    schema.id_key: tf.io.RaggedFeature(tf.string),
+    schema.labels_key: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
+  }
   for name in schema.video_feature_names:
     spec[name] = tf.io.RaggedFeature(tf.float32)
   return spec
 
 
-def _parse_video_batch(
-  paths,
-  indices,
-  serialized,
-  schema: Schema,
-  on_bad_record: str,
-  counter: Optional[BadRecordCounter],
-  fold_filter,
-  known_to_parse: bool = False,
-):
-  """known_to_parse: the records come from a reader, which parsed each of them once already."""
-  spec = _video_spec(schema)
-  if known_to_parse:
-    parsed = tf.io.parse_example(serialized, spec)
-  else:
-    paths, indices, parsed = _parse_examples(paths, indices, serialized, spec, on_bad_record, counter)
+def _fast_video_spec(schema: Schema) -> dict:
+  """The fast path's spec: fixed lengths, so the parser itself rejects a missing or wrong-length field."""
+  spec = {
+    schema.id_key: tf.io.FixedLenFeature([], tf.string),
+    schema.labels_key: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
+  }
+  for name, size in zip(schema.video_feature_names, schema.feature_sizes):
+    spec[name] = tf.io.FixedLenFeature([size], tf.float32)
+  return spec
+
+
+def _fast_video_rows(records, schema: Schema, fold_filter) -> tuple:
+  """A block of records [n] -> (ids, *features, labels ragged); fails if any record is bad."""
+  parsed = tf.io.parse_example(records, _fast_video_spec(schema))
+  labels = parsed[schema.labels_key]
+  in_range = _class_ids_in_range(labels.flat_values, schema.num_classes)
+  with tf.control_dependencies([tf.debugging.Assert(in_range, ["class id out of range"])]):
+    ids = tf.identity(parsed[schema.id_key])
+  features = [tf.debugging.check_numerics(parsed[name], "non-finite") for name in schema.video_feature_names]
+  rows = (ids, *features, labels)
+  return _rows_in_folds(rows, fold_filter) if fold_filter is not None else rows
+
+
+def _rows_in_folds(rows, fold_filter) -> tuple:
+  """Video rows (ids, *features, labels ragged) of the videos `fold_filter` keeps."""
+  ids, *features, labels = rows
+  keep = fold_filter(ids)
+  values = tf.boolean_mask(labels.values, tf.gather(keep, labels.value_rowids()))
+  labels = tf.RaggedTensor.from_row_lengths(
+    values, tf.boolean_mask(labels.row_lengths(), keep), validate=False
+  )
+  return (tf.boolean_mask(ids, keep), *[tf.boolean_mask(f, keep) for f in features], labels)
+
+
+def _video_checks(paths, indices, parsed, schema: Schema) -> _Checks:
+  """The checks of records parsed with `_video_spec`, with their messages."""
   checks = _Checks(paths, indices)
   _check_id_and_labels(checks, parsed[schema.id_key], parsed[schema.labels_key], schema)
   for name, size in zip(schema.video_feature_names, schema.feature_sizes):
@@ -393,20 +493,107 @@ def _parse_video_batch(
       lambda row, length=length: tf.strings.as_string(length[row]),
     )
   _check_finite(checks, parsed, schema.video_feature_names)
-  with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
-    valid = tf.identity(checks.valid)
+  return checks
+
+
+def _valid_video_rows(parsed, valid, schema: Schema) -> tuple:
+  """(ids, *features, labels ragged) of the `valid` rows of records parsed with `_video_spec`."""
   all_valid = tf.reduce_all(valid)
   ids = tf.reshape(_valid_rows(parsed[schema.id_key], valid, all_valid).flat_values, [-1])
-  features = {"id": ids}
+  features = []
   for name, size in zip(schema.video_feature_names, schema.feature_sizes):
-    values = _valid_rows(parsed[name], valid, all_valid).flat_values
-    features[name] = tf.reshape(values, [-1, size])
-  labels = _multi_hot(_valid_rows(parsed[schema.labels_key], valid, all_valid), schema.num_classes)
+    features.append(tf.reshape(_valid_rows(parsed[name], valid, all_valid).flat_values, [-1, size]))
+  return (ids, *features, _valid_rows(parsed[schema.labels_key], valid, all_valid))
+
+
+def _explain_video(paths, indices, records, schema: Schema, fold_filter):
+  """Eager, the slow path: (messages of the bad records, rows of the good ones or None)."""
+  spec = _video_spec(schema)
+  parse, why = _example_parsing(spec)
+  parses = _parses(parse, records)
+  messages = {
+    int(row): _named(paths[row], indices[row], why(records[row])) for row in np.flatnonzero(~parses)
+  }
+  good = np.flatnonzero(parses)
+  paths, indices, records = [tf.gather(t, good) for t in (paths, indices, records)]
+  parsed = parse(records)
+  checks = _video_checks(paths, indices, parsed, schema)
+  messages.update({int(good[row]): message for row, message in checks.messages().items()})
+  rows = None
+  if len(messages) < len(parses):
+    rows = _valid_video_rows(parsed, checks.valid, schema)
+    if fold_filter is not None:
+      rows = _rows_in_folds(rows, fold_filter)
+  return [messages[row] for row in sorted(messages)], rows
+
+
+def _video_format(schema: Schema, fold_filter) -> _Format:
+  def end_rows():
+    features = [tf.zeros([0, size]) for size in schema.feature_sizes]
+    no_labels = tf.RaggedTensor.from_row_lengths(
+      tf.zeros([0], tf.int64), tf.zeros([0], tf.int64), validate=False
+    )
+    return (tf.zeros([0], tf.string), *features, no_labels)
+
+  def to_flat(rows):
+    *dense, labels = rows
+    return [*dense, labels.values, labels.row_lengths()]
+
+  def from_flat(flat):
+    *dense, values, lengths = flat
+    return (*dense, tf.RaggedTensor.from_row_lengths(values, lengths, validate=False))
+
+  return _Format(
+    _VIDEO_BLOCK,
+    lambda records: _fast_video_rows(records, schema, fold_filter),
+    end_rows,
+    lambda paths, indices, records: _explain_video(paths, indices, records, schema, fold_filter),
+    to_flat,
+    from_flat,
+  )
+
+
+def _video_batch(rows, schema: Schema):
+  """Video rows -> `({"id", *features}, multi-hot labels [B, num_classes])`."""
+  ids, *features, labels = rows
+  batch = {"id": ids, **dict(zip(schema.video_feature_names, features))}
+  return batch, _multi_hot(labels, schema.num_classes)
+
+
+def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
+  """[B, num_classes] float32 from ragged class ids known to be in range; a repeated id counts once."""
+  rows = tf.shape(labels.row_splits, out_type=tf.int64)[0] - 1
+  row_ids = labels.to_sparse().indices[:, 0]  # one op, where value_rowids builds a dozen at every trace
+  # One fill and one scatter (set, not add: repeats stay 1) where zeros + tensor_scatter_nd_update copy twice.
+  return tf.raw_ops.SparseToDense(
+    sparse_indices=tf.stack([row_ids, labels.flat_values], axis=1),
+    output_shape=tf.stack([rows, num_classes]),
+    sparse_values=tf.constant(1.0),
+    default_value=tf.constant(0.0),
+    validate_indices=False,
+  )
+
+
+def _parse_video_batch(
+  paths,
+  indices,
+  serialized,
+  schema: Schema,
+  on_bad_record: str,
+  counter: Optional[BadRecordCounter],
+  fold_filter,
+):
+  """A batch of records no reader checked (the SavedModel's `from_examples` input) -> (features, labels),
+  checked in the graph by the same checks as the readers' slow path."""
+  spec = _video_spec(schema)
+  paths, indices, parsed = _parse_examples(paths, indices, serialized, spec, on_bad_record, counter)
+  checks = _video_checks(paths, indices, parsed, schema)
+  with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
+    valid = tf.identity(checks.valid)
+  rows = _valid_video_rows(parsed, valid, schema)
   if fold_filter is not None:
-    in_folds = fold_filter(ids)
-    features = {k: tf.boolean_mask(v, in_folds) for k, v in features.items()}
-    labels = tf.boolean_mask(labels, in_folds)
-  return features, labels
+    rows = _rows_in_folds(rows, fold_filter)
+  return _video_batch(rows, schema)
 
 
 def _check_finite(checks: _Checks, parsed, names: Sequence[str]):
@@ -445,11 +632,40 @@ def _valid_rows(ragged: tf.RaggedTensor, valid, all_valid) -> tf.RaggedTensor:
   return tf.cond(all_valid, lambda: ragged, lambda: tf.ragged.boolean_mask(ragged, valid))
 
 
-def _fold_filter(num_folds: int, folds, exclude_folds):
+def _fold_selection(num_folds: int, folds, exclude_folds) -> Optional[tuple]:
+  """The fold arguments, checked (fail at construction, not mid-iteration), as a hashable key; None when
+  every fold is kept."""
   if folds is None and not exclude_folds:
     return None
-  check_fold_arguments(num_folds, folds, exclude_folds)  # fail at construction, not mid-iteration
-  return lambda ids: fold_mask_tensor(ids, num_folds, folds, exclude_folds)
+  check_fold_arguments(num_folds, folds, exclude_folds)
+  as_key = lambda ids: tuple(int(i) for i in ids) if ids is not None and len(ids) else None
+  return int(num_folds), as_key(folds), as_key(exclude_folds)
+
+
+def _fold_filter(selection: Optional[tuple]):
+  """ids [n] -> [n] bool, whether each video is in the selected folds; None for no selection."""
+  if selection is None:
+    return None
+  return lambda ids: fold_mask_tensor(ids, *selection)
+
+
+@functools.lru_cache(maxsize=None)
+def _video_functions(schema: Schema, selection, on_bad_record: str, counter):
+  """(read_file, to_batch) of one video reader configuration, traced once per process (`_traced`)."""
+  read_file = _file_reader(_video_format(schema, _fold_filter(selection)), on_bad_record, counter)
+  return read_file, _traced(lambda *rows: _video_batch(rows, schema))
+
+
+@functools.lru_cache(maxsize=None)
+def _frame_functions(schema: Schema, selection, on_bad_record: str, counter):
+  """(read_file, is_record, in_folds, decode) of one frame reader configuration, traced once per process."""
+  read_file = _file_reader(_frame_format(schema), on_bad_record, counter)
+  fold_filter = _fold_filter(selection)
+  in_folds = None
+  if fold_filter is not None:
+    in_folds = _traced(lambda at_end, video_id, *rows: fold_filter(video_id[None])[0])
+  decode = _traced(lambda at_end, video_id, labels, *frames: _decode_frames(video_id, labels, frames, schema))
+  return read_file, _traced(lambda at_end, *rows: tf.logical_not(at_end)), in_folds, decode
 
 
 def _deterministic(shuffle: bool, seed: Optional[int]) -> bool:
@@ -494,35 +710,19 @@ def video_dataset(
     on_bad_record: "raise" (default) or "skip" (drop, log and count in `bad_record_counter`).
   """
   _check_mode(on_bad_record)
-  fold_filter = _fold_filter(num_folds, folds, exclude_folds)
-  parsing = _example_parsing(_video_spec(schema))
-  records = _named_records(
-    list_files(file_pattern),
-    shuffle,
-    seed,
-    num_epochs,
-    on_bad_record,
-    bad_record_counter,
-    cycle_length,
-    parsing,
+  selection = _fold_selection(num_folds, folds, exclude_folds)
+  read_file, to_batch = _video_functions(schema, selection, on_bad_record, bad_record_counter)
+  rows = _checked_rows(list_files(file_pattern), shuffle, seed, num_epochs, cycle_length, read_file)
+  # Blocks are checked, in the folds and without bad records, but of any size: rebatch makes them
+  # batches (labels stay ragged until then, a quarter of what the multi-hot would copy).
+  if shuffle:
+    rows = rows.unbatch().shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=drop_remainder)
+  else:
+    rows = rows.rebatch(batch_size, drop_remainder=drop_remainder)
+  dataset = rows.map(
+    to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed)
   )
-  batches = _batched(records, batch_size, shuffle, shuffle_buffer, seed)
-  dataset = batches.map(
-    lambda paths, indices, serialized: _parse_video_batch(
-      paths, indices, serialized, schema, on_bad_record, bad_record_counter, fold_filter, known_to_parse=True
-    ),
-    num_parallel_calls=tf.data.AUTOTUNE,
-    deterministic=_deterministic(shuffle, seed),
-  )
-  # Filtering makes batches smaller than asked; rebatch restores the size without an element-wise copy.
-  if fold_filter is not None or on_bad_record == _SKIP or drop_remainder:
-    dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
   return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
-
-
-def _first_wrong_length(lengths, size):
-  wrong = tf.not_equal(lengths, size)
-  return tf.cond(tf.reduce_any(wrong), lambda: tf.boolean_mask(lengths, wrong)[0], lambda: 0)
 
 
 def _as_ragged_row(values):
@@ -531,15 +731,20 @@ def _as_ragged_row(values):
 
 
 def _frame_specs(schema: Schema) -> tuple:
+  """The slow path's specs: a missing or repeated id parses and is named."""
   context_spec = {
     schema.id_key: tf.io.RaggedFeature(tf.string),
     schema.labels_key: tf.io.RaggedFeature(tf.int64),
   }
-  sequence_spec = {
+  return context_spec, _frame_sequence_spec(schema)
+
+
+def _frame_sequence_spec(schema: Schema) -> dict:
+  # allow_missing: a feature without frames parses, to be named by a check rather than by the parser.
+  return {
     feature: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)
     for feature in schema.feature_names
   }
-  return context_spec, sequence_spec
 
 
 def _sequence_example_parsing(context_spec, sequence_spec) -> _Parsing:
@@ -558,12 +763,31 @@ def _sequence_example_parsing(context_spec, sequence_spec) -> _Parsing:
   )
 
 
-def _parse_frame_record(
-  path, index, serialized, schema: Schema, on_bad_record: str, counter: Optional[BadRecordCounter]
-):
-  """One SequenceExample (known to parse) -> (valid, id [1], labels [n], {feature: frame byte strings})."""
-  context_spec, sequence_spec = _frame_specs(schema)
-  context, sequences = tf.io.parse_single_sequence_example(serialized, context_spec, sequence_spec)
+def _fast_frame_rows(record, schema: Schema) -> tuple:
+  """One SequenceExample -> (id, labels [n], *frame byte strings per feature); fails if it is bad."""
+  context_spec = {
+    schema.id_key: tf.io.FixedLenFeature([], tf.string),
+    schema.labels_key: tf.io.RaggedFeature(tf.int64),
+  }
+  context, sequences = tf.io.parse_single_sequence_example(record, context_spec, _frame_sequence_spec(schema))
+  labels = context[schema.labels_key]
+  ok = [_class_ids_in_range(labels, schema.num_classes)]
+  frames = [sequences[feature] for feature in schema.feature_names]
+  counts = [tf.size(f) for f in frames]
+  for feature_frames, count, size in zip(frames, counts, schema.feature_sizes):
+    ok += [
+      count > 0,
+      tf.reduce_all(tf.equal(tf.strings.length(feature_frames), size)),
+      tf.equal(count, counts[0]),
+    ]
+  with tf.control_dependencies(
+    [tf.debugging.Assert(tf.reduce_all(tf.stack(ok)), ["bad frame-level record"])]
+  ):
+    return (tf.identity(context[schema.id_key]), labels, *frames)
+
+
+def _frame_checks(path, index, context, sequences, schema: Schema) -> _Checks:
+  """The checks of one record parsed with `_frame_specs`, with their messages."""
   checks = _Checks(tf.reshape(path, [1]), tf.reshape(index, [1]))
   _check_id_and_labels(
     checks, _as_ragged_row(context[schema.id_key]), _as_ragged_row(context[schema.labels_key]), schema
@@ -578,7 +802,9 @@ def _parse_frame_record(
       tf.reshape(tf.reduce_all(tf.equal(lengths, size)), [1]),
       feature,
       f"must have {size} bytes per frame, found ",
-      lambda row, lengths=lengths, size=size: tf.strings.as_string(_first_wrong_length(lengths, size)),
+      lambda row, lengths=lengths, size=size: tf.strings.as_string(
+        tf.boolean_mask(lengths, tf.not_equal(lengths, size))[0]
+      ),
     )
     if first_count is None:
       first_count = count
@@ -589,18 +815,54 @@ def _parse_frame_record(
         f"must have as many frames as {schema.feature_names[0]}, found ",
         lambda row, count=count: tf.strings.as_string(count),
       )
-  with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
-    valid = tf.identity(checks.valid[0])
-  return valid, context[schema.id_key], context[schema.labels_key], sequences
+  return checks
 
 
-def _decode_frames(video_id, labels, sequences, schema: Schema):
+def _explain_frames(paths, indices, records, schema: Schema):
+  """Eager, the slow path: (messages of the records, all bad, None: no rows to recover)."""
+  context_spec, sequence_spec = _frame_specs(schema)
+  why = _sequence_example_parsing(context_spec, sequence_spec)[1]
+  messages = []
+  for path, index, record in zip(paths, indices, records):
+    try:
+      context, sequences = tf.io.parse_single_sequence_example(record, context_spec, sequence_spec)
+    except _PARSE_FAILURES:
+      messages.append(_named(path, index, why(record)))
+      continue
+    found = _frame_checks(path, index, context, sequences, schema).messages()
+    messages.append(found[0] if found else _named(path, index, _why_dropped(record, schema)))
+  return messages, None
+
+
+def _why_dropped(record, schema: Schema) -> str:
+  """For a record the fast path dropped but no check faults (not expected): the fast path's own error."""
+  try:
+    _fast_frame_rows(record, schema)
+    return "record could not be read"
+  except (tf.errors.OpError, UnicodeDecodeError) as error:
+    return f"record could not be read: {error}"
+
+
+def _frame_format(schema: Schema) -> _Format:
+  def end_rows():
+    no_frames = [tf.zeros([0], tf.string) for _ in schema.feature_names]
+    return (tf.constant(""), tf.zeros([0], tf.int64), *no_frames)
+
+  return _Format(
+    0,
+    lambda record: _fast_frame_rows(record, schema),
+    end_rows,
+    lambda paths, indices, records: _explain_frames(paths, indices, records, schema),
+  )
+
+
+def _decode_frames(video_id, labels, frames, schema: Schema):
   """Frame byte strings -> dequantized float32 [max_frames, size] per feature, zero-padded."""
-  features = {"id": tf.reshape(video_id, [])}
+  features = {"id": video_id}
   num_frames = None
-  for feature, size in zip(schema.feature_names, schema.feature_sizes):
-    frames = sequences[feature][: schema.max_frames]  # truncate before decoding: less work
-    values = dequantize(tf.io.decode_raw(frames, tf.uint8, fixed_length=size))
+  for feature, feature_frames, size in zip(schema.feature_names, frames, schema.feature_sizes):
+    feature_frames = feature_frames[: schema.max_frames]  # truncate before decoding: less work
+    values = dequantize(tf.io.decode_raw(feature_frames, tf.uint8, fixed_length=size))
     values = tf.reshape(values, [-1, size])
     num_frames = tf.shape(values)[0]
     # Padding is exact zeros after dequantization, as in the starter code, not dequantize(0).
@@ -636,35 +898,18 @@ def frame_dataset(
   at a time: for SequenceExamples that measured faster here than batched parsing.
   """
   _check_mode(on_bad_record)
-  fold_filter = _fold_filter(num_folds, folds, exclude_folds)
-  parsing = _sequence_example_parsing(*_frame_specs(schema))
-  records = _named_records(
-    list_files(file_pattern),
-    shuffle,
-    seed,
-    num_epochs,
-    on_bad_record,
-    bad_record_counter,
-    cycle_length,
-    parsing,
-  ).unbatch()
+  selection = _fold_selection(num_folds, folds, exclude_folds)
+  read_file, is_record, in_folds, decode = _frame_functions(
+    schema, selection, on_bad_record, bad_record_counter
+  )
+  records = _checked_rows(list_files(file_pattern), shuffle, seed, num_epochs, cycle_length, read_file)
+  records = records.filter(is_record)
   if shuffle:
     records = records.shuffle(shuffle_buffer, seed=seed)
-  parsed = records.map(
-    lambda path, index, serialized: _parse_frame_record(
-      path, index, serialized, schema, on_bad_record, bad_record_counter
-    ),
-    num_parallel_calls=tf.data.AUTOTUNE,
-    deterministic=_deterministic(shuffle, seed),
-  )
-  if on_bad_record == _SKIP:
-    parsed = parsed.filter(lambda valid, *_: valid)
-  if fold_filter is not None:
-    parsed = parsed.filter(lambda valid, video_id, *_: tf.reshape(fold_filter(video_id), []))
-  dataset = parsed.map(
-    lambda valid, video_id, labels, sequences: _decode_frames(video_id, labels, sequences, schema),
-    num_parallel_calls=tf.data.AUTOTUNE,
-    deterministic=_deterministic(shuffle, seed),
+  if in_folds is not None:
+    records = records.filter(in_folds)
+  dataset = records.map(
+    decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed)
   )
   dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
   return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
