@@ -275,3 +275,24 @@ def test_models_that_read_rgb_and_audio_by_name_refuse_other_features():
     assert not models.get(name).any_features
     with pytest.raises(ValueError, match=f"model {name} reads rgb and audio by name.*Logistic"):
       models.build(name, schema)
+
+
+@pytest.mark.parametrize("case", CASES[: len(TINY)], ids=CASE_IDS[: len(TINY)])
+def test_mixed_precision_keeps_the_class_scores_float32(case):
+  """Built under mixed_bfloat16, every model returns float32 logits close to those of the same weights in
+  float32: the class scores compute in float32 (models.layers.OUTPUT_DTYPE), the rest in bfloat16."""
+  keras.utils.set_random_seed(3)
+  reference = _build(case)
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("mixed_bfloat16")
+  try:
+    model = _build(case)
+  finally:
+    keras.config.set_dtype_policy(previous)
+  model.set_weights(reference.get_weights())
+  frame_level = models.get(case.name).kind == models.FRAME
+  features = frame_batch() if frame_level else video_batch()
+  assert model.output.dtype == "float32"
+  logits = np.asarray(model(features, training=False))
+  assert logits.dtype == np.float32 and np.isfinite(logits).all()
+  np.testing.assert_allclose(logits, reference(features, training=False), atol=0.05)

@@ -461,3 +461,17 @@ def test_a_run_made_before_the_feature_fields_existed_resumes(tiny_data, tmp_pat
     experiment._check_or_write_config(
       dataclasses.replace(config, feature_names=("rgb", "audio"), feature_sizes=(1024, 64))
     )
+
+
+def test_mixed_precision_trains_in_bfloat16_and_keeps_the_class_scores_float32(tiny_data, tmp_path):
+  """`mixed_precision` on a CPU: the layers compute in bfloat16 on float32 weights, the logits stay float32,
+  the saved best.keras computes the same way, and the global policy is left as it was."""
+  config = _in_process_config(tiny_data, tmp_path, model="MoE", epochs=2, mixed_precision=True)
+  history = experiment.run_training(config)
+  assert len(history) == 2 and np.isfinite([epoch["loss"] for epoch in history]).all()
+  assert keras.config.dtype_policy().name == "float32"
+  model = models.load_model(os.path.join(config.train_dir, "best.keras"))
+  assert model.get_layer("concat_features").dtype_policy.name == "mixed_bfloat16"
+  assert model.get_layer("moe").dtype_policy.name == "float32" and model.output.dtype == "float32"
+  assert all(w.dtype == "float32" for w in model.weights)
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["mixed_precision"] is True

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from yt8m_tf.models.layers import class_summed_l2, torch_batch_norm, torch_dense
+from yt8m_tf.models.layers import OUTPUT_DTYPE, class_summed_l2, torch_batch_norm, torch_dense
 
 CLASSIFIERS = ("moe", "logistic")
 # PyTorch's nn.LeakyReLU default (Keras' is 0.3).
@@ -33,6 +33,7 @@ def logistic_head(
     kernel_regularizer=regularizer,
     bias_regularizer=regularizer if regularize_bias else None,
     name=name,
+    dtype=OUTPUT_DTYPE,
   )(x)
 
 
@@ -49,12 +50,12 @@ class MixtureOfExperts(keras.layers.Layer):
     self.l2_penalty = l2_penalty
     self.epsilon = epsilon
     regularizer = class_summed_l2(l2_penalty, num_classes)
+    # Sublayers compute in this layer's dtype (float32 for the output head, whatever the global policy).
+    sublayer = dict(kernel_regularizer=regularizer, dtype=self.dtype_policy)
     self.gates = keras.layers.Dense(
-      num_classes * (num_mixtures + 1), use_bias=False, kernel_regularizer=regularizer, name="gates"
+      num_classes * (num_mixtures + 1), use_bias=False, name="gates", **sublayer
     )
-    self.experts = keras.layers.Dense(
-      num_classes * num_mixtures, kernel_regularizer=regularizer, name="experts"
-    )
+    self.experts = keras.layers.Dense(num_classes * num_mixtures, name="experts", **sublayer)
 
   def build(self, input_shape):
     self.gates.build(input_shape)
@@ -91,7 +92,7 @@ def classifier_head(
   """MixtureOfExperts (layer "moe") or `logistic_head` (layer "logits"); `regularize_bias` is the logistic's."""
   check_classifier(classifier)
   if classifier == "moe":
-    return MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe")(x)
+    return MixtureOfExperts(num_classes, num_mixtures, l2_penalty, name="moe", dtype=OUTPUT_DTYPE)(x)
   return logistic_head(x, num_classes, l2_penalty, regularize_bias)
 
 
@@ -116,7 +117,7 @@ def fcn_head(
     if dropout > 0:
       x = keras.layers.Dropout(dropout, name=dropout_name)(x)
     x = keras.layers.ReLU(name=relu_name)(x)
-  return torch_dense(num_classes, x.shape[-1], name="logits")(x)
+  return torch_dense(num_classes, x.shape[-1], name="logits", dtype=OUTPUT_DTYPE)(x)
 
 
 def fc_block(x, units: int, dropout: float, name: str):
@@ -164,9 +165,9 @@ class ResNetLikeHead:
     for i in range(self.concat_id_block_num):
       x = identity_block(x, inner, dropout, name=f"concat_id{i}")
     x = fc_block(x, inner, dropout, name="head_fc")
-    logits = torch_dense(num_classes, inner, name="logits")(x)
+    logits = torch_dense(num_classes, inner, name="logits", dtype=OUTPUT_DTYPE)(x)
     if self.context_gating:
-      gates = torch_dense(num_classes, num_classes, name="context_gate")(logits)
-      gates = keras.layers.Activation("sigmoid")(gates)
-      logits = keras.layers.Multiply(name="gated_logits")([logits, gates])
+      gates = torch_dense(num_classes, num_classes, name="context_gate", dtype=OUTPUT_DTYPE)(logits)
+      gates = keras.layers.Activation("sigmoid", dtype=OUTPUT_DTYPE)(gates)
+      logits = keras.layers.Multiply(name="gated_logits", dtype=OUTPUT_DTYPE)([logits, gates])
     return logits

@@ -18,6 +18,11 @@ from keras import ops
 # Large negative logit for masked positions; finite so that an all-masked row gives no NaN.
 _MASKED_LOGIT = -1e9
 
+# The layers that make the class scores compute in float32 under mixed precision (`TrainConfig.mixed_precision`):
+# bfloat16 keeps 8 bits of mantissa, so logits near -7 would move in steps of 0.03 and tie across classes,
+# and MoE's clipping at 1 - 1e-7 would round to 1.
+OUTPUT_DTYPE = "float32"
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Masked operations.
@@ -274,13 +279,14 @@ class ContextGating(keras.layers.Layer):
     return {**super().get_config(), "batch_norm": self.batch_norm}
 
 
-def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
+def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True, dtype=None) -> keras.layers.Dense:
   """Dense initialized like PyTorch's nn.Linear: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
   limit = 1.0 / math.sqrt(fan_in)
   return keras.layers.Dense(
     units,
     use_bias=use_bias,
     name=name,
+    dtype=dtype,
     kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
     bias_initializer=keras.initializers.RandomUniform(-limit, limit),
   )

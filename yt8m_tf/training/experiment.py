@@ -12,6 +12,7 @@ next to what `trainer.fit` writes (best.keras, last.keras, backup/, tensorboard/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -126,6 +127,11 @@ class TrainConfig:
   lr_patience: int = setting(0, "ReduceLROnPlateau patience, in epochs.")
   early_stopping_patience: Optional[int] = setting(None, "Stop after this many epochs without improvement.")
   clip_norm: float = setting(10.0, "Gradient global-norm clip.")
+  mixed_precision: bool = setting(
+    False,
+    "Compute in bfloat16 (CPU) or float16 (GPU, with loss scaling) with float32 weights; the class scores "
+    "stay float32. The saved model and its exports compute the same way.",
+  )
   loss: str = setting("bce", "Loss name (yt8m_tf.training.losses).")
   mixup_alpha: float = setting(0.0, "Mixup Beta(alpha, alpha); 0 disables (the seed used 0.4).")
   frame_sampler: Optional[str] = setting(None, "Training-time frame subsampler name (frame-level).")
@@ -425,9 +431,29 @@ def validation_dataset(config: TrainConfig) -> tf.data.Dataset:
   return dataset_for(config.kind, config.eval_data_pattern, config.batch_size, schema=config.schema)
 
 
+def mixed_precision_policy() -> str:
+  """Keras' mixed policy for this machine: float16 where a GPU runs it fast, bfloat16 on CPUs (no loss
+  scaling needed, the float32 exponent range)."""
+  return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def dtype_policy(name: Optional[str]):
+  """Models built inside compute under Keras' dtype policy `name` (None: the current one); the previous
+  global policy is restored after."""
+  previous = keras.config.dtype_policy()
+  if name is not None:
+    keras.config.set_dtype_policy(name)
+  try:
+    yield
+  finally:
+    keras.config.set_dtype_policy(previous)
+
+
 def build_model(config: TrainConfig) -> keras.Model:
   params = dict(config.model_params)
-  model = models.build(config.model, config.schema, **params)
+  with dtype_policy(mixed_precision_policy() if config.mixed_precision else None):
+    model = models.build(config.model, config.schema, **params)
   if "centroids" not in params:
     _fit_centroids_if_needed(model, config)
   if config.output_bias_init == "prior":

@@ -233,7 +233,7 @@ def compile_model(
   if model.built:
     # Created here, the optimizer's slots make tf.function trace the train step once; left to the first step they
     # are created inside the trace and TF traces it a second time (EnsembleModel at 1/16: ~17 s -> ~7 s).
-    optimizer.build(model.trainable_variables)
+    model.optimizer.build(model.trainable_variables)  # Keras may have wrapped it (float16 loss scaling)
   return model
 
 

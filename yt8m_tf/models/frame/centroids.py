@@ -34,7 +34,7 @@ import tensorflow as tf
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.inputs import FRAME_FEATURES, NUM_FRAMES, masked_frame_inputs
 from yt8m_tf.models.kmeans import fit_kmeans_on_dataset  # noqa: F401  (training calls it from here)
-from yt8m_tf.models.layers import MaskedPooling, frame_mask
+from yt8m_tf.models.layers import OUTPUT_DTYPE, MaskedPooling, frame_mask
 from yt8m_tf.models.registry import FRAME, register
 
 OUTPUT_MODES = ("histogram", "centroids", "both")
@@ -237,7 +237,7 @@ def cluster_centroids(
     x = keras.layers.ReLU(name=f"hidden{i}_relu")(x)
     if dropout > 0:
       x = keras.layers.Dropout(dropout, name=f"hidden{i}_dropout")(x)
-  logits = keras.layers.Dense(schema.num_classes, name="logits")(x)
+  logits = keras.layers.Dense(schema.num_classes, name="logits", dtype=OUTPUT_DTYPE)(x)
   model = keras.Model(inputs, logits, name="ClusterCentroids")
   if centroids is not None or idf is not None:
     set_centroids(model, quantizer.centroids.numpy() if centroids is None else centroids, idf)

@@ -24,7 +24,7 @@ from keras import ops
 
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.inputs import masked_frame_inputs
-from yt8m_tf.models.layers import MaskedFramePooling, ZeroPadFrames, zero_padded
+from yt8m_tf.models.layers import OUTPUT_DTYPE, MaskedFramePooling, ZeroPadFrames, zero_padded
 from yt8m_tf.models.registry import FRAME, register
 
 
@@ -123,5 +123,5 @@ def self_attention_encoder(
   for i in range(num_layers):
     x = TransformerEncoderBlock(d_model, num_heads, ff_dim, dropout, name=f"encoder{i}")(x, mask)
   x = MaskedFramePooling("mean", name="mean_pool")(x, mask)
-  logits = keras.layers.Dense(schema.num_classes, name="logits")(x)
+  logits = keras.layers.Dense(schema.num_classes, name="logits", dtype=OUTPUT_DTYPE)(x)
   return keras.Model(inputs, logits, name="SelfAttentionEncoder")

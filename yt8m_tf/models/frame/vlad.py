@@ -61,7 +61,7 @@ from keras import ops
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.heads import check_classifier, classifier_head, logistic_head
 from yt8m_tf.models.inputs import masked_frame_inputs
-from yt8m_tf.models.layers import ContextGating, MaskedBatchNormalization, zero_padded
+from yt8m_tf.models.layers import OUTPUT_DTYPE, ContextGating, MaskedBatchNormalization, zero_padded
 from yt8m_tf.models.registry import FRAME, register, register_variant
 
 _L2_EPSILON = 1e-12  # tf.nn.l2_normalize's default
@@ -337,7 +337,7 @@ class ProbabilityGating(keras.layers.Layer):
       shape=(classes, classes),
       initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(classes)),
     )
-    self.norm = keras.layers.BatchNormalization(name="gating_prob_bn")
+    self.norm = keras.layers.BatchNormalization(name="gating_prob_bn", dtype=self.dtype_policy)
     self.norm.build(input_shape)
 
   def call(self, logits, training=None):
@@ -395,7 +395,7 @@ def willow_model(
     h = ContextGating(batch_norm=add_batch_norm, name="context_gating")(h)
   logits = classifier_head(h, schema.num_classes, classifier, num_mixtures, l2_penalty, regularize_bias=True)
   if probability_gating:
-    logits = ProbabilityGating(name="probability_gating")(logits)
+    logits = ProbabilityGating(name="probability_gating", dtype=OUTPUT_DTYPE)(logits)
   return keras.Model(inputs, logits, name=name)
 
 

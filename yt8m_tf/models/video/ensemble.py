@@ -45,6 +45,7 @@ import keras
 
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.inputs import concat_video_inputs
+from yt8m_tf.models.layers import OUTPUT_DTYPE
 from yt8m_tf.models.registry import VIDEO, register
 
 LEAKY_SLOPE = 0.2
@@ -97,8 +98,10 @@ def ensemble_widths(width_scale: float = 1.0, head_widths: Sequence[int] | None 
 INPUT_NORMALIZATIONS = ("l2", "none")
 
 
-def _dense(units: int, name: str, use_bias: bool = False) -> keras.layers.Dense:
-  return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer="glorot_uniform", name=name)
+def _dense(units: int, name: str, use_bias: bool = False, dtype=None) -> keras.layers.Dense:
+  return keras.layers.Dense(
+    units, use_bias=use_bias, kernel_initializer="glorot_uniform", name=name, dtype=dtype
+  )
 
 
 def _activation(kind: str, name: str) -> keras.layers.Layer:
@@ -188,7 +191,7 @@ def ensemble_model(
   ]
   h = keras.layers.Concatenate(name="head_concat")([*towers, x])
   h = _blocks(h, widths["head"], "relu", "head", bn_momentum)
-  logits = _dense(schema.num_classes, "logits", use_bias=output_bias)(h)
+  logits = _dense(schema.num_classes, "logits", use_bias=output_bias, dtype=OUTPUT_DTYPE)(h)
   return keras.Model(inputs, logits, name=name)
 
 

@@ -36,7 +36,7 @@ from keras import ops
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.models.heads import fcn_head
 from yt8m_tf.models.inputs import concat_video_inputs
-from yt8m_tf.models.layers import torch_batch_norm, torch_dense
+from yt8m_tf.models.layers import OUTPUT_DTYPE, torch_batch_norm, torch_dense
 from yt8m_tf.models.registry import VIDEO, register, register_variant
 
 
@@ -60,8 +60,8 @@ class FeatureSort(keras.layers.Layer):
     return {**super().get_config(), "descending": self.descending}
 
 
-def _dense(x, units: int, name: str, activation: str | None = None):
-  x = torch_dense(units, x.shape[-1], name=name)(x)
+def _dense(x, units: int, name: str, activation: str | None = None, dtype=None):
+  x = torch_dense(units, x.shape[-1], name=name, dtype=dtype)(x)
   if activation:
     x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
   return x
@@ -99,8 +99,8 @@ def attentive_fcn2(schema: Schema, inner_size: int = 2048, n_heads: int = 5) -> 
   # Row-major, like torch's view(-1, C, n_heads): head h of class c is column c * n_heads + h.
   x = keras.layers.Reshape((num_classes, n_heads), name="heads")(x)
   x = _self_gate(x)  # Dense(n_heads -> n_heads) on the last axis, shared by all classes
-  x = _dense(x, 1, name="head_output")
-  logits = keras.layers.Reshape((num_classes,), name="logits")(x)
+  x = _dense(x, 1, name="head_output", dtype=OUTPUT_DTYPE)
+  logits = keras.layers.Reshape((num_classes,), name="logits", dtype=OUTPUT_DTYPE)(x)
   return keras.Model(inputs, logits, name="AttentiveFCN2")
 
 
@@ -138,7 +138,7 @@ def attentive_fcn(
   x = _self_gate(x, activation=trunk.gate_activation)
   if dropout > 0:
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-  logits = _dense(x, schema.num_classes, name="logits")
+  logits = _dense(x, schema.num_classes, name="logits", dtype=OUTPUT_DTYPE)
   return keras.Model(inputs, logits, name=name)
 
 
