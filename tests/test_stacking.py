@@ -106,7 +106,37 @@ def test_misaligned_stores_are_an_error_naming_them(tmp_path):
   assert not candidate_store.is_complete(str(tmp_path / "c"))
 
 
-def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd):
+def test_part_files_read_lazily_and_row_gap_part_by_part(tmp_path):
+  _, labels, stores, _ = _fixture(tmp_path)
+  prior = candidates.class_prior(labels, NUM_CLASSES)
+  out = str(tmp_path / "cands")
+  candidates.build_candidates(stores, out, prior, labels, chunk_videos=64, part_videos=100)
+  rows = candidate_store.load_candidates(out)
+  np.testing.assert_array_equal(np.concatenate(candidate_store.read_video_ids(out)), rows.ids)
+  parts = list(candidate_store.read_candidates(out, features=["score_beta"]))
+  assert len(parts) == 3 and all(list(p.features) == ["score_beta"] for p in parts)
+  # GAP added part by part is the GAP of the whole set: same pairs, same order.
+  gap = candidate_store.RowsGap()
+  for part in parts:
+    gap.add(part, part.features["score_beta"])
+  assert gap.result() == candidate_store.rows_gap(rows, rows.features["score_beta"])
+
+
+def test_training_videos_cap_is_a_fixed_subset_of_the_training_folds():
+  ids = np.array([f"v{i:05d}".encode() for i in range(500)])
+  in_training_folds = folds.fold_of(ids, 3) != 0
+  capped = stacker.training_videos(ids, in_training_folds, stacker.StackerConfig(max_train_videos=100))
+  assert capped.sum() == 100 and not np.any(capped & ~in_training_folds)
+  # Chosen by id: the same videos whatever the other videos are.
+  again = stacker.training_videos(
+    ids[::-1], in_training_folds[::-1], stacker.StackerConfig(max_train_videos=100)
+  )
+  assert set(ids[capped]) == set(ids[::-1][again])
+  uncapped = stacker.training_videos(ids, in_training_folds, stacker.StackerConfig(max_train_videos=1000))
+  np.testing.assert_array_equal(uncapped, in_training_folds)
+
+
+def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd, monkeypatch):
   ids, labels, stores, _ = _fixture(tmp_path, num_videos=400)
   prior = candidates.class_prior(labels, NUM_CLASSES)
   train_dir, test_dir = str(tmp_path / "train"), str(tmp_path / "test")
@@ -134,23 +164,26 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
         writer.add(chunk.ids[keep], chunk.dense(NUM_CLASSES)[keep])
     writer.close()
     train_stores[name] = str(tmp_path / f"train_{name}")
-  candidates.build_candidates(train_stores, train_dir, prior, train_labels)
-  candidates.build_candidates(test_stores, test_dir, prior, labels)
+  # Several part files a set, so that the stacker's part-by-part reading crosses part boundaries.
+  candidates.build_candidates(train_stores, train_dir, prior, train_labels, part_videos=70)
+  candidates.build_candidates(test_stores, test_dir, prior, labels, part_videos=40)
 
   config = stacker.StackerConfig(
     num_trees=20, shrinkage=0.3, max_depth=3, early_stopping_trees=5, inner_split=4
   )
   out = str(tmp_path / "stacker")
   capfd.readouterr()
-  report = stacker.run_stacking(
-    train_dir,
-    out,
-    num_folds=2,
-    num_classes=NUM_CLASSES,
-    config=config,
-    test_candidates=test_dir,
-    log=lambda *_: None,
-  )
+  with monkeypatch.context() as patch:  # the stacker reads part by part, never a whole set
+    patch.setattr(candidate_store, "load_candidates", lambda *_: pytest.fail("a whole set was loaded"))
+    report = stacker.run_stacking(
+      train_dir,
+      out,
+      num_folds=2,
+      num_classes=NUM_CLASSES,
+      config=config,
+      test_candidates=test_dir,
+      log=lambda *_: None,
+    )
 
   rows = candidate_store.load_candidates(train_dir)
   oof = np.load(os.path.join(out, "oof_scores.npy"))
@@ -161,6 +194,10 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd)
   for k in range(2):
     info = json.load(open(os.path.join(out, f"fold_{k}", "info.json")))
     assert 1 <= info["trees"] <= 20
+    trained = video_fold != k
+    assert info["fit_videos"] + info["inner_videos"] == trained.sum()
+    inner = stacker.inner_split_mask(rows.ids, config.inner_split)
+    assert info["fit_rows"] == np.isin(rows.row_video, np.flatnonzero(trained & ~inner)).sum()
     held_out = rows.select_videos(video_fold == k)
     assert info["oof_gap"] == pytest.approx(
       candidate_store.rows_gap(held_out, oof[video_fold[rows.row_video] == k])

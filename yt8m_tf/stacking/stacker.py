@@ -12,6 +12,14 @@ Layout of `out_dir`:
   fold_k/info.json    written last: trees, rows, timing
   oof_scores.npy, test_scores.npy, soft_labels.npz, test_soft_labels.npz, report.json (written last)
 
+Memory: no candidate set is ever loaded whole. A fold's rows stream from the part files (one part in
+memory at a time; the `max_train_videos` subset is chosen from the ids before any row is read) into
+TF-DF, whose copies are then the only ones; OOF and test rows are scored part by part in batches, and
+the report and soft labels are built part by part from the score features only. TF-DF itself holds its
+rows twice while training starts (the per-feature vectors it collects, then YDF's dataset built from
+them) plus the boosting buffers: each more training row costs ~2.7x its raw bytes at the peak, as
+measured by bench/bench_stacker_memory.py.
+
 `class_id` is numerical by default, as in the seed. As a categorical feature with 3,862 values TF-DF
 1.12 trained 30-100x slower on this machine (48k rows, 37 trees: 1.5 s numerical, ~40-140 s
 categorical), for the class prior already carries the per-class signal; `class_id_semantic` switches.
@@ -19,11 +27,14 @@ categorical), for the class prior already carries the per-class signal; `class_i
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import gc
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -32,7 +43,7 @@ from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import folds
 from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, console_to_file, load_npz
 from yt8m_tf.stores import candidates as candidate_store
-from yt8m_tf.stores.soft_labels import SoftLabelStore
+from yt8m_tf.stores.soft_labels import SoftLabelStoreBuilder
 
 SEMANTICS = ("numerical", "categorical")
 SOFT_LABELS = "soft_labels.npz"  # OOF probabilities of the training videos
@@ -90,23 +101,58 @@ def make_model(config: StackerConfig, feature_names):
     early_stopping_num_trees_look_ahead=config.early_stopping_trees,
     features=usages,
     exclude_non_specified_features=True,
+    check_dataset=False,  # its check wants a `batch` op; the rows come batched from a generator
     random_seed=config.seed,
     verbose=0,
     **kwargs,
   )
 
 
-def _rows_dataset(chunk: candidate_store.CandidateChunk, batch_size: int = 65536, with_target: bool = True):
-  features = {k: v.astype(np.float32) for k, v in chunk.features.items()}
-  if with_target:
-    return tf.data.Dataset.from_tensor_slices((features, chunk.target.astype(np.int64))).batch(batch_size)
-  return tf.data.Dataset.from_tensor_slices(features).batch(batch_size)
+ROW_BATCH = 65536  # rows per tf.data batch and per prediction call
 
 
-def predict_rows(model, chunk: candidate_store.CandidateChunk, batch_size: int = 65536) -> np.ndarray:
-  """[rows] probabilities. Calls the model in a tf.function: ~10x `predict` on CPU (stack_notes §6d)."""
-  call = tf.function(lambda features: model(features, training=False))
-  outputs = [np.asarray(call(batch)).reshape(-1) for batch in _rows_dataset(chunk, batch_size, False)]
+def _feature_signature(feature_names):
+  return {name: tf.TensorSpec([None], tf.float32) for name in feature_names}
+
+
+def _row_batches(candidate_dir: str, keep_videos: np.ndarray, feature_names, with_target: bool):
+  """The rows of the videos where `keep_videos` [all videos of the set] is True, in the set's row order,
+  in batches of ROW_BATCH: (features, target) or features. One part file is in memory at a time."""
+  first_video = 0
+  for part in candidate_store.read_candidates(candidate_dir, feature_names):
+    keep = keep_videos[first_video : first_video + len(part.ids)]
+    first_video += len(part.ids)
+    rows = np.flatnonzero(keep[part.row_video])
+    for start in range(0, len(rows), ROW_BATCH):
+      batch = rows[start : start + ROW_BATCH]
+      features = {name: part.features[name][batch].astype(np.float32, copy=False) for name in feature_names}
+      yield (features, part.target[batch].astype(np.int64)) if with_target else features
+
+
+def _rows_dataset(candidate_dir: str, keep_videos: np.ndarray, feature_names) -> tf.data.Dataset:
+  """Labeled rows streamed from the part files: TF-DF copies them batch by batch into its own training
+  format, and no other copy of the fold's rows exists (no numpy copy, no dataset constant)."""
+  signature = (_feature_signature(feature_names), tf.TensorSpec([None], tf.int64))
+  return tf.data.Dataset.from_generator(
+    lambda: _row_batches(candidate_dir, keep_videos, feature_names, with_target=True),
+    output_signature=signature,
+  )
+
+
+def predict_rows(model, candidate_dir: str, feature_names, keep_videos: Optional[np.ndarray] = None):
+  """[rows] probabilities of the rows of the videos where `keep_videos` is True (default: all), in the
+  set's row order, part by part. Calls the model in a tf.function: ~10x `predict` on CPU (stack_notes
+  §6d); its signature takes any batch length, so it is traced once."""
+  call = tf.function(
+    lambda features: model(features, training=False),
+    input_signature=[_feature_signature(feature_names)],
+  )
+  if keep_videos is None:
+    keep_videos = np.ones(sum(len(ids) for ids in candidate_store.read_video_ids(candidate_dir)), bool)
+  outputs = [
+    np.asarray(call(batch)).reshape(-1)
+    for batch in _row_batches(candidate_dir, keep_videos, feature_names, with_target=False)
+  ]
   return np.concatenate(outputs) if outputs else np.zeros([0], np.float32)
 
 
@@ -116,21 +162,35 @@ def inner_split_mask(ids: np.ndarray, inner_split: int) -> np.ndarray:
   return folds.fold_of(np.char.add(ids.astype(np.bytes_), b"/inner"), inner_split) == 0
 
 
-def train_fold(train: candidate_store.CandidateChunk, config: StackerConfig, feature_names):
-  """A GBT fitted on `train` (all its videos are training folds), early-stopped on an inner split."""
-  if config.max_train_videos is not None and len(train.ids) > config.max_train_videos:
-    # The lowest hash buckets: a fixed, id-determined subset.
-    buckets = folds.fold_of(np.char.add(train.ids.astype(np.bytes_), b"/subset"), 1 << 20)
-    keep = buckets < np.sort(buckets)[config.max_train_videos - 1] + 1
-    train = train.select_videos(keep)
-  inner = inner_split_mask(train.ids, config.inner_split)
-  fit_rows, valid_rows = train.select_videos(~inner), train.select_videos(inner)
+def training_videos(ids: np.ndarray, in_training_folds: np.ndarray, config: StackerConfig) -> np.ndarray:
+  """[videos] mask of the videos a fold model trains on: those of the training folds, or, with
+  `max_train_videos`, a fixed subset of them (the lowest hash buckets of the ids), chosen before any row
+  is read."""
+  if config.max_train_videos is None or in_training_folds.sum() <= config.max_train_videos:
+    return in_training_folds
+  buckets = folds.fold_of(np.char.add(ids[in_training_folds].astype(np.bytes_), b"/subset"), 1 << 20)
+  chosen = in_training_folds.copy()
+  chosen[in_training_folds] = buckets < np.sort(buckets)[config.max_train_videos - 1] + 1
+  return chosen
+
+
+def train_fold(
+  candidate_dir: str, ids: np.ndarray, train_videos: np.ndarray, config: StackerConfig, feature_names
+):
+  """A GBT fitted on the rows of `train_videos` (of the training folds) of the set in `candidate_dir`,
+  whose ids are `ids`; early-stopped on an inner split of those videos."""
+  inner = inner_split_mask(ids, config.inner_split)
+  fit_videos, valid_videos = train_videos & ~inner, train_videos & inner
   model = make_model(config, feature_names)
-  model.fit(_rows_dataset(fit_rows), validation_data=_rows_dataset(valid_rows), verbose=0)
+  model.fit(
+    _rows_dataset(candidate_dir, fit_videos, feature_names),
+    validation_data=_rows_dataset(candidate_dir, valid_videos, feature_names),
+    verbose=0,
+  )
   info = {
-    "fit_videos": int(len(fit_rows.ids)),
-    "fit_rows": int(len(fit_rows.class_id)),
-    "inner_videos": int(len(valid_rows.ids)),
+    "fit_videos": int(fit_videos.sum()),
+    "fit_rows": int(model.num_training_examples),
+    "inner_videos": int(valid_videos.sum()),
     "trees": int(model.make_inspector().num_trees()),
   }
   return model, info
@@ -147,8 +207,15 @@ def run_stacking(
 ) -> dict:
   """K-fold GBT over the train candidate rows; OOF and test scores, the soft-label store, GAP report.
 
-  Finished folds are kept (an interrupted run resumes at the first unfinished fold).
+  Finished folds are kept (an interrupted run resumes at the first unfinished fold). Memory: the ids of
+  the videos, TF-DF's copies of one fold's training rows, one part file and the scores; rows are read from
+  the part files fold by fold, streamed into TF-DF.
   """
+  with _large_blocks_returned_when_freed():
+    return _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, test_candidates, log)
+
+
+def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, test_candidates, log):
   report_path = os.path.join(out_dir, "report.json")
   if tf.io.gfile.exists(report_path):
     with tf.io.gfile.GFile(report_path) as f:
@@ -156,32 +223,33 @@ def run_stacking(
   index = candidate_store.read_index(train_candidates)
   if not index["labeled"]:
     raise ValueError(f"{train_candidates}: the stacker trains on labeled candidates")
-  train = candidate_store.load_candidates(train_candidates)
-  test = candidate_store.load_candidates(test_candidates) if test_candidates else None
   feature_names = index["features"]
-  video_fold = folds.fold_of(train.ids, num_folds)
-  row_fold = video_fold[train.row_video]
-  oof_scores = np.full(len(train.class_id), np.nan, np.float32)
-  test_scores = np.zeros(0 if test is None else len(test.class_id), np.float64)
-  fold_infos = []
+  ids = np.concatenate(candidate_store.read_video_ids(train_candidates))
+  video_fold = folds.fold_of(ids, num_folds)
+  num_test_rows = candidate_store.read_index(test_candidates)["rows"] if test_candidates else 0
+  test_scores = np.zeros(num_test_rows, np.float64)
+  fold_scores, fold_infos = [], []
   for k in range(num_folds):
     fold_dir = os.path.join(out_dir, f"fold_{k}")
     info_path = os.path.join(fold_dir, "info.json")
     if not tf.io.gfile.exists(info_path):
       start = time.time()
       tf.io.gfile.makedirs(fold_dir)
-      held_out = train.select_videos(video_fold == k)
+      held_out = video_fold == k
       with console_to_file(os.path.join(fold_dir, TRAINING_LOG)):  # YDF's training log, hundreds of lines
-        model, info = train_fold(train.select_videos(video_fold != k), config, feature_names)
-        scores = {"oof": predict_rows(model, held_out)}
-        if test is not None:
-          scores["test"] = predict_rows(model, test)
+        train_videos = training_videos(ids, ~held_out, config)
+        model, info = train_fold(train_candidates, ids, train_videos, config, feature_names)
+        scores = {"oof": predict_rows(model, train_candidates, feature_names, held_out)}
+        if test_candidates:
+          scores["test"] = predict_rows(model, test_candidates, feature_names)
         _save_model(model, os.path.join(fold_dir, "model"))
+        del model
+        _forget_fold_models()
       atomic_save_npz(os.path.join(fold_dir, "scores.npz"), **scores)
       info.update(
         fold=k,
         seconds=round(time.time() - start, 1),
-        oof_gap=candidate_store.rows_gap(held_out, scores["oof"]),
+        oof_gap=_oof_gap(train_candidates, held_out, scores["oof"]),
       )
       with atomic_open(info_path) as f:
         json.dump(info, f, indent=1)
@@ -191,41 +259,122 @@ def run_stacking(
     with tf.io.gfile.GFile(info_path) as f:
       fold_infos.append(json.load(f))
     scores = load_npz(os.path.join(fold_dir, "scores.npz"))
-    oof_scores[row_fold == k] = scores["oof"]
-    if test is not None:
+    fold_scores.append(scores["oof"])
+    if test_candidates:
       test_scores += scores["test"] / num_folds
+  oof_scores = _scatter_oof(train_candidates, video_fold, fold_scores)
+  del fold_scores
   atomic_save_npy(os.path.join(out_dir, "oof_scores.npy"), oof_scores)
-  store = SoftLabelStore.from_rows(
-    train.ids[train.row_video], train.class_id, oof_scores, num_classes, all_video_ids=train.ids
-  )
+  oof_gaps, store = _gaps_and_soft_labels(train_candidates, oof_scores, index["models"], num_classes)
   store.save(os.path.join(out_dir, SOFT_LABELS))
   report = {
     "folds": fold_infos,
     "config": dataclasses.asdict(config),
-    "oof": compare_gap(train, oof_scores, index["models"]),
+    "oof": oof_gaps,
     "soft_labels": {"videos": len(store), "entries": store.nnz},
   }
-  if test is not None:
+  del store
+  if test_candidates:
     atomic_save_npy(os.path.join(out_dir, "test_scores.npy"), test_scores.astype(np.float32))
     # The teacher's test-set scores, the targets of transductive distillation (TrainConfig.transductive_*).
-    SoftLabelStore.from_rows(
-      test.ids[test.row_video], test.class_id, test_scores, num_classes, all_video_ids=test.ids
-    ).save(os.path.join(out_dir, TEST_SOFT_LABELS))
-    if test.target is not None:
-      report["test"] = compare_gap(test, test_scores, index["models"])
+    test_index = candidate_store.read_index(test_candidates)
+    test_gaps, test_store = _gaps_and_soft_labels(
+      test_candidates, test_scores, index["models"], num_classes, labeled=test_index["labeled"]
+    )
+    test_store.save(os.path.join(out_dir, TEST_SOFT_LABELS))
+    if test_gaps is not None:
+      report["test"] = test_gaps
   with atomic_open(report_path) as f:
     json.dump(report, f, indent=1)
   return report
 
 
-def compare_gap(chunk: candidate_store.CandidateChunk, stacker_scores, model_names) -> Dict[str, float]:
-  """GAP@20 of the stacker next to each L1 model and the L1 mean, all on the same candidate rows (every
-  model's top-20 is among the candidates, so a model's row GAP is its own GAP@20)."""
-  result = {"stacker": candidate_store.rows_gap(chunk, stacker_scores)}
-  for name in model_names:
-    result[f"l1/{name}"] = candidate_store.rows_gap(chunk, chunk.features[f"score_{name}"])
-  result["l1_mean"] = candidate_store.rows_gap(chunk, chunk.features["mean_score"])
-  return result
+def _oof_gap(candidate_dir: str, held_out: np.ndarray, oof_scores: np.ndarray) -> float:
+  """GAP@20 of the fold's OOF row scores over its held-out videos, part by part."""
+  gap, first_video, first_row = candidate_store.RowsGap(), 0, 0
+  for part in candidate_store.read_candidates(candidate_dir, features=()):
+    keep = held_out[first_video : first_video + len(part.ids)]
+    first_video += len(part.ids)
+    held_out_part = part.select_videos(keep)
+    gap.add(held_out_part, oof_scores[first_row : first_row + len(held_out_part.class_id)])
+    first_row += len(held_out_part.class_id)
+  return gap.result()
+
+
+def _scatter_oof(candidate_dir: str, video_fold: np.ndarray, fold_scores) -> np.ndarray:
+  """[rows] OOF scores in the set's row order from each fold's scores (its held-out rows, in order)."""
+  pieces, first_video, fold_cursor = [], 0, np.zeros(len(fold_scores), np.int64)
+  for part in candidate_store.read_candidates(candidate_dir, features=()):
+    row_fold = video_fold[first_video : first_video + len(part.ids)][part.row_video]
+    first_video += len(part.ids)
+    part_scores = np.full(len(row_fold), np.nan, np.float32)
+    for k, scores in enumerate(fold_scores):
+      in_fold = row_fold == k
+      count = int(in_fold.sum())
+      part_scores[in_fold] = scores[fold_cursor[k] : fold_cursor[k] + count]
+      fold_cursor[k] += count
+    pieces.append(part_scores)
+  return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
+def _gaps_and_soft_labels(
+  candidate_dir: str, row_scores, model_names, num_classes: int, labeled: bool = True
+):
+  """(GAP@20 of the stacker's row scores next to each L1 model and the L1 mean on the same rows, or None
+  for unlabeled rows; the soft-label store of the row scores), part by part: of the features, only the
+  L1 scores are read. Every model's top-20 is among the candidates, so a model's row GAP is its GAP@20."""
+  score_features = [f"score_{name}" for name in model_names] + ["mean_score"]
+  gaps = {
+    name: candidate_store.RowsGap() for name in ["stacker", *[f"l1/{m}" for m in model_names], "l1_mean"]
+  }
+  builder = SoftLabelStoreBuilder(num_classes)
+  ids, first_row = [], 0
+  for part in candidate_store.read_candidates(candidate_dir, score_features if labeled else ()):
+    part_scores = row_scores[first_row : first_row + len(part.class_id)]
+    first_row += len(part.class_id)
+    ids.append(part.ids)
+    builder.add(part.ids[part.row_video], part.class_id, part_scores)
+    if labeled:
+      gaps["stacker"].add(part, part_scores)
+      for name in model_names:
+        gaps[f"l1/{name}"].add(part, part.features[f"score_{name}"])
+      gaps["l1_mean"].add(part, part.features["mean_score"])
+  store = builder.build(all_video_ids=np.concatenate(ids))
+  return ({name: gap.result() for name, gap in gaps.items()} if labeled else None), store
+
+
+def _forget_fold_models():
+  """Frees what a finished fold's model leaves behind (tf_keras's global graph state, traced functions):
+  without it a process grew ~45 MB a fold at 1.9M rows."""
+  import tf_keras
+
+  tf_keras.backend.clear_session()
+  gc.collect()
+
+
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+
+
+@contextlib.contextmanager
+def _large_blocks_returned_when_freed(threshold: int = 1 << 20, restored: int = 32 << 20):
+  """glibc serves blocks below its adaptive mmap threshold (which climbs to 32 MiB once such a block was
+  freed) from heaps that keep freed memory; TF-DF's growing per-feature vectors and the part arrays
+  leave hundreds of MB of it, resident as if live (measured: a fold's peak 434 MiB vs 271 MiB at 1.9M
+  rows). Inside, blocks of `threshold` bytes and more are mapped, so freeing one unmaps it (and a
+  growing vector moves by mremap, without a copy). Afterwards the threshold is `restored`: where the
+  adaptive one ends up anyway. A no-op off glibc."""
+  try:
+    libc = ctypes.CDLL("libc.so.6")
+    mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+  except (OSError, AttributeError):
+    yield
+    return
+  mallopt(_M_MMAP_THRESHOLD, threshold)
+  try:
+    yield
+  finally:
+    mallopt(_M_MMAP_THRESHOLD, restored)
+    malloc_trim(0)
 
 
 def _save_model(model, path):

@@ -3,7 +3,7 @@
 - `predictions`: a model's out-of-fold or test probabilities (top-K per video), written by training,
   read by the stacker and the reports.
 - `candidates`: the stacker's rows per (video, candidate class) with their features, written by
-  `yt8m_tf.stacking.candidates`, read by the stacker (`stores.candidates.load_candidates`, `rows_gap`).
+  `yt8m_tf.stacking.candidates`, read part by part by the stacker (`stores.candidates.read_candidates`, `RowsGap`).
 - `soft_labels`: the stacker's out-of-fold probabilities per (video, candidate class), written by the
   stacker, read by distillation (`yt8m_tf.training.soft_targets`).
 - `labels`: video id -> positive classes, from the records or from an `id,labels` CSV.

@@ -3,16 +3,22 @@
 A candidate set is a directory of `part-NNNNN.npz` (ids [n], num_positives [n], row_video [R], class_id [R],
 target [R] when labeled, one `feature/<name>` array [R] per feature) and `index.json` (models, stores,
 features, top_n, labeled, parts, counts). `yt8m_tf.stacking.candidates` builds them; the stacker and the
-reports read them, and score rows with `rows_gap` (GAP@20 of a row scoring, as `store_gap` of a store).
+reports read them, and score rows with `rows_gap` (GAP@20 of a row scoring, as `store_gap` of a store) or,
+part by part, with `RowsGap`.
+
+Readers that need not hold a whole set read it part by part (`read_candidates`, `read_video_ids`), and
+only the arrays they ask for: a part file is opened lazily, so skipped features are never read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from yt8m_tf import files, metrics
 from yt8m_tf.files import atomic_save_npz
@@ -77,43 +83,87 @@ def read_index(candidate_dir: str) -> dict:
   return files.read_index(candidate_dir, "candidate set")
 
 
-def read_candidates(candidate_dir: str) -> Iterator[CandidateChunk]:
-  index = read_index(candidate_dir)
-  for name in index["parts"]:
-    path = os.path.join(candidate_dir, name)
-    arrays = files.load_npz(path)
+def part_paths(candidate_dir: str) -> List[str]:
+  return [os.path.join(candidate_dir, name) for name in read_index(candidate_dir)["parts"]]
+
+
+@contextlib.contextmanager
+def _open_part(path: str):
+  """The part's arrays by name, each read from the file only when asked for."""
+  with tf.io.gfile.GFile(path, "rb") as handle:
+    with np.load(handle, allow_pickle=False) as archive:
+      yield archive
+
+
+def read_part(path: str, index: dict, features: Optional[Sequence[str]] = None) -> CandidateChunk:
+  """One part file; `features` names the feature arrays to read (default: all of the index's)."""
+  names = index["features"] if features is None else list(features)
+  with _open_part(path) as archive:
     try:
-      chunk = CandidateChunk(
-        ids=arrays["ids"],
-        num_positives=arrays["num_positives"],
-        row_video=arrays["row_video"],
-        class_id=arrays["class_id"],
-        features={k: arrays[f"feature/{k}"] for k in index["features"]},
-        target=arrays["target"] if index["labeled"] else None,
+      return CandidateChunk(
+        ids=archive["ids"],
+        num_positives=archive["num_positives"],
+        row_video=archive["row_video"],
+        class_id=archive["class_id"],
+        features={k: archive[f"feature/{k}"] for k in names},
+        target=archive["target"] if index["labeled"] else None,
       )
     except KeyError as error:
       raise ValueError(f"{path}: missing field {error}") from None
-    yield chunk
+
+
+def read_candidates(candidate_dir: str, features: Optional[Sequence[str]] = None) -> Iterator[CandidateChunk]:
+  """The set part by part, in order (one part in memory at a time); `features` as in `read_part`."""
+  index = read_index(candidate_dir)
+  for name in index["parts"]:
+    yield read_part(os.path.join(candidate_dir, name), index, features)
+
+
+def read_video_ids(candidate_dir: str) -> List[np.ndarray]:
+  """Each part's video ids, in order; no row is read."""
+  ids = []
+  for path in part_paths(candidate_dir):
+    with _open_part(path) as archive:
+      ids.append(archive["ids"])
+  return ids
 
 
 def load_candidates(candidate_dir: str) -> CandidateChunk:
-  """All rows of a candidate set in memory (what the GBT trainer needs anyway)."""
+  """All rows of a candidate set in memory (tests and small sets; the stacker reads part by part)."""
   return concatenate(list(read_candidates(candidate_dir)))
+
+
+class RowsGap:
+  """GAP@k of per-row scores added chunk by chunk (every row of a video in the same chunk, as in a part
+  file): the same pairs in the same order as `rows_gap` of all the chunks concatenated, so the same GAP.
+  A NaN score means no prediction for that row."""
+
+  def __init__(self, k: int = metrics.GAP_K):
+    self.k = k
+    self._accumulator = metrics.GapAccumulator(k=k)
+
+  def add(self, chunk: CandidateChunk, row_scores: np.ndarray) -> None:
+    if chunk.target is None:
+      raise ValueError("GAP needs labeled candidates")
+    row_scores = np.asarray(row_scores)
+    scored = ~np.isnan(row_scores)
+    top_scores, top_targets = top_rows_per_video(
+      chunk.row_video[scored], row_scores[scored], chunk.target[scored], len(chunk.ids), self.k
+    )
+    self._accumulator.add_topk(
+      top_scores, top_targets, int(chunk.num_positives.sum()), num_videos=len(chunk.ids)
+    )
+
+  def result(self) -> float:
+    return self._accumulator.result()
 
 
 def rows_gap(chunk: CandidateChunk, row_scores: np.ndarray, k: int = metrics.GAP_K) -> float:
   """GAP@k of per-row scores: each video's top-k rows, pooled; the denominator counts every positive
   of the videos, candidates or not. A NaN score means no prediction for that row."""
-  if chunk.target is None:
-    raise ValueError("GAP needs labeled candidates")
-  accumulator = metrics.GapAccumulator(k=k)
-  row_scores = np.asarray(row_scores)
-  scored = ~np.isnan(row_scores)
-  top_scores, top_targets = top_rows_per_video(
-    chunk.row_video[scored], row_scores[scored], chunk.target[scored], len(chunk.ids), k
-  )
-  accumulator.add_topk(top_scores, top_targets, int(chunk.num_positives.sum()), num_videos=len(chunk.ids))
-  return accumulator.result()
+  gap = RowsGap(k)
+  gap.add(chunk, row_scores)
+  return gap.result()
 
 
 def top_rows_per_video(row_video, row_scores, row_values, num_videos: int, k: int):
