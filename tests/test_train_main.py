@@ -279,9 +279,9 @@ def test_validation_freq_validates_every_nth_epoch_and_the_last(tiny_data, tmp_p
   os.makedirs(old.train_dir)
   written = {k: v for k, v in old.to_json().items() if k != "validation_freq"}
   (tmp_path / "old" / "config.json").write_text(json.dumps(written))
-  experiment._check_or_write_config(old)  # pylint: disable=protected-access
+  experiment.check_or_write_config(old)
   with pytest.raises(ValueError, match="validation_freq: 1 -> 2"):
-    experiment._check_or_write_config(dataclasses.replace(old, validation_freq=2))  # pylint: disable=protected-access
+    experiment.check_or_write_config(dataclasses.replace(old, validation_freq=2))
 
 
 def test_a_restarted_run_removes_what_a_killed_write_left(tiny_data, tmp_path):
@@ -456,9 +456,9 @@ def test_a_run_made_before_the_feature_fields_existed_resumes(tiny_data, tmp_pat
   old = {k: v for k, v in config.to_json().items() if k not in ("feature_names", "feature_sizes", "id_key")}
   with open(os.path.join(config.train_dir, experiment.CONFIG_FILE), "w") as f:
     json.dump({k: v for k, v in old.items() if k != "tensorboard_steps"}, f)
-  experiment._check_or_write_config(config)  # no error: the missing fields had their defaults
+  experiment.check_or_write_config(config)  # no error: the missing fields had their defaults
   with pytest.raises(ValueError, match=r"feature_sizes: \[1024, 128\] -> \[1024, 64\]"):
-    experiment._check_or_write_config(
+    experiment.check_or_write_config(
       dataclasses.replace(config, feature_names=("rgb", "audio"), feature_sizes=(1024, 64))
     )
 

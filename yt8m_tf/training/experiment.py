@@ -290,7 +290,9 @@ def field_defaults() -> Dict[str, object]:
   return json.loads(json.dumps(defaults))
 
 
-def _check_or_write_config(config: TrainConfig) -> None:
+def check_or_write_config(config: TrainConfig) -> None:
+  """Writes the run's config.json, or, when the train_dir has one, refuses settings that differ from it
+  (naming each change) other than those a resumed run may change (epochs, max_steps, display)."""
   path = os.path.join(config.train_dir, CONFIG_FILE)
   current = config.to_json()
   if tf.io.gfile.exists(path):
@@ -616,7 +618,7 @@ def run_training(config: TrainConfig, extra_callbacks=()) -> List[Dict[str, floa
   after the trainer's own."""
   strategy = make_strategy(config.distribution_strategy)
   if distributed.is_chief(strategy):
-    _check_or_write_config(config)
+    check_or_write_config(config)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = build_model(config)
