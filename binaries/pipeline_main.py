@@ -2,6 +2,7 @@
 EnsembleModel -> one SavedModel -> Kaggle CSV -> report, in one workdir.
 
   python -m binaries.pipeline_main --workdir=runs/demo                    # benchmark data, 2 CPU cores
+  python -m binaries.pipeline_main --workdir=runs/frames --preset=demo_frames  # + a frame-level member
   python -m binaries.pipeline_main --workdir=runs/paper_smoke --preset=paper --max_steps=2   # wiring check
   python -m binaries.pipeline_main --workdir=runs/paper --preset=paper \\
       --train_data_pattern='gs://.../train*.tfrecord,gs://.../validate*.tfrecord' \\
@@ -25,14 +26,17 @@ flags.DEFINE_string("workdir", "runs/demo", "Directory holding every stage's out
 flags.DEFINE_enum(
   "preset",
   "demo",
-  ["demo", "tiny", "paper"],
-  "Sizes: demo (under 15 min on 2 CPU cores), tiny (tests), paper (the seed's sizes; GPU, real data).",
+  list(pipeline.PRESETS),
+  "Sizes: demo (under 15 min on 2 CPU cores), demo_frames (the demo plus a frame-level DBoF member on "
+  "frame-level records), tiny (tests; has a frame-level member), paper (the seed's sizes; GPU, real data).",
 )
 # The PipelineConfig fields a command line may set; unset, they keep the preset's values.
 _CONFIG_FLAGS = (
   "label_sets",
   "train_data_pattern",
   "test_data_pattern",
+  "frame_train_data_pattern",
+  "frame_test_data_pattern",
   "test_labels",
   "num_classes",
   "num_folds",

@@ -2,7 +2,11 @@
 
   python -m binaries.stack_main --output_dir=runs/stack --num_folds=5 --num_classes=3862 \
       --models=resnet:runs/zoo/resnet_like,moe:runs/zoo/moe \
-      --train_data_pattern='data/video/train*.tfrecord' [--test_labels=test_labels.csv]
+      --train_data_pattern='data/video/train*.tfrecord' [--test_labels=test_labels.csv] \
+      [--engine=ydf_distributed --workers=host1:port,host2:port]
+
+With `--engine=ydf_distributed` each fold's GBT trains on running YDF workers (stacking/distributed.py;
+BUILD_NOTES.md "The distributed stacker"); `output_dir` must then be on a filesystem the workers share.
 
 Each model directory is a predict_main output (`<dir>/predictions/{oof,test}`). Writes
 `output_dir/candidates/{train,test}`, `output_dir/stacker/` (fold models, OOF and test row scores,
@@ -53,7 +57,8 @@ def main(argv):
       FLAGS.output_dir,
       settings,
       remedy="use a new --output_dir, or delete it to stack again",
-      defaults={"id_key": data.Schema.id_key},  # output dirs made before the flag existed
+      defaults={"id_key": data.Schema.id_key, "engine": "tfdf"},  # output dirs made before the flags existed
+      ignored=("workers",),  # where the distributed engine runs, not what it computes
     )
   except settings_record.SettingsChanged as e:
     raise SystemExit(f"error: {e}") from None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_SCHEMA, make_videos, write_video_file
+from conftest import TINY_SCHEMA, make_frames, make_videos, write_video_file
 from yt8m_tf import data, export, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -363,3 +363,55 @@ def test_served_from_examples_refuses_bad_records_naming_them(loaded_logistic, n
   with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"example_bytes:1: {message}")):
     from_examples(example_bytes=tf.constant([_example(), record, _example()]))
   assert from_examples(example_bytes=tf.constant([_example()]))["id"].numpy().tolist() == [b"ok"]
+
+
+def _frame_records(num=9, max_frames=14):
+  """Serialized SequenceExamples of `num` videos (some longer than TINY_SCHEMA's 10 frames), their frames."""
+  frames = make_frames(num, seed=3, max_frames=max_frames)
+  records = [
+    data.frame_example(f"v{i}", [i % 12], video_frames, TINY_SCHEMA).SerializeToString()
+    for i, video_frames in enumerate(frames)
+  ]
+  return records, frames
+
+
+def test_from_sequence_examples_reads_frames_as_the_reader_and_means_of_all_frames(tmp_path):
+  records, frames = _frame_records()
+  path = str(tmp_path / "frames.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
+  parsed = export.parse_frame_examples(tf.constant(records), TINY_SCHEMA)
+  read, _ = next(iter(data.frame_dataset(path, len(records), schema=TINY_SCHEMA)))
+  for key in ("id", "rgb", "audio", "num_frames"):  # frames as frame models see them in training
+    np.testing.assert_array_equal(parsed[key].numpy(), read[key].numpy())
+  assert read["num_frames"].numpy().max() == TINY_SCHEMA.max_frames < max(len(f["rgb"]) for f in frames)
+  for name in TINY_SCHEMA.feature_names:  # video-level: every frame counts, truncated ones too
+    expected = np.stack([data.dequantize(f[name]).mean(axis=0) for f in frames])
+    np.testing.assert_allclose(parsed["mean_" + name].numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_frame_level_scorer_serves_sequence_examples_only(tmp_path):
+  records, _ = _frame_records(num=4)
+  scorer = lambda f: tf.sigmoid(f["mean_rgb"][:, :12] + tf.reduce_max(f["rgb"], axis=1)[:, :12])
+  result = export.export_scorer(scorer, {}, [], str(tmp_path), "frames", TINY_SCHEMA, frame_level=True)
+  loaded = tf.saved_model.load(result.path)
+  assert set(loaded.signatures) == {export.SERVING_SIGNATURE, export.SEQUENCE_EXAMPLES_SIGNATURE}
+  out = loaded.signatures[export.SEQUENCE_EXAMPLES_SIGNATURE](sequence_example_bytes=tf.constant(records))
+  features = export.parse_frame_examples(tf.constant(records), TINY_SCHEMA)
+  np.testing.assert_allclose(out["probabilities"].numpy(), scorer(features).numpy(), atol=1e-6)
+  assert out["id"].numpy().tolist() == [b"v0", b"v1", b"v2", b"v3"]
+  bad = tf.train.SequenceExample.FromString(records[2])
+  bad.feature_lists.feature_list["audio"].feature[0].bytes_list.value[0] = b"short"
+  with pytest.raises(
+    tf.errors.InvalidArgumentError,
+    match=re.escape("sequence_example_bytes:1: field audio must have 128 bytes per frame, found 5"),
+  ):
+    loaded.signatures[export.SERVING_SIGNATURE](
+      sequence_example_bytes=tf.constant([records[0], bad.SerializeToString()])
+    )
+  with pytest.raises(
+    tf.errors.InvalidArgumentError,
+    match=re.escape("sequence_example_bytes:0: record is not a serialized tf.train.SequenceExample"),
+  ):
+    loaded.signatures[export.SERVING_SIGNATURE](sequence_example_bytes=tf.constant([b"\xff" * 20]))

@@ -13,9 +13,10 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from yt8m_tf import pipeline
+from yt8m_tf import models, pipeline
 from yt8m_tf.data import synthetic
-from yt8m_tf.export import submission
+from yt8m_tf.export import large_ensemble, submission
+from yt8m_tf.files import load_npy
 from yt8m_tf.models.video.ensemble import ensemble_parameter_count
 from yt8m_tf.stores import candidates as candidate_store
 
@@ -44,11 +45,13 @@ def test_every_stage_runs_and_reports(finished):
   # From the second stage on, the time left (the stage times so far, scaled by the demo's shares).
   assert "left" not in started[0] and all(" left, running" in line for line in started[1:])
   # The L1 zoo counts its training runs with the time left, naming the next one; so do the students.
+  # Video-level members first, then the frame-level ones (each level reads its own records).
   runs = len(config.l1_members) * config.num_folds
+  frame_runs = len(pipeline.FRAME_MEMBERS) * config.num_folds
   zoo = [line for line in logs if line.startswith("[zoo] ") and "training runs" in line]
-  assert zoo[0].startswith(f"[zoo] 0/{runs} training runs (0%)") and zoo[-1].startswith(
-    f"[zoo] {runs}/{runs}"
-  )
+  assert zoo[0].startswith(f"[zoo] 0/{runs - frame_runs} training runs (0%)")
+  assert any(line.startswith(f"[zoo] {runs - frame_runs}/{runs - frame_runs}") for line in zoo)
+  assert zoo[-1].startswith(f"[zoo] {frame_runs}/{frame_runs}")
   assert "next logistic fold 0 (Logistic)" in zoo[0] and "left" in zoo[1]
   assert any(line.startswith("[distill] 1/2 students (50%)") and "next soft" in line for line in logs)
   for member in config.l1_members:
@@ -137,37 +140,105 @@ def test_levels_agree(finished):
 
 
 def test_large_ensemble_export_reloads_in_a_fresh_process(finished, tmp_path):
+  """The teacher as ONE SavedModel, run in a fresh process on raw records, equals the offline stacker's
+  test scores: with its frame-level member it serves SequenceExamples (`from_sequence_examples`); the
+  same export of the video-level members alone serves Examples (`from_examples`)."""
   config, _, _ = finished
-  export_dir = os.path.join(config.workdir, "export", "large_ensemble", "1")
-  out = str(tmp_path / "probabilities.npz")
+  job = pipeline.Pipeline(config, log=lambda line: None)
+  video_members = job.members(models.VIDEO)
+  large_ensemble.export_large_ensemble(
+    large_ensemble.l1_fold_models({m: job.l1_dir(m) for m in video_members}, config.num_folds),
+    [job.path("stacker", pipeline.VIDEO_MEMBERS_DIR, f"fold_{k}", "model") for k in range(config.num_folds)],
+    load_npy(job.path("l1", "class_prior.npy")),
+    config.store_top_k,
+    str(tmp_path / "export"),
+    "video_members",
+    job.schema(),
+    version=1,
+  )
+  runs = {
+    "frames": (
+      os.path.join(config.workdir, "export", "large_ensemble", "1"),
+      "from_sequence_examples",
+      "sequence_example_bytes",
+      job.test_pattern(models.FRAME),
+      job.path("candidates"),
+      job.path("stacker"),
+    ),
+    "video": (
+      str(tmp_path / "export" / "video_members" / "1"),
+      "from_examples",
+      "example_bytes",
+      job.test_pattern(models.VIDEO),
+      job.path("candidates", pipeline.VIDEO_MEMBERS_DIR),
+      job.path("stacker", pipeline.VIDEO_MEMBERS_DIR),
+    ),
+  }
   script = textwrap.dedent(
-    f"""
-    import os
+    """
+    import os, sys
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ["TFDF_DISABLE_WELCOME_MESSAGE"] = "1"
     import numpy as np, tensorflow as tf
     import tensorflow_decision_forests  # registers the stacker's ops
-    loaded = tf.saved_model.load({export_dir!r})
-    records = tf.data.TFRecordDataset(tf.io.gfile.glob({os.path.join(config.workdir, "data", "video", "test-*.tfrecord")!r}))
+    export_dir, signature, input_name, pattern, out = sys.argv[1:]
+    loaded = tf.saved_model.load(export_dir)
+    assert signature in loaded.signatures, sorted(loaded.signatures)
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern)))
     ids, probabilities = [], []
     for batch in records.batch(256):
-      out = loaded.signatures["from_examples"](example_bytes=batch)
-      ids.append(out["id"].numpy().astype(bytes)); probabilities.append(out["probabilities"].numpy())
-    np.savez({out!r}, ids=np.concatenate(ids), probabilities=np.concatenate(probabilities))
+      result = loaded.signatures[signature](**{input_name: batch})
+      ids.append(result["id"].numpy().astype(bytes)); probabilities.append(result["probabilities"].numpy())
+    np.savez(out, ids=np.concatenate(ids), probabilities=np.concatenate(probabilities))
     """
   )
-  result = subprocess.run(
-    [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=str(tmp_path)
+  for name, (export_dir, signature, input_name, pattern, candidates_dir, stacker_dir) in runs.items():
+    out = str(tmp_path / f"{name}.npz")
+    result = subprocess.run(
+      [sys.executable, "-c", script, export_dir, signature, input_name, pattern, out],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = np.load(out)
+    rows = candidate_store.load_candidates(os.path.join(candidates_dir, "test"))
+    offline = np.load(os.path.join(stacker_dir, "test_scores.npy"))
+    order = {video_id: i for i, video_id in enumerate(exported["ids"])}
+    at_rows = exported["probabilities"][[order[v] for v in rows.ids[rows.row_video]], rows.class_id]
+    np.testing.assert_allclose(at_rows, offline, atol=1e-5, err_msg=name)
+    # Non-candidates score exactly 0.
+    assert np.count_nonzero(exported["probabilities"]) == np.count_nonzero(offline), name
+
+
+def test_the_frame_level_member_has_its_row_and_the_stacker_without_it(finished):
+  config, report, _ = finished
+  dbof = _gap(report, "frame_dbof (DBoF)")
+  assert 0.0 < dbof["oof_gap"] <= 1.0 and 0.0 < dbof["test_gap"] <= 1.0
+  without = _gap(report, f"TF-DF GBT stacker, {pipeline.VIDEO_MEMBERS_ONLY}")
+  assert without["level"] == "L2" and 0.0 < without["oof_gap"] <= 1.0 and 0.0 < without["test_gap"] <= 1.0
+  assert report["ladder"][2]["name"] == "TF-DF GBT stacker"  # the ladder's stacker has every member
+  full = candidate_store.read_index(os.path.join(config.workdir, "candidates", "train"))
+  video_only = candidate_store.read_index(
+    os.path.join(config.workdir, "candidates", pipeline.VIDEO_MEMBERS_DIR, "train")
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  exported = np.load(out)
-  rows = candidate_store.load_candidates(os.path.join(config.workdir, "candidates", "test"))
-  offline = np.load(os.path.join(config.workdir, "stacker", "test_scores.npy"))
-  order = {video_id: i for i, video_id in enumerate(exported["ids"])}
-  at_rows = exported["probabilities"][[order[v] for v in rows.ids[rows.row_video]], rows.class_id]
-  np.testing.assert_allclose(at_rows, offline, atol=1e-5)
-  # Non-candidates score exactly 0.
-  assert np.count_nonzero(exported["probabilities"]) == np.count_nonzero(offline)
+  assert "score_frame_dbof" in full["features"] and "score_frame_dbof" not in video_only["features"]
+  assert full["videos"] == video_only["videos"] and full["rows"] >= video_only["rows"]
+  assert f"stacker, {pipeline.VIDEO_MEMBERS_ONLY}" in pipeline.format_report(report)
+
+
+def test_a_frame_level_member_without_frame_records_is_refused_before_any_work(tmp_path):
+  workdir = str(tmp_path / "work")
+  config = pipeline.preset(
+    "tiny", workdir, synthetic=synthetic.SyntheticConfig(num_videos=50, frame_level=False)
+  )
+  with pytest.raises(ValueError, match=r"\['frame_dbof'\] are frame-level.*synthetic.frame_level=True"):
+    pipeline.Pipeline(config).run()
+  assert not os.path.exists(workdir)
+  own = pipeline.preset("tiny", workdir, train_data_pattern="a*", test_data_pattern="b*")
+  with pytest.raises(ValueError, match="set frame_train_data_pattern and frame_test_data_pattern"):
+    pipeline.Pipeline(own).run()
 
 
 def test_finished_stages_skip_and_the_binary_prints_the_report(finished):

@@ -106,6 +106,35 @@ def test_misaligned_stores_are_an_error_naming_them(tmp_path):
   assert not candidate_store.is_complete(str(tmp_path / "c"))
 
 
+def test_a_store_listing_the_videos_in_another_order_is_aligned_by_id(tmp_path):
+  """A frame-level member reads other files than the video-level ones: same videos, another order."""
+  ids, labels, stores, dense = _fixture(tmp_path)
+  shuffled = np.random.default_rng(2).permutation(len(ids))
+  writer = predictions.PredictionWriter(
+    str(tmp_path / "beta_shuffled"), NUM_CLASSES, store_top_k=8, part_size=70
+  )
+  writer.add(ids[shuffled], dense["beta"][shuffled])
+  writer.close()
+  prior = candidates.class_prior(labels, NUM_CLASSES)
+  in_order = candidates.build_candidates(stores, str(tmp_path / "a"), prior, labels, chunk_videos=64)
+  reordered = {"alpha": stores["alpha"], "beta": str(tmp_path / "beta_shuffled")}
+  aligned = candidates.build_candidates(reordered, str(tmp_path / "b"), prior, labels, chunk_videos=64)
+  assert aligned["rows"] == in_order["rows"]
+  a, b = (candidate_store.load_candidates(str(tmp_path / d)) for d in ("a", "b"))
+  np.testing.assert_array_equal(a.ids, b.ids)
+  np.testing.assert_array_equal(a.class_id, b.class_id)
+  for name in a.features:
+    np.testing.assert_array_equal(a.features[name], b.features[name], err_msg=name)
+  # Not the same videos (one missing): an error naming both stores.
+  short = predictions.PredictionWriter(str(tmp_path / "short"), NUM_CLASSES, store_top_k=8)
+  short.add(ids[shuffled][1:], dense["beta"][shuffled][1:])
+  short.close()
+  with pytest.raises(ValueError, match="alpha .*300 videos.* and .*short .*299 videos"):
+    candidates.build_candidates(
+      {"alpha": stores["alpha"], "short": str(tmp_path / "short")}, str(tmp_path / "c"), prior, labels
+    )
+
+
 def test_part_files_read_lazily_and_row_gap_part_by_part(tmp_path):
   _, labels, stores, _ = _fixture(tmp_path)
   prior = candidates.class_prior(labels, NUM_CLASSES)

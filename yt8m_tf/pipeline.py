@@ -1,9 +1,12 @@
 """The end-to-end job as resumable stages in one work directory.
 
   data        benchmark data from real label sets (or your TFRecords: `train_data_pattern` etc.)
-  l1          the L1 zoo, K-fold: OOF predictions of every training video, test predictions (fold mean)
+  l1          the L1 zoo, K-fold: OOF predictions of every training video, test predictions (fold mean);
+              video-level members read the video-level records, frame-level members the frame-level
+              records of the same videos (one fold per video id at both levels)
   candidates  stacker rows of the train (OOF) and test predictions
-  stacker     K-fold TF-DF GBT on the same folds -> OOF probabilities -> soft-label store
+  stacker     K-fold TF-DF GBT on the same folds -> OOF probabilities -> soft-label store; with frame-level
+              members also a second stacker over the video-level members only, to show what frames add
   distill     EnsembleModel trained on hard labels and on soft labels (fold 0 validates)
   export      the soft-label model as one SavedModel (fp32, and fp16 to measure the GAP change); the
               large ensemble (L1 fold models + stacker) as one SavedModel
@@ -75,11 +78,15 @@ STUDENT_NAMES = {
   "soft": "EnsembleModel, soft labels",
   "transductive": "EnsembleModel, transductive (+ test videos)",
 }
+# The stacker over the video-level members alone (runs when the zoo has frame-level members): its
+# directories under candidates/ and stacker/, and the words that mark its report row.
+VIDEO_MEMBERS_DIR = "video_members"
+VIDEO_MEMBERS_ONLY = "video-level members only"
 # The ladder of the report: the method's steps in order, each row found by (level, name test).
 LADDER = (
   ("best L1 (by OOF GAP)", "L1", lambda name: "mean" not in name),
   ("mean of L1", "L1", lambda name: "mean" in name),
-  ("stacker", "L2", lambda name: True),
+  ("stacker", "L2", lambda name: VIDEO_MEMBERS_ONLY not in name),
   ("student, hard labels", "distilled", lambda name: "hard" in name),
   ("student, soft labels", "distilled", lambda name: "soft" in name),
   ("submitted (CSV)", "export", lambda name: "CSV" in name),
@@ -103,6 +110,12 @@ class PipelineConfig:
   )
   test_data_pattern: Optional[str] = setting(
     None, "Your test video-level TFRecords (with train_data_pattern)."
+  )
+  frame_train_data_pattern: Optional[str] = setting(
+    None, "Frame-level TFRecords of the same training videos, for frame-level L1 members (your own data)."
+  )
+  frame_test_data_pattern: Optional[str] = setting(
+    None, "Frame-level TFRecords of the same test videos (with frame_train_data_pattern)."
   )
   test_labels: Optional[str] = setting(None, "CSV id,labels of the test videos, for held-out GAP (optional).")
   num_classes: int = setting(data.schema.NUM_CLASSES_2018, "Classes of your data.")
@@ -185,6 +198,10 @@ class PipelineConfig:
       raise ValueError("distill_learning_rate and soft_label_temperature must be > 0")
     if bool(self.train_data_pattern) != bool(self.test_data_pattern):
       raise ValueError("train_data_pattern and test_data_pattern go together (your own data)")
+    if bool(self.frame_train_data_pattern) != bool(self.frame_test_data_pattern):
+      raise ValueError("frame_train_data_pattern and frame_test_data_pattern go together")
+    if self.frame_train_data_pattern and not self.train_data_pattern:
+      raise ValueError("frame_train_data_pattern is for your own data: set train_data_pattern too")
 
   def settings(self) -> dict:
     """Every setting but the workdir, as JSON values: what `workdir/settings.json` records. A packaged zoo
@@ -210,10 +227,26 @@ def load_config(workdir: str) -> PipelineConfig:
   return PipelineConfig(workdir=workdir, **values)
 
 
+def _added_setting_defaults() -> dict:
+  """What a setting that a workdir's record lacks (it was added later) reads as: its default, field by
+  field within the nested configs (stacker, synthetic); free-form dicts only as a whole."""
+  defaults = PipelineConfig(workdir="").settings()
+  return {k: v for k, v in defaults.items() if k not in ("l1_overrides", "distill_params")}
+
+
 # The first stage each setting feeds: a change invalidates that stage and every stage after it.
 FIRST_STAGE_OF_SETTING = {
   **dict.fromkeys(
-    ("synthetic", "label_sets", "train_data_pattern", "test_data_pattern", "test_labels", "num_classes"),
+    (
+      "synthetic",
+      "label_sets",
+      "train_data_pattern",
+      "test_data_pattern",
+      "frame_train_data_pattern",
+      "frame_test_data_pattern",
+      "test_labels",
+      "num_classes",
+    ),
     "data",
   ),
   **dict.fromkeys(
@@ -247,15 +280,26 @@ def first_stage_changed(changes: List[settings_record.Change]) -> Optional[str]:
   return min(stages, key=STAGES.index, default=None)
 
 
+PRESETS = ("demo", "demo_frames", "tiny", "paper")
+FRAME_MEMBERS = ("frame_dbof",)  # the frame-level member(s) of the demo_frames and tiny presets
+
+
 def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
   if name == "demo":
     config = PipelineConfig(workdir=workdir)
-  elif name == "tiny":  # seconds per stage; used by the tests
+  elif name == "demo_frames":  # the demo plus a frame-level member (DBoF) on frame-level benchmark records
+    config = PipelineConfig(
+      workdir=workdir,
+      synthetic=dataclasses.replace(PipelineConfig.synthetic, frame_level=True),
+      l1_members=PipelineConfig.l1_members + FRAME_MEMBERS,
+    )
+  elif name == "tiny":  # seconds per stage; used by the tests (a frame-level member included)
     config = PipelineConfig(
       workdir=workdir,
       synthetic=synthetic.SyntheticConfig(
-        num_videos=900, num_classes=40, num_shards=(2, 1, 1), frame_level=False
+        num_videos=900, num_classes=40, num_shards=(2, 1, 1), frame_level=True, max_frames=20
       ),
+      l1_members=PipelineConfig.l1_members + FRAME_MEMBERS,
       l1_overrides={"epochs": 2, "batch_size": 64},
       num_folds=2,
       store_top_k=30,
@@ -286,7 +330,7 @@ def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
       large_ensemble_budget_bytes=10**11,
     )
   else:
-    raise ValueError(f"unknown preset {name!r}; known: demo, tiny, paper")
+    raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
   return dataclasses.replace(config, **overrides)
 
 
@@ -333,6 +377,8 @@ class Pipeline:
     if redo_from is not None and redo_from not in STAGES:
       raise ValueError(f"redo_from must be one of {', '.join(STAGES)}, got {redo_from!r}")
     recorded = settings_record.read(workdir)
+    if recorded is not None:  # settings added since the record was made read as their defaults
+      recorded = settings_record.with_defaults(recorded, _added_setting_defaults())
     if recorded is None and any(tf.io.gfile.exists(self._marker(stage)) for stage in STAGES):
       self.log(
         f"warning: {workdir} holds stages made before workdirs recorded their settings; they are taken as "
@@ -427,25 +473,61 @@ class Pipeline:
   def uses_synthetic_data(self) -> bool:
     return self.config.train_data_pattern is None
 
-  def train_pattern(self) -> str:
+  def train_pattern(self, level: str = models.VIDEO) -> str:
+    """The training records of `level` (models.VIDEO or models.FRAME)."""
     if not self.uses_synthetic_data:
-      return self.config.train_data_pattern
-    video = self.path("data", "video")
-    return f"{video}/train-*.tfrecord,{video}/validate-*.tfrecord"
+      return self.config.train_data_pattern if level == models.VIDEO else self.config.frame_train_data_pattern
+    records = self.path("data", level)
+    return f"{records}/train-*.tfrecord,{records}/validate-*.tfrecord"
 
-  def test_pattern(self) -> Optional[str]:
+  def test_pattern(self, level: str = models.VIDEO) -> Optional[str]:
     if not self.uses_synthetic_data:
-      return self.config.test_data_pattern
-    return self.path("data", "video", "test-*.tfrecord")
+      return self.config.test_data_pattern if level == models.VIDEO else self.config.frame_test_data_pattern
+    return self.path("data", level, "test-*.tfrecord")
 
   def schema(self) -> data.Schema:
-    """The data's layout: the class count comes from the data stage (benchmark data) or the config."""
+    """The data's layout: the class count comes from the data stage (benchmark data) or the config; frames
+    are padded to the benchmark's longest video (not 300) when it has frame-level records."""
     if self._schema is None:
-      num_classes = self.config.num_classes
+      num_classes, max_frames = self.config.num_classes, data.schema.MAX_FRAMES
       if self.uses_synthetic_data:
         num_classes = self.result("data")["num_classes"]
-      self._schema = data.Schema(num_classes=num_classes)
+        if self.config.synthetic.frame_level:
+          max_frames = self.config.synthetic.max_frames
+      self._schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
     return self._schema
+
+  def member_levels(self) -> Dict[str, str]:
+    """{L1 member: models.VIDEO or models.FRAME}, from the model each flagfile names."""
+    zoo_dir = self.config.zoo_dir
+    return {
+      member: models.get(zoo.parse_flagfile(os.path.join(zoo_dir, f"{member}.flags"))["model"]).kind
+      for member in self.config.l1_members
+    }
+
+  def members(self, level: str) -> List[str]:
+    """The L1 members of `level`, in `l1_members` order."""
+    return [member for member, kind in self.member_levels().items() if kind == level]
+
+  def compares_video_members_only(self) -> bool:
+    """A second stacker over the video-level members alone shows what the frame-level ones add."""
+    return bool(self.members(models.FRAME)) and bool(self.members(models.VIDEO))
+
+  def check_members(self) -> None:
+    """Frame-level members need frame-level records of the same videos: refused before any work."""
+    frame = self.members(models.FRAME)
+    if not frame:
+      return
+    if self.uses_synthetic_data and not self.config.synthetic.frame_level:
+      raise ValueError(
+        f"L1 members {frame} are frame-level: the benchmark data needs frame-level records "
+        "(synthetic.frame_level=True, as in --preset=demo_frames)"
+      )
+    if not self.uses_synthetic_data and not self.config.frame_train_data_pattern:
+      raise ValueError(
+        f"L1 members {frame} are frame-level: set frame_train_data_pattern and frame_test_data_pattern "
+        "(frame-level records of the same videos)"
+      )
 
   def labels(self, split: str) -> Optional[dict]:
     """id (bytes) -> positive classes of the training (`train`) or test videos (None: unknown)."""
@@ -476,53 +558,80 @@ class Pipeline:
     return os.path.join(self.l1_dir(member), "predictions", "oof" if split == "train" else "test")
 
   def stage_l1(self) -> dict:
+    """Video-level members on the video-level records, frame-level ones on the frame-level records; the
+    folds come from the video ids, so every member's OOF predictions of a video come from the same fold."""
     config = self.config
-    for member in config.l1_members:
-      kind = models.get(zoo.parse_flagfile(os.path.join(config.zoo_dir, f"{member}.flags"))["model"]).kind
-      if kind != models.VIDEO:
-        raise ValueError(f"{member}: the pipeline's L1 zoo is video-level (the exports serve video features)")
-    results = zoo.run_zoo(
-      config.zoo_dir,
-      self.path("l1"),
-      self.train_pattern(),
-      self.schema(),
-      num_folds=config.num_folds,
-      test_data_pattern=self.test_pattern(),
-      members=list(config.l1_members),
-      store_top_k=config.store_top_k,
-      test_labels=self.labels("test"),
-      log=self.log,
-      **{
-        "seed": config.seed,
-        **({"max_steps": config.max_steps} if config.max_steps else {}),
-        **config.l1_overrides,
-      },
-    )
-    return {"members": results}
+    self.check_members()
+    results = {}
+    for level in (models.VIDEO, models.FRAME):
+      if not self.members(level):
+        continue
+      results.update(
+        zoo.run_zoo(
+          config.zoo_dir,
+          self.path("l1"),
+          self.train_pattern(level),
+          self.schema(),
+          num_folds=config.num_folds,
+          test_data_pattern=self.test_pattern(level),
+          members=self.members(level),
+          store_top_k=config.store_top_k,
+          test_labels=self.labels("test"),
+          train_labels=self.labels("train"),
+          log=self.log,
+          **{
+            "seed": config.seed,
+            **({"max_steps": config.max_steps} if config.max_steps else {}),
+            **config.l1_overrides,
+          },
+        )
+      )
+    return {"members": {member: results[member] for member in config.l1_members}}
 
   # -- stacking ----------------------------------------------------------------------------------
   def stage_candidates(self) -> dict:
     train_labels = self.labels("train")
     prior = candidates.class_prior(train_labels, self.schema().num_classes)
     atomic_save_npy(self.path("l1", "class_prior.npy"), prior)
-    indexes = candidates.build_candidate_splits(
-      {split: {m: self.store(m, split) for m in self.config.l1_members} for split in ("train", "test")},
-      self.path("candidates"),
-      prior,
-      {"train": train_labels, "test": self.labels("test")},
-      log=self.log,
-    )
-    keep = ("videos", "rows", "candidate_recall")
-    return {split: {k: index[k] for k in keep if k in index} for split, index in indexes.items()}
+    sets = {"": self.config.l1_members}
+    if self.compares_video_members_only():
+      sets[VIDEO_MEMBERS_DIR] = self.members(models.VIDEO)
+    result = {}
+    for name, members in sets.items():
+      indexes = candidates.build_candidate_splits(
+        {split: {m: self.store(m, split) for m in members} for split in ("train", "test")},
+        self.path("candidates", *filter(None, [name])),
+        prior,
+        {"train": train_labels, "test": self.labels("test")},
+        log=self.log,
+      )
+      keep = ("videos", "rows", "candidate_recall")
+      counts = {split: {k: index[k] for k in keep if k in index} for split, index in indexes.items()}
+      if name:
+        result[name] = counts
+      else:
+        result.update(counts)
+    return result
 
   def stage_stacker(self) -> dict:
+    result = self._stacking("")
+    if self.compares_video_members_only():
+      self.log(f"[stacker] again over the {VIDEO_MEMBERS_ONLY}")
+      result[VIDEO_MEMBERS_DIR] = {
+        k: v for k, v in self._stacking(VIDEO_MEMBERS_DIR).items() if k != "soft_labels"
+      }
+    return result
+
+  def _stacking(self, name: str) -> dict:
+    """The K-fold stacker over `candidates/<name>` into `stacker/<name>` ("": every member)."""
+    subdir = [name] if name else []
     report = stacker.run_stacking(
-      self.path("candidates", "train"),
-      self.path("stacker"),
+      self.path("candidates", *subdir, "train"),
+      self.path("stacker", *subdir),
       self.config.num_folds,
       self.schema().num_classes,
       self.config.stacker,
-      test_candidates=self.path("candidates", "test"),
+      test_candidates=self.path("candidates", *subdir, "test"),
       log=self.log,
     )
     return {k: report[k] for k in ("oof", "test", "soft_labels") if k in report}
@@ -680,8 +789,10 @@ class Pipeline:
       }
       for name in ("distilled_fp16", "large_ensemble"):
         predictions = {}
+        frames = name == "large_ensemble" and bool(self.members(models.FRAME))
+        records = self.test_pattern(models.FRAME if frames else models.VIDEO)
         with self._tfdf_log() if name == "large_ensemble" else contextlib.nullcontext():
-          for ids, classes, scores in export.predict_records(self.export_dir(name), self.test_pattern()):
+          for ids, classes, scores in export.predict_records(self.export_dir(name), records):
             for video_id, c, s in zip(ids, classes, scores):
               predictions[video_id.decode()] = (c.astype(np.int64), s.astype(np.float64))
         result["test_gap"][name] = export.submission_gap(predictions, str_labels)
@@ -690,6 +801,7 @@ class Pipeline:
   # -- the job -----------------------------------------------------------------------------------
   def run(self, redo_from: Optional[str] = None) -> dict:
     """Every stage in order (see `prepare_workdir` for `redo_from`); returns the report."""
+    self.check_members()
     self.prepare_workdir(redo_from)
     for stage in STAGES:
       self.run_stage(stage, getattr(self, f"stage_{stage}"))
@@ -725,6 +837,16 @@ class Pipeline:
         "test_gap": test.get("stacker"),
       }
     )
+    if VIDEO_MEMBERS_DIR in stack:  # what the frame-level members add: the stacker without them
+      video_only = stack[VIDEO_MEMBERS_DIR]
+      rows.append(
+        {
+          "level": "L2",
+          "name": f"TF-DF GBT stacker, {VIDEO_MEMBERS_ONLY}",
+          "oof_gap": video_only["oof"]["stacker"],
+          "test_gap": video_only.get("test", {}).get("stacker"),
+        }
+      )
     for variant, d in stages["distill"].items():
       if variant not in DISTILL_VARIANTS:  # the marker's own keys (stage, wall_seconds)
         continue

@@ -68,6 +68,18 @@ def write(directory: str, settings: Mapping) -> None:
     f.write("\n")
 
 
+def with_defaults(recorded: Mapping, defaults: Mapping) -> dict:
+  """`recorded` with each setting it lacks read as its value in `defaults`, nested dicts key by key: a
+  setting added after the record was made had its default then."""
+  filled = dict(recorded)
+  for key, default in as_json(dict(defaults)).items():
+    if key not in filled:
+      filled[key] = default
+    elif isinstance(filled[key], dict) and isinstance(default, dict):
+      filled[key] = with_defaults(filled[key], default)
+  return filled
+
+
 def check_and_record(
   directory: str, settings: Mapping, remedy: str, defaults: Mapping = (), ignored: Sequence[str] = ()
 ) -> None:
@@ -80,8 +92,7 @@ def check_and_record(
   if recorded is None:
     write(directory, current)
     return
-  recorded = {**{k: v for k, v in as_json(dict(defaults)).items() if k not in recorded}, **recorded}
-  recorded = {k: v for k, v in recorded.items() if k not in ignored}
+  recorded = {k: v for k, v in with_defaults(recorded, defaults).items() if k not in ignored}
   found = changes(recorded, current)
   if found:
     listed = "; ".join(str(change) for change in found)

@@ -391,13 +391,18 @@ def _kept(paths, indices, records, ok, reason_fn, on_bad_record: str, counter):
 
 def _parse_examples(paths, indices, serialized, spec, on_bad_record: str, counter):
   """`tf.io.parse_example` of a batch that no reader checked (the SavedModel's input) -> (paths, indices,
-  parsed) of the records that parse, the others reported. The batch is tried whole in a one-element dataset
-  under ignore_errors (a try/except in the graph), then record by record if that fails: fine per request,
-  too slow per training batch (hence the readers' fast path)."""
-  parsing = _example_parsing(spec)
+  parsed) of the records that parse, the others reported."""
+  return _parse_records(paths, indices, serialized, _example_parsing(spec), on_bad_record, counter)
+
+
+def _parse_records(paths, indices, serialized, parsing: _Parsing, on_bad_record: str, counter):
+  """`parsing[0]` (a batch parser) of a batch that no reader checked -> (paths, indices, parsed) of the
+  records that parse, the others reported with `parsing[1]` (why). The batch is tried whole in a
+  one-element dataset under ignore_errors (a try/except in the graph), then record by record if that
+  fails: fine per request, too slow per training batch (hence the readers' fast path)."""
 
   def parse(paths, indices, serialized):
-    return paths, indices, tf.io.parse_example(serialized, spec)
+    return paths, indices, parsing[0](serialized)
 
   def parse_the_parsable(paths, indices, serialized):
     ok = _rows_that_run(lambda record: parsing[0](record[None]), serialized)
@@ -871,6 +876,60 @@ def _decode_frames(video_id, labels, frames, schema: Schema):
   features["num_frames"] = tf.cast(num_frames, tf.int32)
   multi_hot = tf.scatter_nd(labels[:, None], tf.ones_like(labels, tf.float32), [schema.num_classes])
   return features, tf.minimum(multi_hot, 1.0)
+
+
+def _parse_frame_batch(paths, indices, serialized, schema: Schema) -> dict:
+  """A batch of SequenceExamples no reader checked (the SavedModel's `from_sequence_examples` input) ->
+  {"id" [B], <feature> [B, T, size] and "num_frames" [B] exactly as `frame_dataset` gives them,
+  "mean_<feature>" [B, size]}. Every record is checked as the reader's slow path checks it, and a bad one
+  raises, named. The video-level features are what the benchmark data stores: the mean of ALL the record's
+  dequantized frames (not only the first T), computed from the byte codes (dequantization is affine)."""
+  context_spec, sequence_spec = _frame_specs(schema)
+  parsing = _sequence_example_parsing(context_spec, sequence_spec)
+  paths, indices, (context, sequences, counts) = _parse_records(
+    paths, indices, serialized, parsing, _RAISE, None
+  )
+  checks = _Checks(paths, indices)
+  _check_id_and_labels(checks, context[schema.id_key], context[schema.labels_key], schema)
+  masks = {}
+  for feature, size in zip(schema.feature_names, schema.feature_sizes):
+    frames, count = sequences[feature], counts[feature]  # frames past `count` are "" padding
+    masks[feature] = tf.sequence_mask(count, tf.shape(frames, out_type=tf.int64)[1])
+    lengths = tf.strings.length(frames)
+    wrong = tf.not_equal(lengths, size) & masks[feature]
+    checks.require(count > 0, feature, "has no frames")
+    checks.require(
+      ~tf.reduce_any(wrong, axis=1),
+      feature,
+      f"must have {size} bytes per frame, found ",
+      lambda row, lengths=lengths, wrong=wrong: tf.strings.as_string(
+        tf.boolean_mask(lengths[row], wrong[row])[0]
+      ),
+    )
+    first = schema.feature_names[0]
+    if feature != first:
+      checks.require(
+        tf.equal(count, counts[first]),
+        feature,
+        f"must have as many frames as {first}, found ",
+        lambda row, count=count: tf.strings.as_string(count[row]),
+      )
+  with tf.control_dependencies(checks.enforce(_RAISE, None)):  # nothing is decoded before the checks
+    features = {"id": tf.reshape(context[schema.id_key].flat_values, [-1])}
+    max_frames = schema.max_frames
+    for feature, size in zip(schema.feature_names, schema.feature_sizes):
+      mask = tf.cast(masks[feature], tf.float32)[:, :, None]
+      codes = tf.io.decode_raw(sequences[feature], tf.uint8, fixed_length=size)
+      codes = tf.cast(codes, tf.float32) * mask
+      count = tf.cast(counts[feature], tf.float32)[:, None]
+      features["mean_" + feature] = dequantize(tf.reduce_sum(codes, axis=1) / count)
+      # As `_decode_frames`: the first T frames, dequantized, and exact zeros after the last one.
+      kept = dequantize(codes[:, :max_frames]) * mask[:, :max_frames]
+      padded = tf.pad(kept, [[0, 0], [0, max_frames - tf.shape(kept)[1]], [0, 0]])
+      features[feature] = tf.ensure_shape(padded, [None, max_frames, size])
+    first_counts = counts[schema.feature_names[0]]
+  features["num_frames"] = tf.cast(tf.minimum(first_counts, max_frames), tf.int32)
+  return features
 
 
 def frame_dataset(

@@ -19,6 +19,8 @@ from yt8m_tf.export.inference import (
 from yt8m_tf.export.saved_model import (
   EXAMPLES_INPUT,
   EXAMPLES_SIGNATURE,
+  SEQUENCE_EXAMPLES_INPUT,
+  SEQUENCE_EXAMPLES_SIGNATURE,
   SERVING_SIGNATURE,
   SIZE_REPORT,
   ExportModule,
@@ -28,6 +30,7 @@ from yt8m_tf.export.saved_model import (
   export_scorer,
   keras_component_size,
   list_versions,
+  parse_frame_examples,
   parse_video_examples,
   schema_for_model,
 )
@@ -53,6 +56,8 @@ __all__ = [
   "EXAMPLES_INPUT",
   "EXAMPLES_SIGNATURE",
   "HEADER",
+  "SEQUENCE_EXAMPLES_INPUT",
+  "SEQUENCE_EXAMPLES_SIGNATURE",
   "SERVING_SIGNATURE",
   "SIZE_REPORT",
   "ComponentSize",
@@ -72,6 +77,7 @@ __all__ = [
   "list_versions",
   "load_export",
   "open_submission",
+  "parse_frame_examples",
   "parse_video_examples",
   "predict_records",
   "predict_request",

@@ -1,7 +1,9 @@
 """Batch inference with an exported SavedModel: test TFRecords -> Kaggle submission CSV.
 
 Only the SavedModel is needed, not the model code: raw serialized records go through its `from_examples`
-signature, which parses them, scores them and returns ids with the top classes. Exports containing TF-DF
+signature (video-level Examples) or, for an export that reads frames, its `from_sequence_examples`
+signature (frame-level SequenceExamples), which parses them, scores them and returns ids with the top
+classes. Exports containing TF-DF
 components need TF-DF's custom ops; they are loaded on demand when the plain load reports them missing.
 
 Bad input stops with a ValueError naming the file and record: a record the export refuses (its message,
@@ -25,7 +27,13 @@ from yt8m_tf import metrics, progress
 from yt8m_tf.data import readers
 from yt8m_tf.data.schema import Schema
 from yt8m_tf.export import submission
-from yt8m_tf.export.saved_model import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, list_versions
+from yt8m_tf.export.saved_model import (
+  EXAMPLES_INPUT,
+  EXAMPLES_SIGNATURE,
+  SEQUENCE_EXAMPLES_INPUT,
+  SEQUENCE_EXAMPLES_SIGNATURE,
+  list_versions,
+)
 
 _TFDF_OP_PREFIX = "SimpleML"
 
@@ -77,13 +85,23 @@ class InferenceCounts:
     return self.num_videos / self.seconds if self.seconds > 0 else float("inf")
 
 
+def records_signature(loaded) -> Tuple[str, str]:
+  """(signature name, input name) of the export's serialized-records signature: `from_examples` for
+  video-level Examples, else `from_sequence_examples` for frame-level SequenceExamples."""
+  if EXAMPLES_SIGNATURE in loaded.signatures:
+    return EXAMPLES_SIGNATURE, EXAMPLES_INPUT
+  if SEQUENCE_EXAMPLES_SIGNATURE in loaded.signatures:
+    return SEQUENCE_EXAMPLES_SIGNATURE, SEQUENCE_EXAMPLES_INPUT
+  raise ValueError(f"the export has no {EXAMPLES_SIGNATURE} or {SEQUENCE_EXAMPLES_SIGNATURE} signature")
+
+
 def load_for_examples(model_dir: str, top_k: int):
   """(the loaded export, the k it can serve: min(top_k, classes)).
 
   Raises ValueError when that k exceeds the export's top-k.
   """
   loaded = load_export(model_dir)
-  signature = loaded.signatures[EXAMPLES_SIGNATURE]
+  signature = loaded.signatures[records_signature(loaded)[0]]
   available = exported_top_k(signature)
   if top_k <= 0 or min(top_k, exported_num_classes(signature)) > available:
     raise ValueError(f"top_k must be in [1, {available}] (the export's top-k), got {top_k}")
@@ -102,9 +120,10 @@ def _named_records(files: Sequence[str], batch_size: int) -> tf.data.Dataset:
 
 
 def _refusal(error: tf.errors.InvalidArgumentError, files, numbers, indices) -> Optional[ValueError]:
-  """The export's message about `example_bytes:<row>` with that row's file and record index instead, or
-  None when the error names no record."""
-  match = re.search(re.escape(EXAMPLES_INPUT) + r":(\d+): ([^\]\n]*)", error.message)
+  """The export's message about `example_bytes:<row>` (or `sequence_example_bytes:<row>`) with that row's
+  file and record index instead, or None when the error names no record."""
+  inputs = "|".join(re.escape(name) for name in (SEQUENCE_EXAMPLES_INPUT, EXAMPLES_INPUT))
+  match = re.search(r"(?:" + inputs + r"):(\d+): ([^\]\n]*)", error.message)
   if match is None:
     return None
   row = int(match.group(1))
@@ -113,12 +132,13 @@ def _refusal(error: tf.errors.InvalidArgumentError, files, numbers, indices) -> 
 
 def _batches(loaded, top_k: int, files: Sequence[str], batch_size: int):
   # The loaded object is kept referenced while its signature runs (it owns the variables).
-  signature = loaded.signatures[EXAMPLES_SIGNATURE]
+  signature_name, input_name = records_signature(loaded)
+  signature = loaded.signatures[signature_name]
   first_seen = {}  # id -> (file number, record index): one row per video in a submission
   for numbers, indices, records in _named_records(files, batch_size):
     numbers, indices = numbers.numpy().tolist(), indices.numpy().tolist()
     try:
-      outputs = signature(**{EXAMPLES_INPUT: records})
+      outputs = signature(**{input_name: records})
     except tf.errors.InvalidArgumentError as error:
       refusal = _refusal(error, files, numbers, indices)
       if refusal is None:
@@ -187,10 +207,13 @@ def run_inference(
   return counts
 
 
-def read_labels(data_pattern: str, schema: Schema, batch_size: int = 1024) -> Dict[str, List[int]]:
-  """id -> positive class ids of labeled video-level records, read with the repo's reader."""
+def read_labels(
+  data_pattern: str, schema: Schema, batch_size: int = 1024, frame_level: bool = False
+) -> Dict[str, List[int]]:
+  """id -> positive class ids of labeled video-level (or frame-level) records, read with the repo's reader."""
   labels = {}
-  for features, multi_hot in readers.video_dataset(data_pattern, batch_size, schema=schema):
+  reader = readers.frame_dataset if frame_level else readers.video_dataset
+  for features, multi_hot in reader(data_pattern, batch_size, schema=schema):
     for video_id, row in zip(features["id"].numpy(), multi_hot.numpy()):
       labels[video_id.decode("utf-8")] = np.flatnonzero(row).tolist()
   return labels
@@ -207,9 +230,12 @@ def evaluate_export(
   (`metrics.TopKMetrics`); `gap` and `num_videos` repeat gap@top_k and videos. `schema` defaults to the
   2018 features with the export's class count."""
   loaded, k = load_for_examples(model_dir, top_k)
-  num_classes = exported_num_classes(loaded.signatures[EXAMPLES_SIGNATURE])
+  signature_name = records_signature(loaded)[0]
+  num_classes = exported_num_classes(loaded.signatures[signature_name])
   schema = schema or Schema(num_classes=num_classes)
-  labels = read_labels(data_pattern, schema, batch_size)
+  labels = read_labels(
+    data_pattern, schema, batch_size, frame_level=signature_name == SEQUENCE_EXAMPLES_SIGNATURE
+  )
   result = metrics.TopKMetrics(num_classes, k=k)
   for ids, classes, scores in _batches(loaded, k, readers.list_files(data_pattern), batch_size):
     result.add(classes, scores, [labels[i.decode("utf-8")] for i in ids])

@@ -1,4 +1,4 @@
-"""The "large ensemble": the L1 video-level fold models and the GBT stacker in ONE SavedModel.
+"""The "large ensemble": the L1 fold models and the GBT stacker in ONE SavedModel.
 
 The seed could not submit this (LightGBM is no TF graph). Here the serving graph repeats, per batch,
 exactly what the offline pipeline did to the test set:
@@ -9,7 +9,12 @@ exactly what the offline pipeline did to the test set:
   -> scattered into [B, classes]; non-candidates score 0.
 The stacker runs as TF-DF's custom ops: loading the export needs them (`import tensorflow_decision_forests`
 before `tf.saved_model.load`, or `tf.load_op_library` of TF-DF's inference.so; TF Serving >= 2.11 ships
-them). Frame-level L1 models cannot join: the video-level serving signature has no frames.
+them).
+
+With frame-level L1 members the export serves serialized SequenceExamples (`from_sequence_examples`, also
+its serving_default): frame members read the frames, video members the per-video means computed in the
+graph from the same frames, exactly as the data defines its video-level features. Without, it serves
+video-level features and Examples as any export.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf.data.schema import Schema
+from yt8m_tf.models.inputs import NUM_FRAMES
 from yt8m_tf.export.saved_model import ExportResult, KerasScorer, export_scorer
 from yt8m_tf.export.size import ComponentSize
 from yt8m_tf.stacking import candidates
@@ -108,7 +114,21 @@ def export_large_ensemble(
     for k, path in enumerate(stacker_dirs)
   ]
   return export_scorer(
-    scorer, {"large_ensemble": scorer}, components, export_base, model_name, schema, **export_kwargs
+    scorer,
+    {"large_ensemble": scorer},
+    components,
+    export_base,
+    model_name,
+    schema,
+    frame_level=reads_frames(l1_models),
+    **export_kwargs,
+  )
+
+
+def reads_frames(l1_models: Mapping[str, Sequence[keras.Model]]) -> bool:
+  """Whether any L1 model is frame-level (takes `num_frames`)."""
+  return any(
+    NUM_FRAMES in [t.name for t in m.inputs] for fold_models in l1_models.values() for m in fold_models
   )
 
 

@@ -14,6 +14,11 @@ Signatures:
     [B] string plus the same outputs. The records are parsed by the repo's reader code, so features and
     input checks are exactly those of training and prediction; a bad record (one that does not parse, a
     wrong length, a NaN/Inf...) fails the request with a message naming its index and field.
+  from_sequence_examples (scorers that read frames: a large ensemble with frame-level members):
+    `sequence_example_bytes` [B] serialized frame-level SequenceExamples -> the same outputs. Frame models
+    get the frames as `frame_dataset` gives them; video models the per-video means of the dequantized
+    frames, as the data defines its video-level features. Checked as `from_examples`. Such an export has
+    no video-level signatures (it needs the frames); its serving_default is this signature.
 
 A scorer is a function `features dict -> probabilities [B,C]` plus the trackable objects it reads
 (tf.Module, tf.Variable, a TF-DF model...). `ExportModule` attaches those under `components`, which is what
@@ -47,6 +52,8 @@ from yt8m_tf.metrics import GAP_K
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "from_examples"
 EXAMPLES_INPUT = "example_bytes"
+SEQUENCE_EXAMPLES_SIGNATURE = "from_sequence_examples"
+SEQUENCE_EXAMPLES_INPUT = "sequence_example_bytes"
 SIZE_REPORT = "size_report.json"
 
 ProbabilitiesFn = Callable[[Dict[str, tf.Tensor]], tf.Tensor]
@@ -63,6 +70,17 @@ def parse_video_examples(serialized: tf.Tensor, schema: Schema) -> Dict[str, tf.
   # never disagree with training about how a record reads.
   features, _ = readers._parse_video_batch(names, tf.range(count), serialized, schema, "raise", None, None)
   return features
+
+
+def parse_frame_examples(serialized: tf.Tensor, schema: Schema) -> Dict[str, tf.Tensor]:
+  """Serialized frame-level SequenceExamples [B] -> {"id", "rgb" [B,T,1024], ..., "num_frames" [B],
+  "mean_rgb" [B,1024], ...}: the frames exactly as the frame reader gives them, the means over all frames.
+
+  Records are named `sequence_example_bytes:<index in the batch>` in error messages.
+  """
+  count = tf.size(serialized, out_type=tf.int64)
+  names = tf.fill([count], SEQUENCE_EXAMPLES_INPUT)
+  return readers._parse_frame_batch(names, tf.range(count), serialized, schema)
 
 
 def checked_features(features: Mapping[str, tf.Tensor], schema: Schema) -> Dict[str, tf.Tensor]:
@@ -101,7 +119,8 @@ def _as_text(vector: tf.Tensor) -> tf.Tensor:
 
 
 class KerasScorer(tf.Module):
-  """Probabilities of a video-level Keras model, from weight copies stored as `storage_dtype`.
+  """Probabilities of a registry Keras model, from weight copies stored as `storage_dtype`. It reads the
+  inputs the model names from the features dict: video-level ones, or frames and `num_frames`.
 
   Only float variables are copied (and counted); other state (dropout seed generators) is frozen into the
   graph as constants, since inference never advances it.
@@ -180,7 +199,7 @@ def check_video_model(model: keras.Model, schema: Schema) -> None:
 
 
 class ExportModule(tf.Module):
-  """The served object: a probabilities function, the objects it reads, and the two signatures."""
+  """The served object: a probabilities function, the objects it reads, and its signatures."""
 
   def __init__(
     self,
@@ -188,6 +207,7 @@ class ExportModule(tf.Module):
     schema: Schema,
     trackables: Optional[Mapping[str, object]] = None,
     top_k: int = GAP_K,
+    frame_level: bool = False,
   ):
     super().__init__(name="yt8m_export")
     if top_k <= 0:
@@ -196,10 +216,18 @@ class ExportModule(tf.Module):
     self._probabilities_fn = self._no_dependency(probabilities_fn)
     self._schema = schema
     self.top_k = min(top_k, schema.num_classes)
-    self.predict_features = tf.function(self._predict_features)
-    self.predict_examples = tf.function(
-      self._predict_examples, input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
-    )
+    self.frame_level = frame_level
+    # Only the functions of this level: saving traces every function with an input signature.
+    if frame_level:
+      self.predict_sequence_examples = tf.function(
+        self._predict_sequence_examples,
+        input_signature=[tf.TensorSpec([None], tf.string, name=SEQUENCE_EXAMPLES_INPUT)],
+      )
+    else:
+      self.predict_features = tf.function(self._predict_features)
+      self.predict_examples = tf.function(
+        self._predict_examples, input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)]
+      )
 
   def feature_specs(self) -> Dict[str, tf.TensorSpec]:
     schema = self._schema
@@ -209,6 +237,9 @@ class ExportModule(tf.Module):
     }
 
   def signatures(self) -> Dict[str, object]:
+    if self.frame_level:
+      from_frames = self.predict_sequence_examples.get_concrete_function()
+      return {SERVING_SIGNATURE: from_frames, SEQUENCE_EXAMPLES_SIGNATURE: from_frames}
     return {
       SERVING_SIGNATURE: self.predict_features.get_concrete_function(**self.feature_specs()),
       EXAMPLES_SIGNATURE: self.predict_examples.get_concrete_function(),
@@ -229,6 +260,12 @@ class ExportModule(tf.Module):
 
   def _predict_examples(self, example_bytes):
     features = parse_video_examples(example_bytes, self._schema)
+    outputs = self._outputs({k: v for k, v in features.items() if k != "id"})
+    outputs["id"] = features["id"]
+    return outputs
+
+  def _predict_sequence_examples(self, sequence_example_bytes):
+    features = parse_frame_examples(sequence_example_bytes, self._schema)
     outputs = self._outputs({k: v for k, v in features.items() if k != "id"})
     outputs["id"] = features["id"]
     return outputs
@@ -296,6 +333,7 @@ def export_scorer(
   version: Optional[int] = None,
   top_k: int = GAP_K,
   size_budget_bytes: int = sizes.DEFAULT_BUDGET_BYTES,
+  frame_level: bool = False,
 ) -> ExportResult:
   """Writes `<export_base>/<model_name>/<version>/` serving `probabilities_fn` (see the module docstring).
 
@@ -304,6 +342,7 @@ def export_scorer(
     trackables: every object whose state the function reads, by name (saved under `components/<name>`).
     components: the size of each stored part, checked against `size_budget_bytes` before anything is written.
     version: integer version; default the next free one. An existing version is an error.
+    frame_level: the function reads frames (and the video-level means): serve `from_sequence_examples`.
 
   Raises:
     ModelTooLargeError: the components exceed the budget (nothing written), or, measured after saving, the
@@ -313,7 +352,7 @@ def export_scorer(
   start = time.perf_counter()
   account = sizes.check_budget(components, size_budget_bytes)
   version, path = _version_dir(export_base, model_name, version)
-  module = ExportModule(probabilities_fn, schema, trackables, top_k)
+  module = ExportModule(probabilities_fn, schema, trackables, top_k, frame_level)
   signatures = module.signatures()
   tmp = temporary_sibling(path)
   try:
@@ -328,7 +367,12 @@ def export_scorer(
     result = ExportResult(
       path, version, account, variables_bytes, sizes.directory_bytes(tmp), time.perf_counter() - start
     )
-    report = {**result.to_json(), "schema": dataclasses.asdict(schema), "top_k": module.top_k}
+    report = {
+      **result.to_json(),
+      "schema": dataclasses.asdict(schema),
+      "top_k": module.top_k,
+      "signatures": sorted(signatures),
+    }
     with tf.io.gfile.GFile(os.path.join(tmp, SIZE_REPORT), "w") as f:
       json.dump(report, f, indent=1)
     tf.io.gfile.rename(tmp, path, overwrite=False)

@@ -100,29 +100,55 @@ def aligned_top_k(
   stores: Mapping[str, str], chunk_videos: int
 ) -> Iterator[tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]]:
   """(ids, per-model classes, per-model scores) for consecutive chunks of videos read from top-K
-  prediction stores in lockstep. The stores must list the same videos in the same order (they do when
-  made by predict_main on the same data); a mismatch is an error naming the stores."""
+  prediction stores in lockstep, in the first store's order. The stores must hold the same videos; one
+  that lists them in another order (a frame-level member read other files, interleaved otherwise) is put
+  in the first store's order by id, which loads that store whole (its top-K classes and scores). Stores
+  of other videos are an error naming them."""
   names = list(stores)
   for name in names:
     if predictions.read_index(stores[name])["top_k"] is None:
       raise ValueError(f"{stores[name]}: candidates need a top-K store, not full rows")
-  streams = [_rechunk(predictions.read_predictions(stores[n]), chunk_videos) for n in names]
+  order = _store_ids(stores[names[0]])
+  streams = []
+  for name in names:
+    ids = order if name == names[0] else _store_ids(stores[name])
+    if np.array_equal(ids, order):
+      streams.append(predictions.read_predictions(stores[name]))
+    else:
+      streams.append(iter([_reordered(stores[name], ids, order, stores[names[0]])]))
+  streams = [_rechunk(stream, chunk_videos) for stream in streams]
   while True:
     parts = [next(s, None) for s in streams]
     if all(p is None for p in parts):
       return
-    if any(p is None for p in parts):
-      short = [n for n, p in zip(names, parts) if p is None]
-      raise ValueError(f"prediction stores {short} hold fewer videos than the others of {names}")
     ids = parts[0].ids
-    for name, part in zip(names[1:], parts[1:]):
-      if not np.array_equal(part.ids, ids):
-        where = int(np.argmax(part.ids != ids)) if len(part.ids) == len(ids) else 0
-        raise ValueError(
-          f"prediction stores {stores[names[0]]} and {stores[name]} list different videos "
-          f"({ids[where]!r} vs {part.ids[where]!r}); predict them from the same files"
-        )
     yield ids, [p.classes for p in parts], [p.scores for p in parts]
+
+
+def _store_ids(store: str) -> np.ndarray:
+  return np.concatenate([chunk.ids for chunk in predictions.read_predictions(store)] or [np.zeros(0, "S1")])
+
+
+def _reordered(
+  store: str, ids: np.ndarray, order: np.ndarray, first_store: str
+) -> predictions.PredictionChunk:
+  """The whole of `store` (whose videos are `ids`) in the order of the videos `order` of `first_store`."""
+  if len(ids) != len(order) or len(np.unique(ids)) != len(ids):
+    raise ValueError(
+      f"prediction stores {first_store} ({len(order)} videos) and {store} ({len(ids)} videos, "
+      f"{len(np.unique(ids))} distinct) do not hold the same videos; predict them from the same videos"
+    )
+  sorted_at = np.argsort(ids)
+  where = np.searchsorted(ids, order, sorter=sorted_at)
+  rows = sorted_at[np.minimum(where, len(ids) - 1)]
+  missing = ids[rows] != order
+  if missing.any():
+    raise ValueError(
+      f"prediction stores {first_store} and {store} list different videos ({order[missing][0]!r} is not in "
+      f"the second); predict them from the same videos"
+    )
+  whole = _merge(list(predictions.read_predictions(store)))
+  return predictions.PredictionChunk(order, whole.scores[rows], whole.classes[rows])
 
 
 def _rechunk(

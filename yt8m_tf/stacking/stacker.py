@@ -20,6 +20,11 @@ rows twice while training starts (the per-feature vectors it collects, then YDF'
 them) plus the boosting buffers: each more training row costs ~2.7x its raw bytes at the peak, as
 measured by bench/bench_stacker_memory.py.
 
+With `engine="ydf_distributed"` a fold's GBT trains on YDF workers instead (distributed.py): the same
+rows, streamed into CSV shards under `fold_k/ydf/` that the workers read, the same hyperparameters, but
+no early stopping while training (the trees past the inner split's best are cut afterwards); the model
+is converted to the same kind of TF-DF Keras SavedModel at `fold_k/model`.
+
 `class_id` is numerical by default, as in the seed. As a categorical feature with 3,862 values TF-DF
 1.12 trained 30-100x slower on this machine (48k rows, 37 trees: 1.5 s numerical, ~40-140 s
 categorical), for the class prior already carries the per-class signal; `class_id_semantic` switches.
@@ -34,7 +39,7 @@ import gc
 import json
 import os
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -46,9 +51,15 @@ from yt8m_tf.stores import candidates as candidate_store
 from yt8m_tf.stores.soft_labels import SoftLabelStoreBuilder
 
 SEMANTICS = ("numerical", "categorical")
+ENGINES = (
+  "tfdf",
+  "ydf_distributed",
+)  # in-process TF-DF, or YDF's distributed GBT on workers (distributed.py)
 SOFT_LABELS = "soft_labels.npz"  # OOF probabilities of the training videos
 TEST_SOFT_LABELS = "test_soft_labels.npz"  # fold-mean probabilities of the test videos
-TRAINING_LOG = "tfdf_training.log"  # in each fold's directory: what TF-DF printed while training it
+TRAINING_LOG = (
+  "tfdf_training.log"  # in each fold's directory: what TF-DF (or ydf's manager) printed training it
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +75,51 @@ class StackerConfig:
   max_train_videos: Optional[int] = setting(None, "Per fold, train on a fixed subset of this many videos.")
   num_threads: Optional[int] = setting(None, "TF-DF threads; default: TF-DF's own.")
   seed: int = setting(0, "GBT seed.")
+  engine: str = setting(
+    "tfdf",
+    "tfdf: TF-DF in this process; ydf_distributed: YDF's distributed GBT on --workers (no early "
+    "stopping while training: the trees past the inner split's best are cut afterwards).",
+    choices=ENGINES,
+  )
+  workers: Tuple[str, ...] = setting(
+    (), "host:port of each running YDF worker, at least 2 (engine ydf_distributed only)."
+  )
 
   def __post_init__(self):
     if self.class_id_semantic not in SEMANTICS:
       raise ValueError(f"class_id_semantic must be one of {SEMANTICS}, got {self.class_id_semantic!r}")
     if self.inner_split < 2:
       raise ValueError(f"inner_split must be >= 2, got {self.inner_split}")
+    if self.engine not in ENGINES:
+      raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+    workers = self.workers.split(",") if isinstance(self.workers, str) else self.workers
+    object.__setattr__(self, "workers", tuple(w.strip() for w in workers if w.strip()))  # JSON gives lists
+    if self.engine == "ydf_distributed":
+      _check_distributed(self)
+    elif self.workers:
+      raise ValueError(f"workers are for engine='ydf_distributed' only, got engine={self.engine!r}")
+
+
+def _check_distributed(config: StackerConfig) -> None:
+  malformed = [w for w in config.workers if not _is_host_port(w)]
+  if malformed:
+    raise ValueError(f"workers must be host:port addresses, got {malformed}")
+  # YDF's distributed GBT gives at least one worker to the inner split's evaluation: one alone cannot train.
+  if len(config.workers) < 2:
+    raise ValueError(
+      f"engine='ydf_distributed' needs at least 2 workers (--workers=host1:port,host2:port), got "
+      f"{list(config.workers)}"
+    )
+  if config.class_id_semantic != "numerical":
+    raise ValueError(
+      "engine='ydf_distributed' takes class_id_semantic='numerical' only: a categorical class id read from "
+      "CSV shards would make the fold model take string class ids"
+    )
+
+
+def _is_host_port(address: str) -> bool:
+  host, _, port = address.rpartition(":")
+  return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _tfdf():
@@ -175,10 +225,22 @@ def training_videos(ids: np.ndarray, in_training_folds: np.ndarray, config: Stac
 
 
 def train_fold(
-  candidate_dir: str, ids: np.ndarray, train_videos: np.ndarray, config: StackerConfig, feature_names
+  candidate_dir: str,
+  ids: np.ndarray,
+  train_videos: np.ndarray,
+  config: StackerConfig,
+  feature_names,
+  fold_dir: Optional[str] = None,
 ):
   """A GBT fitted on the rows of `train_videos` (of the training folds) of the set in `candidate_dir`,
-  whose ids are `ids`; early-stopped on an inner split of those videos."""
+  whose ids are `ids`; early-stopped on an inner split of those videos. The ydf_distributed engine keeps
+  its shards and working files under `fold_dir` (required there; see distributed.train_fold)."""
+  if config.engine == "ydf_distributed":
+    from yt8m_tf.stacking import distributed  # ydf's distributed learner, imported on use
+
+    if fold_dir is None:
+      raise ValueError("engine='ydf_distributed' needs a fold_dir for its shards and working directory")
+    return distributed.train_fold(candidate_dir, ids, train_videos, config, feature_names, fold_dir)
   inner = inner_split_mask(ids, config.inner_split)
   fit_videos, valid_videos = train_videos & ~inner, train_videos & inner
   model = make_model(config, feature_names)
@@ -238,13 +300,17 @@ def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, tes
       held_out = video_fold == k
       with console_to_file(os.path.join(fold_dir, TRAINING_LOG)):  # YDF's training log, hundreds of lines
         train_videos = training_videos(ids, ~held_out, config)
-        model, info = train_fold(train_candidates, ids, train_videos, config, feature_names)
+        model, info = train_fold(train_candidates, ids, train_videos, config, feature_names, fold_dir)
         scores = {"oof": predict_rows(model, train_candidates, feature_names, held_out)}
         if test_candidates:
           scores["test"] = predict_rows(model, test_candidates, feature_names)
         _save_model(model, os.path.join(fold_dir, "model"))
         del model
         _forget_fold_models()
+        if config.engine == "ydf_distributed":
+          from yt8m_tf.stacking import distributed
+
+          distributed.remove_fold_files(fold_dir)  # the converted model that `model` was loaded from
       atomic_save_npz(os.path.join(fold_dir, "scores.npz"), **scores)
       info.update(
         fold=k,
