@@ -190,3 +190,26 @@ def test_stack_main_refuses_an_output_dir_made_with_other_flags(tmp_path):
   )
   assert result.returncode != 0
   assert "num_trees: 300 -> 50" in result.stderr and "use a new --output_dir" in result.stderr
+
+
+def test_a_setting_added_after_a_workdir_was_made_reads_as_its_default(tmp_path):
+  """A workdir recorded before StackerConfig.engine (and the frame patterns) existed is taken as made with
+  their defaults: its finished stages are kept, not refused as 'made with other settings'."""
+  workdir = str(tmp_path / "work")
+  config = pipeline.preset("tiny", workdir)
+  job = _fake_finished(workdir, config)
+  old_record = settings_record.read(workdir)
+  del old_record["stacker"]["engine"], old_record["frame_train_data_pattern"]
+  settings_record.write(workdir, old_record)
+  with open(job._marker("stacker")) as f:
+    marker = json.load(f)
+  del marker["settings"]["stacker"]["engine"]
+  with open(job._marker("stacker"), "w") as f:
+    json.dump(marker, f)
+  job = pipeline.Pipeline(config, log=lambda line: None)
+  job.prepare_workdir()
+  assert job.run_stage("stacker", lambda: pytest.fail("a finished stage ran again"))["stage"] == "stacker"
+  # A real change is still refused.
+  changed = dataclasses.replace(config, stacker=dataclasses.replace(config.stacker, num_trees=11))
+  with pytest.raises(settings_record.SettingsChanged, match=r"stacker\.num_trees: 10 -> 11"):
+    pipeline.Pipeline(changed).prepare_workdir()
