@@ -46,15 +46,16 @@ from yt8m_tf.training.inputs import dataset_for
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
 PACKAGED_ZOO_PREFIX = "yt8m_tf/configs/zoo/"  # how settings.json names a zoo folder of the package
 STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
-# Seconds each stage took in the demo (22k videos, 2 CPU cores, 2026-11-30): what the time left is scaled by.
+# Seconds each stage took in the demo (22k videos, 2 CPU cores, 2026-11-30, seventh session, 869 s in all):
+# what the time left is scaled by.
 STAGE_SHARES = {
-  "data": 49,
-  "l1": 549,
-  "candidates": 8,
-  "stacker": 66,
-  "distill": 163,
+  "data": 40,
+  "l1": 438,
+  "candidates": 6,
+  "stacker": 48,
+  "distill": 264,
   "export": 53,
-  "inference": 27,
+  "inference": 20,
 }
 # What each stage writes (relative to the workdir): removed when the stage is redone.
 STAGE_OUTPUTS = {
@@ -919,9 +920,9 @@ def format_report(report: dict) -> str:
   def gap(value):
     return "     -" if value is None else f"{value:.4f}"
 
-  lines = ["", f"{'level':<10} {'model':<40} {'OOF GAP@20':>10} {'test GAP@20':>11}"]
+  lines = ["", f"{'level':<10} {'model':<44} {'OOF GAP@20':>10} {'test GAP@20':>11}"]
   for row in report["gap@20"]:
-    lines.append(f"{row['level']:<10} {row['name']:<40} {gap(row['oof_gap']):>10} {gap(row['test_gap']):>11}")
+    lines.append(f"{row['level']:<10} {row['name']:<44} {gap(row['oof_gap']):>10} {gap(row['test_gap']):>11}")
   lines += ["", f"{'the method, step by step':<40} {'test GAP@20':>11} {'change':>8}"]
   for step in report.get("ladder", []):
     delta = "" if step["delta"] is None else f"{step['delta']:+.4f}"
