@@ -87,6 +87,14 @@ def atomic_save_npz(path: str, **arrays) -> None:
     f.write(buffer.getvalue())
 
 
+@contextlib.contextmanager
+def open_npz(path: str):
+  """An `.npz` at any gfile path, its arrays by name, each read from the file only when asked for."""
+  with tf.io.gfile.GFile(path, "rb") as handle:
+    with np.load(handle, allow_pickle=False) as archive:
+      yield archive
+
+
 def load_npz(path: str) -> Dict[str, np.ndarray]:
   """The arrays of an `.npz` at any gfile path (no pickles), read whole."""
   with tf.io.gfile.GFile(path, "rb") as f:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -503,8 +504,9 @@ class Pipeline:
       self._schema = data.Schema(num_classes=num_classes, max_frames=max_frames)
     return self._schema
 
+  @functools.cached_property
   def member_levels(self) -> Dict[str, str]:
-    """{L1 member: models.VIDEO or models.FRAME}, from the model each flagfile names."""
+    """{L1 member: models.VIDEO or models.FRAME}, from the model each flagfile names (read once)."""
     zoo_dir = self.config.zoo_dir
     return {
       member: models.get(zoo.parse_flagfile(os.path.join(zoo_dir, f"{member}.flags"))["model"]).kind
@@ -513,7 +515,7 @@ class Pipeline:
 
   def members(self, level: str) -> List[str]:
     """The L1 members of `level`, in `l1_members` order."""
-    return [member for member, kind in self.member_levels().items() if kind == level]
+    return [member for member, kind in self.member_levels.items() if kind == level]
 
   def compares_video_members_only(self) -> bool:
     """A second stacker over the video-level members alone shows what the frame-level ones add."""
@@ -567,7 +569,6 @@ class Pipeline:
     """Video-level members on the video-level records, frame-level ones on the frame-level records; the
     folds come from the video ids, so every member's OOF predictions of a video come from the same fold."""
     config = self.config
-    self.check_members()
     results = {}
     for level in (models.VIDEO, models.FRAME):
       if not self.members(level):
@@ -606,7 +607,7 @@ class Pipeline:
     for name, members in sets.items():
       indexes = candidates.build_candidate_splits(
         {split: {m: self.store(m, split) for m in members} for split in ("train", "test")},
-        self.path("candidates", *filter(None, [name])),
+        self._member_set_dir("candidates", name),
         prior,
         {"train": train_labels, "test": self.labels("test")},
         log=self.log,
@@ -628,16 +629,20 @@ class Pipeline:
       }
     return result
 
+  def _member_set_dir(self, stage_dir: str, name: str) -> str:
+    """`stage_dir` for every member (name ""), or its subfolder for a subset (VIDEO_MEMBERS_DIR)."""
+    return self.path(stage_dir, name) if name else self.path(stage_dir)
+
   def _stacking(self, name: str) -> dict:
     """The K-fold stacker over `candidates/<name>` into `stacker/<name>` ("": every member)."""
-    subdir = [name] if name else []
+    candidate_dir = self._member_set_dir("candidates", name)
     report = stacker.run_stacking(
-      self.path("candidates", *subdir, "train"),
-      self.path("stacker", *subdir),
+      os.path.join(candidate_dir, "train"),
+      self._member_set_dir("stacker", name),
       self.config.num_folds,
       self.schema().num_classes,
       self.config.stacker,
-      test_candidates=self.path("candidates", *subdir, "test"),
+      test_candidates=os.path.join(candidate_dir, "test"),
       log=self.log,
     )
     return {k: report[k] for k in ("oof", "test", "soft_labels") if k in report}

@@ -108,10 +108,10 @@ def aligned_top_k(
   for name in names:
     if predictions.read_index(stores[name])["top_k"] is None:
       raise ValueError(f"{stores[name]}: candidates need a top-K store, not full rows")
-  order = _store_ids(stores[names[0]])
+  order = predictions.read_video_ids(stores[names[0]])
   streams = []
   for name in names:
-    ids = order if name == names[0] else _store_ids(stores[name])
+    ids = order if name == names[0] else predictions.read_video_ids(stores[name])
     if np.array_equal(ids, order):
       streams.append(predictions.read_predictions(stores[name]))
     else:
@@ -123,10 +123,6 @@ def aligned_top_k(
       return
     ids = parts[0].ids
     yield ids, [p.classes for p in parts], [p.scores for p in parts]
-
-
-def _store_ids(store: str) -> np.ndarray:
-  return np.concatenate([chunk.ids for chunk in predictions.read_predictions(store)] or [np.zeros(0, "S1")])
 
 
 def _reordered(

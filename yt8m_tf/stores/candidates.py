@@ -12,13 +12,11 @@ only the arrays they ask for: a part file is opened lazily, so skipped features 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from yt8m_tf import files, metrics
 from yt8m_tf.files import atomic_save_npz
@@ -87,18 +85,10 @@ def part_paths(candidate_dir: str) -> List[str]:
   return [os.path.join(candidate_dir, name) for name in read_index(candidate_dir)["parts"]]
 
 
-@contextlib.contextmanager
-def _open_part(path: str):
-  """The part's arrays by name, each read from the file only when asked for."""
-  with tf.io.gfile.GFile(path, "rb") as handle:
-    with np.load(handle, allow_pickle=False) as archive:
-      yield archive
-
-
 def read_part(path: str, index: dict, features: Optional[Sequence[str]] = None) -> CandidateChunk:
   """One part file; `features` names the feature arrays to read (default: all of the index's)."""
   names = index["features"] if features is None else list(features)
-  with _open_part(path) as archive:
+  with files.open_npz(path) as archive:
     try:
       return CandidateChunk(
         ids=archive["ids"],
@@ -123,7 +113,7 @@ def read_video_ids(candidate_dir: str) -> List[np.ndarray]:
   """Each part's video ids, in order; no row is read."""
   ids = []
   for path in part_paths(candidate_dir):
-    with _open_part(path) as archive:
+    with files.open_npz(path) as archive:
       ids.append(archive["ids"])
   return ids
 

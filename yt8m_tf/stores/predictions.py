@@ -122,6 +122,15 @@ def read_predictions(store_dir: str) -> Iterator[PredictionChunk]:
     yield PredictionChunk(arrays["ids"], arrays["scores"], arrays.get("classes"))
 
 
+def read_video_ids(store_dir: str) -> np.ndarray:
+  """The store's video ids, in order; no prediction is read."""
+  ids = []
+  for name in read_index(store_dir)["parts"]:
+    with files.open_npz(os.path.join(store_dir, name)) as archive:
+      ids.append(archive["ids"])
+  return np.concatenate(ids) if ids else np.zeros([0], np.bytes_)
+
+
 def store_gap(store_dir: str, labels: Dict[bytes, np.ndarray], k: int = metrics.GAP_K) -> float:
   """GAP@k of a prediction store against `labels`; positives outside the stored top-K still count."""
   accumulator = metrics.GapAccumulator(k=k)
