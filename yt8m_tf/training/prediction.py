@@ -27,7 +27,11 @@ def predict_to_store(
   seed averaged logits, not probabilities).
   """
 
-  @tf.function(reduce_retracing=True)
+  # One trace per call, the last (smaller) batch included: with shape-relaxing retraces, the OOF folds
+  # and the test set of each member added up to TF's "frequent retracing" warning in multi-run processes.
+  feature_spec = {k: v for k, v in dataset.element_spec[0].items() if k != "id"}
+
+  @tf.function(input_signature=[feature_spec])
   def mean_probabilities(features):
     logits = tf.add_n([model(features, training=False) for model in fold_models]) / len(fold_models)
     return tf.sigmoid(logits)
