@@ -1,14 +1,22 @@
-"""Export size and serving throughput of a full-size model, float32 and float16 storage.
+"""Export size and serving throughput of a full-size model, float32 and float16 storage (and mixed precision).
 
   python bench/bench_export.py [--model EnsembleModel] [--model_params '{}'] [--repeats 3] [--batch_size 1024]
+      [--mixed_precision]
 
 Builds the model with untrained weights (the sizes do not depend on training), prints its parameter count
 and the size account against the 10**9-byte budget, exports it with each storage dtype (timing the
 export), measures the bytes of variables/ and of the whole SavedModel on disk, and reloads each export to
-time its `serving_default` signature on one in-memory batch: the median of --repeats calls after a
-warm-up call. The in-process Keras `model.predict` on the same batch is the baseline of the same run (and
-the model called in a tf.function, the export's forward pass without predict's per-call overhead).
-Also prints the largest probability difference of the float16 export against the float32 one.
+time its `serving_default` signature on one in-memory batch. The in-process Keras `model.predict` on the
+same batch is the baseline of the same run (and the model called in a tf.function, the export's forward
+pass without predict's per-call overhead). Every timed call gets one warm-up call, then the calls
+alternate, one of each per round, for --repeats rounds, and each row is the median of its calls: other
+jobs on the machine then slow every row alike, so the ratios between rows hold even when the absolute
+figures do not. Also prints the largest probability difference of each export against the float32 one.
+
+--mixed_precision also exports the model rebuilt under this machine's mixed policy (mixed_bfloat16 on a
+CPU, mixed_float16 where a GPU is visible; float32 weights, class scores float32; see
+yt8m_tf/export/mixed_precision.py) with float32 storage, and prints its speed relative to the float32
+export's.
 """
 
 import os
@@ -37,16 +45,21 @@ flags.DEFINE_integer("repeats", 3, "Timed calls after the warm-up call (median).
 flags.DEFINE_integer("batch_size", 1024, "Videos in the one in-memory batch.")
 flags.DEFINE_integer("size_budget_bytes", export.DEFAULT_BUDGET_BYTES, "Refuse exports storing more bytes.")
 flags.DEFINE_string("out_dir", None, "Export base; default a temporary directory, removed.")
+flags.DEFINE_bool("mixed_precision", False, "Also export and time the model computing in mixed precision.")
 
 
-def median_seconds(call, repeats):
-  call()  # warm-up: tracing, allocation
-  times = []
+def alternating_median_seconds(calls, repeats):
+  """{name: median seconds} of `calls` ({name: call}), one warm-up call each, then `repeats` rounds of one
+  call of each in turn."""
+  for call in calls.values():
+    call()  # warm-up: tracing, allocation
+  times = {name: [] for name in calls}
   for _ in range(repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for name, call in calls.items():
+      start = time.perf_counter()
+      call()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv):
@@ -81,25 +94,25 @@ def run(args, model_params, out_dir):
     name: rng.normal(size=(args.batch_size, size)).astype(np.float32)
     for name, size in zip(schema.video_feature_names, schema.feature_sizes)
   }
-  keras_seconds = median_seconds(
-    lambda: model.predict(features, batch_size=args.batch_size, verbose=0), args.repeats
-  )
   inputs = {k: tf.constant(v) for k, v in features.items()}
   # The same forward pass as the export's graph, without predict()'s per-call data pipeline.
   keras_graph = tf.function(lambda x: tf.sigmoid(model(x, training=False)))
-  graph_seconds = median_seconds(lambda: keras_graph(inputs).numpy(), args.repeats)
-  rows = [
-    ("keras model.predict (in process)", keras_seconds),
-    ("keras model in a tf.function (in process)", graph_seconds),
-  ]
+  calls = {
+    "keras model.predict (in process)": lambda: model.predict(
+      features, batch_size=args.batch_size, verbose=0
+    ),
+    "keras model in a tf.function (in process)": lambda: keras_graph(inputs).numpy(),
+  }
 
+  variants = [("float32", dict(fp16=False)), ("float16", dict(fp16=True))]
+  if args.mixed_precision:
+    variants.append(("mixed", dict(fp16=False, mixed_precision=True, build=(args.model, dict(model_params)))))
   probabilities = {}
-  for fp16 in (False, True):
-    storage = "float16" if fp16 else "float32"
-    print(f"\n== export, {storage} storage ==")
+  for label, options in variants:
+    print(f"\n== export, {label} ==")
     try:
       result = export.export_keras_model(
-        model, out_dir, f"{args.model}_{storage}", schema, fp16=fp16, size_budget_bytes=args.size_budget_bytes
+        model, out_dir, f"{args.model}_{label}", schema, size_budget_bytes=args.size_budget_bytes, **options
       )
     except export.ModelTooLargeError as error:
       print(error)
@@ -110,19 +123,26 @@ def run(args, model_params, out_dir):
       f"({result.variables_bytes / result.account.budget_bytes:.2%}); whole SavedModel "
       f"{result.saved_model_bytes:,} bytes; export took {result.seconds:.1f} s"
     )
-    loaded = tf.saved_model.load(result.path)
-    serve = loaded.signatures[export.SERVING_SIGNATURE]
-    probabilities[storage] = serve(**inputs)["probabilities"].numpy()
-    seconds = median_seconds(lambda: serve(**inputs)["probabilities"].numpy(), args.repeats)
-    rows.append((f"SavedModel serving_default, {storage}", seconds))
+    serve = tf.saved_model.load(result.path).signatures[export.SERVING_SIGNATURE]
+    probabilities[label] = serve(**inputs)["probabilities"].numpy()
+    calls[f"SavedModel serving_default, {label}"] = lambda serve=serve: serve(**inputs)[
+      "probabilities"
+    ].numpy()
 
-  if len(probabilities) == 2:
-    diff = np.abs(probabilities["float16"] - probabilities["float32"])
-    print(f"\nfloat16 vs float32 export: max abs probability diff {diff.max():.3g}, mean {diff.mean():.3g}")
+  for label in probabilities:
+    if label != "float32" and "float32" in probabilities:
+      diff = np.abs(probabilities[label] - probabilities["float32"])
+      print(f"\n{label} vs float32 export: max abs probability diff {diff.max():.3g}, mean {diff.mean():.3g}")
 
-  print(f"\nthroughput at batch {args.batch_size} (median of {args.repeats} after a warm-up):")
-  for name, seconds in rows:
-    print(f"  {name:<42} {args.batch_size / seconds:>10,.0f} videos/s  ({seconds * 1000:.0f} ms/batch)")
+  seconds = alternating_median_seconds(calls, args.repeats)
+  print(
+    f"\nthroughput at batch {args.batch_size} (median of {args.repeats} alternating rounds after a warm-up):"
+  )
+  for name, value in seconds.items():
+    print(f"  {name:<42} {args.batch_size / value:>10,.0f} videos/s  ({value * 1000:.0f} ms/batch)")
+  base, mixed = "SavedModel serving_default, float32", "SavedModel serving_default, mixed"
+  if base in seconds and mixed in seconds:
+    print(f"mixed precision vs float32 export: {seconds[base] / seconds[mixed]:.2f}x the speed")
 
 
 if __name__ == "__main__":

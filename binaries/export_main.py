@@ -6,6 +6,12 @@
 Reads `--model_path` (a .keras file) or `<train_dir>/best.keras`, prints the per-component size account
 (refusing, before writing anything, above --size_budget_bytes) and writes
 `<export_base>/<model_name>/<version>/` with the `serving_default` and `from_examples` signatures.
+
+--mixed_precision exports a float32-trained model to compute in bfloat16 (a CPU) or float16 (where a GPU
+is visible; --mixed_precision_policy picks for another serving machine), with the class scores, inputs,
+outputs and stored weights in float32 (so the size is that of the float32 export). The model is rebuilt
+from the run's config (model and model_params in `<train_dir>/config.json`, or next to --model_path). A
+model trained with --mixed_precision computes that way without the flag.
 """
 
 import os
@@ -17,6 +23,7 @@ from absl import app, flags, logging
 
 from binaries import run_main
 from yt8m_tf import data, export, metrics, models
+from yt8m_tf.export import mixed_precision as mixed
 from yt8m_tf.training import experiment
 
 FLAGS = flags.FLAGS
@@ -25,7 +32,19 @@ flags.DEFINE_string("train_dir", None, "A train_main run directory: exports its 
 flags.DEFINE_string("export_base", None, "Root of the TF Serving model directories.", required=True)
 flags.DEFINE_string("model_name", None, "Served model name; default: the run's model name.")
 flags.DEFINE_integer("version", None, "Version number; default: the next free one.")
-flags.DEFINE_bool("fp16", False, "Store the weights as float16 (computation stays float32).")
+flags.DEFINE_bool("fp16", False, "Store the weights as float16 (the computation is unchanged).")
+flags.DEFINE_bool(
+  "mixed_precision",
+  False,
+  "Compute in bfloat16 (CPU) or float16 (GPU) with float32 weights, inputs, outputs and class scores; "
+  "rebuilds the model from its run's config.",
+)
+flags.DEFINE_enum(
+  "mixed_precision_policy",
+  None,
+  list(export.MIXED_POLICIES),
+  "With --mixed_precision: the Keras policy; default this machine's (as training picks it).",
+)
 flags.DEFINE_integer("size_budget_bytes", export.DEFAULT_BUDGET_BYTES, "Refuse exports storing more bytes.")
 flags.DEFINE_integer("top_k", metrics.GAP_K, "Top classes returned per video.")
 flags.DEFINE_integer("num_classes", None, "Class count; default: the model's output size.")
@@ -49,6 +68,19 @@ def _model_path_and_run_config() -> Tuple[str, Optional[experiment.TrainConfig]]
   return os.path.join(FLAGS.train_dir, "best.keras"), config
 
 
+def _build(model_path: str, config: Optional[experiment.TrainConfig]):
+  """(registry name, params) of the model, for a rebuild under a mixed policy: from the run's config."""
+  if config is None:
+    run_dir = os.path.dirname(model_path)
+    if not tf.io.gfile.exists(os.path.join(run_dir, experiment.CONFIG_FILE)):
+      raise app.UsageError(
+        f"--mixed_precision rebuilds the model from its run's {experiment.CONFIG_FILE}, not found next to "
+        f"{model_path}: give --train_dir"
+      )
+    config = experiment.read_config(run_dir)
+  return config.model, dict(config.model_params)
+
+
 def _schema(config: Optional[experiment.TrainConfig], num_classes: int) -> data.Schema:
   """The features the run read (its config), unless the feature flags say otherwise."""
   if config is not None and not any(FLAGS[name].present for name in _FEATURE_FLAGS):
@@ -70,6 +102,12 @@ def main(argv):
   num_classes = FLAGS.num_classes or (config.num_classes if config else int(model.outputs[0].shape[-1]))
   schema = _schema(config, num_classes)
   model_name = FLAGS.model_name or (config.model if config else model.name)
+  if FLAGS.mixed_precision_policy and not FLAGS.mixed_precision:
+    raise app.UsageError("--mixed_precision_policy needs --mixed_precision")
+  policy = mixed.resolve_policy(FLAGS.mixed_precision_policy or True) if FLAGS.mixed_precision else None
+  # A model trained with --mixed_precision under that policy is exported as it is, no config needed.
+  rebuild = policy is not None and export.compute_policy(model) != policy
+  build = _build(model_path, config) if rebuild else None
   print(f"exporting {model_path} ({model.count_params():,} parameters) as {model_name}")
   try:
     result = export.export_keras_model(
@@ -78,6 +116,8 @@ def main(argv):
       model_name,
       schema,
       fp16=FLAGS.fp16,
+      mixed_precision=policy or False,
+      build=build,
       version=FLAGS.version,
       top_k=FLAGS.top_k,
       size_budget_bytes=FLAGS.size_budget_bytes,

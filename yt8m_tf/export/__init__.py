@@ -2,6 +2,7 @@
 1 GB budget, batch inference to the Kaggle CSV.
 
   export_keras_model(model, export_base, model_name, schema, fp16=...)   a registry video-level model
+    (mixed_precision=True, build=(name, params): computing in bfloat16/float16, class scores float32)
   export_scorer(probabilities_fn, trackables, components, ...)           any scorer (ensembles, stackers)
   run_inference(model_dir, input_data_pattern, output_file, ...)         SavedModel -> submission CSV
   answer_predict_request(export_dir, predict_request(...))               TF Serving's Predict API, no server
@@ -16,6 +17,7 @@ from yt8m_tf.export.inference import (
   resolve_export_dir,
   run_inference,
 )
+from yt8m_tf.export.mixed_precision import MIXED_POLICIES, compute_policy, rebuild_under_policy
 from yt8m_tf.export.saved_model import (
   EXAMPLES_INPUT,
   EXAMPLES_SIGNATURE,
@@ -56,6 +58,7 @@ __all__ = [
   "EXAMPLES_INPUT",
   "EXAMPLES_SIGNATURE",
   "HEADER",
+  "MIXED_POLICIES",
   "SEQUENCE_EXAMPLES_INPUT",
   "SEQUENCE_EXAMPLES_SIGNATURE",
   "SERVING_SIGNATURE",
@@ -69,6 +72,7 @@ __all__ = [
   "SizeAccount",
   "answer_predict_request",
   "check_budget",
+  "compute_policy",
   "directory_bytes",
   "evaluate_export",
   "export_keras_model",
@@ -83,6 +87,7 @@ __all__ = [
   "predict_request",
   "read_labels",
   "read_submission",
+  "rebuild_under_policy",
   "resolve_export_dir",
   "run_inference",
   "schema_for_model",

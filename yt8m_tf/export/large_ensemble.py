@@ -64,6 +64,12 @@ class LargeEnsembleScorer(tf.Module):
   def l1_sizes(self) -> List[ComponentSize]:
     return [scorer.size for fold_scorers in self.l1.values() for scorer in fold_scorers]
 
+  def compute_policies(self) -> Dict[str, str]:
+    """{L1 fold model: the Keras dtype policy it computes under}, for the size report."""
+    return {
+      k: v for scorers in self.l1.values() for scorer in scorers for k, v in scorer.compute_policies().items()
+    }
+
   def __call__(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
     top_classes, top_scores = [], []
     for name in self.model_names:

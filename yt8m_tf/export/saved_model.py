@@ -29,6 +29,10 @@ Keras models go through `KerasScorer`: it holds its own copies of the weights, i
 runs the model with `stateless_call` on the values cast to float32. The Keras model itself is deliberately
 not tracked, so only the weights are saved (no optimizer slots, no Keras bookkeeping), the variables on
 disk match the size accounting, and float16 storage halves them while the arithmetic stays float32.
+The arithmetic is the model's own: a model built under a mixed policy (trained with --mixed_precision, or
+rebuilt for the export by `export_keras_model(mixed_precision=...)`) computes its hidden layers in bfloat16
+or float16 from those float32 values and its class scores in float32; the signatures are unchanged. The
+size report names each Keras component's policy (`compute_dtype_policies`).
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ import json
 import os
 import re
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
 
 from yt8m_tf.data import readers
 from yt8m_tf.data.schema import Schema
+from yt8m_tf.export import mixed_precision as mixed
 from yt8m_tf.export import size as sizes
 from yt8m_tf.files import temporary_sibling
 from yt8m_tf.metrics import GAP_K
@@ -141,6 +146,11 @@ class KerasScorer(tf.Module):
     self.trainable_weights_stored = [self._stored(v) for v in model.trainable_variables]
     self.non_trainable_weights_stored = [self._stored(v) for v in model.non_trainable_variables]
     self.size = keras_component_size(model, name, self.storage_dtype)
+    self._compute_policy = mixed.compute_policy(model)
+
+  def compute_policies(self) -> Dict[str, str]:
+    """{component: the Keras dtype policy it computes under}, for the size report."""
+    return {self.name: self._compute_policy}
 
   def _stored(self, variable):
     if not _is_float(variable):
@@ -279,6 +289,9 @@ class ExportResult:
   variables_bytes: int  # measured on disk
   saved_model_bytes: int  # measured on disk: the whole SavedModel (without size_report.json)
   seconds: float
+  # Keras component -> the dtype policy it computes under ("float32", "mixed_bfloat16", ...). Storage,
+  # and so the size account, does not depend on it: mixed policies keep float32 weights.
+  compute_policies: Dict[str, str] = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
     return {
@@ -288,11 +301,20 @@ class ExportResult:
       "variables_bytes_on_disk": self.variables_bytes,
       "saved_model_bytes_on_disk": self.saved_model_bytes,
       "export_seconds": round(self.seconds, 3),
+      "compute_dtype_policies": dict(self.compute_policies),
     }
 
   def summary(self) -> str:
+    mixed_parts = {k: v for k, v in self.compute_policies.items() if v != mixed.FLOAT32}
+    compute = (
+      f"computes in {', '.join(f'{k} {v}' for k, v in mixed_parts.items())} (16-bit layers on the stored "
+      "weights, cast per call; class scores float32; storage and size as counted above)\n"
+      if mixed_parts
+      else ""
+    )
     return (
       f"{self.account.table()}\n"
+      f"{compute}"
       f"on disk: variables/ {self.variables_bytes:,} bytes, whole SavedModel {self.saved_model_bytes:,} bytes "
       f"({self.saved_model_bytes / self.account.budget_bytes:.1%} of the budget)\n"
       f"written: {self.path} in {self.seconds:.1f} s"
@@ -365,7 +387,13 @@ def export_scorer(
         f"{account.budget_bytes:,} (accounted {account.total_bytes:,}; an untracked extra variable?)"
       )
     result = ExportResult(
-      path, version, account, variables_bytes, sizes.directory_bytes(tmp), time.perf_counter() - start
+      path,
+      version,
+      account,
+      variables_bytes,
+      sizes.directory_bytes(tmp),
+      time.perf_counter() - start,
+      _compute_policies(trackables),
     )
     report = {
       **result.to_json(),
@@ -382,6 +410,15 @@ def export_scorer(
   return result
 
 
+def _compute_policies(trackables: Mapping[str, object]) -> Dict[str, str]:
+  """{component: dtype policy} from each trackable with a `compute_policies()` method (KerasScorer, a large
+  ensemble for its members): asked rather than found by walking submodules, which would walk TF-DF's too."""
+  found = {}
+  for trackable in trackables.values():
+    found.update(getattr(trackable, "compute_policies", dict)())
+  return found
+
+
 def export_keras_model(
   model: keras.Model,
   export_base: str,
@@ -389,6 +426,8 @@ def export_keras_model(
   schema: Optional[Schema] = None,
   *,
   fp16: bool = False,
+  mixed_precision: Union[bool, str] = False,
+  build: Optional[mixed.Build] = None,
   version: Optional[int] = None,
   top_k: int = GAP_K,
   size_budget_bytes: int = sizes.DEFAULT_BUDGET_BYTES,
@@ -397,7 +436,13 @@ def export_keras_model(
   """Exports a registry video-level model (it returns logits; the sigmoid is applied in the graph).
 
   schema: feature keys and sizes and the class count; default `Schema()` with the model's class count.
-  fp16: store the weights as float16 (half the bytes); the computation stays float32.
+  fp16: store the weights as float16 (half the bytes); the computation is the model's (float32 values).
+  mixed_precision: compute the hidden layers in 16 bits, the class scores in float32: True for this
+    machine's policy (mixed_float16 where a GPU is visible, mixed_bfloat16 on CPUs, as training picks it),
+    or a policy name ("mixed_bfloat16", "mixed_float16") for another serving machine. A float32 model is
+    rebuilt under that policy from `build` = (registry name, params), e.g. (TrainConfig.model,
+    TrainConfig.model_params), and given its weights. False: the model computes as it was built (a model
+    trained with --mixed_precision stays mixed). Inputs, outputs and stored weights stay float32.
   """
   schema = schema or schema_for_model(model)
   check_video_model(model, schema)
@@ -405,6 +450,8 @@ def export_keras_model(
   component = model.name or "model"
   # Checked before the weights are copied, so an over-size model costs neither memory nor disk.
   sizes.check_budget([keras_component_size(model, component, storage_dtype)], size_budget_bytes)
+  # After the check: a rebuild holds a second copy; its float32 weights count exactly as the original's.
+  model = mixed.with_policy(model, mixed_precision, build, schema)
   scorer = KerasScorer(model, storage_dtype, apply_sigmoid, name=component)
   return export_scorer(
     scorer,
