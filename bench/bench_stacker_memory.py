@@ -6,17 +6,18 @@
 For each size, synthetic train and test candidate sets (part files and index, written with
 `stores.candidates.write_part` and `files.write_index`; 3 L1 models, ~32 rows a video, float16-like
 scores, NaN where a model misses a class) go to --workdir. Then a fresh subprocess per size imports
-everything (TensorFlow, TF-DF, the stacker), takes its resident memory as the baseline, and runs the whole
+everything (TensorFlow, TF-DF, ydf, the stacker), takes its resident memory as the baseline, and runs the whole
 K-fold stacker with a test set: fold training, OOF and test scores, soft labels and report. Its peak is
 the kernel's high-water mark (VmHWM, reset through /proc/self/clear_refs after the imports), so nothing
 between two samples is missed; where that reset is refused it samples VmRSS every 5 ms instead.
 
-Printed per size: the peak above the baseline (whole run, and inside the fold trainings), the raw bytes of
+Printed per size: the peak above the baseline (whole run; inside the fold trainings; building the soft
+labels and GAP report; elsewhere: scoring, saving), the raw bytes of
 the rows the largest fold trains on (the part files' bytes of a row: row_video, class_id, features,
 target, times its fit rows plus its early-stopping rows: everything TF-DF loads), their ratio, and the
 peak per candidate row of the whole train set. --stacker_file measures another version of
 `yt8m_tf/stacking/stacker.py` (e.g. `git show HEAD:yt8m_tf/stacking/stacker.py > /tmp/old_stacker.py`)
-against the same data.
+against the same data; --local_trainer and --sorting_strategy set those StackerConfig fields.
 """
 
 import json
@@ -44,6 +45,8 @@ flags.DEFINE_integer("num_trees", 20, "GBT trees at most.")
 flags.DEFINE_integer("max_depth", 6, "GBT tree depth.")
 flags.DEFINE_integer("num_threads", 2, "TF-DF threads.")
 flags.DEFINE_integer("max_train_videos", None, "The stacker's cap on a fold's training videos.")
+flags.DEFINE_string("local_trainer", None, "StackerConfig.local_trainer (default: the config's).")
+flags.DEFINE_string("sorting_strategy", None, "StackerConfig.sorting_strategy (default: the config's).")
 flags.DEFINE_string("workdir", None, "Where the candidate sets and stacker outputs go (default: a temp dir).")
 flags.DEFINE_string("stacker_file", None, "Measure this stacker.py instead of yt8m_tf.stacking.stacker.")
 flags.DEFINE_integer("seed", 0, "Seed of the synthetic rows.")
@@ -211,6 +214,11 @@ def measure(arguments):
   import tensorflow_decision_forests  # noqa: F401  (imported before the baseline, as the stacker will)
   import tf_keras  # noqa: F401
 
+  before_ydf = PeakMemory.status_bytes("VmRSS")
+  import ydf  # noqa: F401  (likewise: the local trainer and the conversion import it)
+
+  ydf_import = PeakMemory.status_bytes("VmRSS") - before_ydf
+
   from yt8m_tf.stacking import stacker
 
   if arguments["stacker_file"]:
@@ -232,8 +240,24 @@ def measure(arguments):
     outside_peaks.append(outside)
     return result
 
-  outside_peaks = []
+  outside_peaks, soft_label_peaks = [], []
   stacker.train_fold = measured_train_fold
+  gaps_and_soft_labels = getattr(stacker, "_gaps_and_soft_labels", None)
+
+  def measured_gaps_and_soft_labels(*args, **kwargs):
+    outside_peaks.append(peaks.mark())
+    result = gaps_and_soft_labels(*args, **kwargs)
+    soft_label_peaks.append(peaks.mark())
+    return result
+
+  if gaps_and_soft_labels is not None:
+    stacker._gaps_and_soft_labels = measured_gaps_and_soft_labels
+  if config.engine == "tfdf" and getattr(config, "local_trainer", None) == "ydf":
+    # This trainer fits every fold first (stacker._fit_folds_first): its fold training is ydf_local.fit_fold.
+    from yt8m_tf.stacking import ydf_local
+
+    train_fold = ydf_local.fit_fold
+    ydf_local.fit_fold = measured_train_fold
   start = time.time()
   report = stacker.run_stacking(
     arguments["train"],
@@ -247,9 +271,11 @@ def measure(arguments):
   outside_peaks.append(peaks.mark())
   result = {
     "baseline": baseline,
-    "peak": max(fold_peaks + outside_peaks),
+    "ydf_import": ydf_import,
+    "peak": max(fold_peaks + outside_peaks + soft_label_peaks),
     "fold_peak": max(fold_peaks),
     "outside_peak": max(outside_peaks),
+    "soft_label_peak": max(soft_label_peaks, default=0),
     "seconds": time.time() - start,
     "oof_gap": report["oof"]["stacker"],
     "hwm": peaks.use_hwm,
@@ -272,15 +298,25 @@ def main(argv):
 
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="bench_stacker_memory_")
   model_names = [f"m{i}" for i in range(FLAGS.num_models)]
-  config = stacker.StackerConfig(
-    num_trees=FLAGS.num_trees,
-    max_depth=FLAGS.max_depth,
-    num_threads=FLAGS.num_threads,
-    max_train_videos=FLAGS.max_train_videos,
-  )
+  # Only the settings given: an older stacker (--stacker_file) may not know the newer fields.
+  chosen = {
+    "num_trees": FLAGS.num_trees,
+    "max_depth": FLAGS.max_depth,
+    "num_threads": FLAGS.num_threads,
+    "max_train_videos": FLAGS.max_train_videos,
+    **{
+      name: getattr(FLAGS, name)
+      for name in ("local_trainer", "sorting_strategy")
+      if getattr(FLAGS, name) is not None
+    },
+  }
+  config = stacker.StackerConfig(**chosen)
   label = FLAGS.stacker_file or "yt8m_tf/stacking/stacker.py"
+  settings = ", ".join(
+    f"{k}={getattr(config, k)}" for k in ("local_trainer", "sorting_strategy") if k in chosen
+  )
   print(
-    f"stacker: {label}; {FLAGS.num_folds} folds, {FLAGS.num_trees} trees of depth {FLAGS.max_depth}, "
+    f"stacker: {label} {settings}; {FLAGS.num_folds} folds, {FLAGS.num_trees} trees of depth {FLAGS.max_depth}, "
     f"{FLAGS.num_models} L1 models, parts of {FLAGS.part_videos:,} videos; {os.cpu_count()} CPUs, "
     f"load average {os.getloadavg()[0]:.2f}; workdir {workdir}"
   )
@@ -304,12 +340,7 @@ def main(argv):
       "out": out_dir,
       "num_folds": FLAGS.num_folds,
       "num_classes": FLAGS.num_classes,
-      "config": {
-        "num_trees": config.num_trees,
-        "max_depth": config.max_depth,
-        "num_threads": config.num_threads,
-        "max_train_videos": config.max_train_videos,
-      },
+      "config": chosen,
       "stacker_file": FLAGS.stacker_file,
     }
     child = subprocess.run(
@@ -332,9 +363,11 @@ def main(argv):
       f"{loaded_rows - fit_rows:,} early-stopping), raw {raw / mib:,.1f} MiB"
     )
     print(
-      f"  baseline (after imports) {result['baseline'] / mib:,.0f} MiB; peak above it: whole run "
-      f"{peak / mib:,.1f} MiB, inside fold training {fold_peak / mib:,.1f} MiB, elsewhere "
-      f"{(result['outside_peak'] - result['baseline']) / mib:,.1f} MiB "
+      f"  baseline (after imports; ydf's took {result['ydf_import'] / mib:,.0f} MiB) "
+      f"{result['baseline'] / mib:,.0f} MiB; peak above it: whole run {peak / mib:,.1f} MiB, inside fold "
+      f"training {fold_peak / mib:,.1f} MiB, soft labels and report "
+      f"{max(result['soft_label_peak'] - result['baseline'], 0) / mib:,.1f} MiB, elsewhere (scoring, "
+      f"saving) {(result['outside_peak'] - result['baseline']) / mib:,.1f} MiB "
       f"[{'VmHWM' if result['hwm'] else 'sampled VmRSS'}]"
     )
     print(

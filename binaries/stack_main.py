@@ -57,7 +57,14 @@ def main(argv):
       FLAGS.output_dir,
       settings,
       remedy="use a new --output_dir, or delete it to stack again",
-      defaults={"id_key": data.Schema.id_key, "engine": "tfdf"},  # output dirs made before the flags existed
+      # Output dirs made before the flags existed. Those made before local_trainer and sorting_strategy
+      # hold TF-DF Keras presorted models: the same trees as these defaults grow (BUILD_NOTES.md).
+      defaults={
+        "id_key": data.Schema.id_key,
+        "engine": "tfdf",
+        "local_trainer": "ydf",
+        "sorting_strategy": "BY_SIZE",
+      },
       ignored=("workers",),  # where the distributed engine runs, not what it computes
     )
   except settings_record.SettingsChanged as e:

@@ -146,7 +146,7 @@ def test_early_stopped_trees_follows_ydf_rule_and_tfdf_training(train_candidates
   # TF-DF's own early stopping keeps what the rule picks from its logged inner-split losses.
   ids = np.concatenate(candidate_store.read_video_ids(train_candidates))
   names = candidate_store.read_index(train_candidates)["features"]
-  config = stacker.StackerConfig(**{**SMALL, "shrinkage": 0.5, "num_trees": 60})
+  config = stacker.StackerConfig(**{**SMALL, "shrinkage": 0.5, "num_trees": 60}, local_trainer="tfdf_keras")
   model, info = stacker.train_fold(train_candidates, ids, folds.fold_of(ids, 2) != 0, config, names)
   logs = model.make_inspector().training_logs()
   assert [log.num_trees for log in logs] == list(range(1, len(logs) + 1))

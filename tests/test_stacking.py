@@ -165,6 +165,76 @@ def test_training_videos_cap_is_a_fixed_subset_of_the_training_folds():
   np.testing.assert_array_equal(uncapped, in_training_folds)
 
 
+def test_the_ydf_trainer_grows_the_trees_of_tfdf_keras(tmp_path, monkeypatch):
+  """local_trainer='ydf' (the default) against TF-DF's Keras model on one fold: the same trees (early
+  stopping did stop) and scores; either sorting strategy; ydf reads each column once."""
+  from yt8m_tf.stacking import ydf_local
+
+  _, labels, stores, _ = _fixture(tmp_path, num_videos=360)
+  train_dir = str(tmp_path / "train")
+  candidates.build_candidates(
+    stores, train_dir, candidates.class_prior(labels, NUM_CLASSES), labels, part_videos=100
+  )
+  ids = np.concatenate(candidate_store.read_video_ids(train_dir))
+  names = candidate_store.read_index(train_dir)["features"]
+  held_out = folds.fold_of(ids, 2) == 0
+  small = dict(num_trees=60, shrinkage=0.5, max_depth=4, early_stopping_trees=8, inner_split=4)
+  asked = []
+  read_column = ydf_local._Columns.__getitem__
+  monkeypatch.setattr(
+    ydf_local._Columns, "__getitem__", lambda self, name: asked.append(name) or read_column(self, name)
+  )
+  results = {}
+  for trainer, sorting in (("tfdf_keras", "PRESORT"), ("ydf", "IN_NODE"), ("ydf", "PRESORT")):
+    config = stacker.StackerConfig(**small, local_trainer=trainer, sorting_strategy=sorting)
+    fold_dir = str(tmp_path / f"{trainer}_{sorting}")
+    model, info = stacker.train_fold(train_dir, ids, ~held_out, config, names, fold_dir)
+    results[trainer, sorting] = info, stacker.predict_rows(model, train_dir, names, held_out)
+  assert sorted(asked) == sorted([*names, ydf_local.LABEL] * 4)  # fit and inner rows, two trainings
+  tfdf_info, tfdf_scores = results["tfdf_keras", "PRESORT"]
+  assert 10 < tfdf_info["trees"] < small["num_trees"]  # it stopped early
+  for key in (("ydf", "IN_NODE"), ("ydf", "PRESORT")):
+    info, scores = results[key]
+    assert (info["trees"], info["fit_rows"]) == (tfdf_info["trees"], tfdf_info["fit_rows"]), key
+    np.testing.assert_allclose(scores, tfdf_scores, rtol=0, atol=1e-6, err_msg=str(key))
+
+
+def test_soft_label_rows_of_parts_equal_the_general_store(monkeypatch):
+  """The stacker's store assembly, part by part (ids out of order, a video without rows, a part whose rows
+  are not grouped by video, blocks smaller than the set) against `SoftLabelStore.from_rows`."""
+  rng = np.random.default_rng(3)
+  monkeypatch.setattr(stacker._SoftLabelRows, "BLOCK_VIDEOS", 3)
+  parts, rows = [], []
+  for first, num_videos in ((0, 5), (5, 4)):
+    ids = np.array([f"v{i:03d}".encode() for i in rng.permutation(100)[first : first + num_videos]])
+    sizes = rng.integers(1, 6, num_videos)
+    sizes[2] = 0  # a video without candidate rows: in the store, with an empty row
+    classes = [np.sort(rng.choice(NUM_CLASSES, size, replace=False)) for size in sizes]
+    row_video = np.repeat(np.arange(num_videos, dtype=np.int32), [len(c) for c in classes])
+    class_id = np.concatenate(classes).astype(np.int32)
+    scores = rng.random(len(class_id)).astype(np.float32)
+    if first:  # rows in no order
+      order = rng.permutation(len(class_id))
+      row_video, class_id, scores = row_video[order], class_id[order], scores[order]
+    parts.append(
+      (
+        candidate_store.CandidateChunk(ids, np.zeros(num_videos, np.int32), row_video, class_id, {}, None),
+        scores,
+      )
+    )
+    rows.append((ids[row_video], class_id, scores))
+  built = stacker._SoftLabelRows(NUM_CLASSES)
+  for part, scores in parts:
+    built.add(part, scores)
+  store = built.build()
+  ids, class_id, scores = (np.concatenate(r) for r in zip(*rows))
+  all_ids = np.concatenate([part.ids for part, _ in parts])
+  general = SoftLabelStore.from_rows(ids, class_id, scores, NUM_CLASSES, all_video_ids=all_ids)
+  for field in ("ids", "row_splits", "classes", "scores"):
+    np.testing.assert_array_equal(getattr(store, field), getattr(general, field), err_msg=field)
+  assert len(store) == 9
+
+
 def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd, monkeypatch):
   ids, labels, stores, _ = _fixture(tmp_path, num_videos=400)
   prior = candidates.class_prior(labels, NUM_CLASSES)
@@ -227,16 +297,26 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd,
     assert info["fit_videos"] + info["inner_videos"] == trained.sum()
     inner = stacker.inner_split_mask(rows.ids, config.inner_split)
     assert info["fit_rows"] == np.isin(rows.row_video, np.flatnonzero(trained & ~inner)).sum()
+    # The converted ydf model's files are gone once the fold's model is saved.
+    assert sorted(os.listdir(os.path.join(out, f"fold_{k}"))) == [
+      "info.json",
+      "model",
+      "scores.npz",
+      stacker.TRAINING_LOG,
+    ]
     held_out = rows.select_videos(video_fold == k)
     assert info["oof_gap"] == pytest.approx(
       candidate_store.rows_gap(held_out, oof[video_fold[rows.row_video] == k])
     )
-  # TF-DF's training log (C++ and Python) went to each fold's file, not to the console.
+  # Each fold model's files have their own names: one SavedModel (the large-ensemble export) holds them all.
+  assets = [set(os.listdir(os.path.join(out, f"fold_{k}", "model", "assets"))) for k in range(2)]
+  assert assets[0] and not assets[0] & assets[1]
+  # YDF's training log (C++ and Python) went to each fold's file, not to the console.
   console = "".join(capfd.readouterr())
   for k in range(2):
     with open(os.path.join(out, f"fold_{k}", stacker.TRAINING_LOG)) as f:
-      assert "Training dataset" in f.read()
-  assert "Training dataset" not in console and "kernel.cc" not in console
+      assert "Training gradient boosted tree on" in f.read()
+  assert "Training gradient boosted tree" not in console and "kernel.cc" not in console
   # The stacker beats noise and is reported next to the L1 models.
   assert report["oof"]["stacker"] > 0.5
   assert set(report["oof"]) == {"stacker", "l1/alpha", "l1/beta", "l1_mean"}
@@ -246,6 +326,12 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd,
 
   store = SoftLabelStore.load(os.path.join(out, "soft_labels.npz"))
   assert len(store) == len(train_ids)
+  # The stacker's own assembly of the store (rows grouped by video) equals the general one.
+  general = SoftLabelStore.from_rows(
+    rows.ids[rows.row_video], rows.class_id, oof, NUM_CLASSES, all_video_ids=rows.ids
+  )
+  for field in ("ids", "row_splits", "classes", "scores"):
+    np.testing.assert_array_equal(getattr(store, field), getattr(general, field), err_msg=field)
   dense = store.lookup(rows.ids)
   np.testing.assert_allclose(dense[rows.row_video, rows.class_id], oof, rtol=1e-6)
   assert np.count_nonzero(dense) == np.count_nonzero(oof)
@@ -262,3 +348,17 @@ def test_stacker_kfold_oof_probabilities_soft_labels_and_resume(tmp_path, capfd,
     log=lambda *_: None,
   )
   assert again["oof"] == report["oof"]
+
+
+def test_by_size_sorting_presorts_small_folds_only():
+  """The default sorting: presorted (fast) up to PRESORT_MAX_ROWS training rows, sorted in each node (less
+  memory) above; unknown sizes (the TF-DF Keras path) presort as TF-DF always did; set values stand."""
+  config = stacker.StackerConfig()
+  assert config.sorting_strategy == "BY_SIZE"
+  assert stacker.sorting_strategy(config, stacker.PRESORT_MAX_ROWS) == "PRESORT"
+  assert stacker.sorting_strategy(config, stacker.PRESORT_MAX_ROWS + 1) == "IN_NODE"
+  assert stacker.sorting_strategy(config, None) == "PRESORT"
+  in_node = stacker.StackerConfig(sorting_strategy="IN_NODE")
+  assert stacker.sorting_strategy(in_node, 10) == "IN_NODE"
+  with pytest.raises(ValueError, match="sorting_strategy"):
+    stacker.StackerConfig(sorting_strategy="AUTO")

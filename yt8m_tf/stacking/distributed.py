@@ -9,7 +9,7 @@ them into a dataset cache in its working directory, also under the fold director
 
   fold_k/ydf/shards/   fit-NNNNN.csv, valid-NNNNN.csv; index.json written last (complete shards)
   fold_k/ydf/work/     the learner's working directory: dataset cache and checkpoints
-  fold_k/ydf/keras/    the trained model converted to a TF-DF Keras SavedModel
+  fold_k/ydf/keras/    the trained model converted to a TF-DF Keras SavedModel (`ydf_local.to_keras`)
 
 Both must be on a filesystem that the manager and every worker read at the same path (NFS, or a bucket
 that ydf's file layer reads). An interrupted fold resumes: complete shards of the same inputs are reused
@@ -45,15 +45,15 @@ import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import files
-from yt8m_tf.stacking import stacker
+from yt8m_tf.stacking import stacker, ydf_local
 
-LABEL = "stacker_target"  # the target's CSV column; no candidate feature has this name
-CLASSES = ["0", "1"]  # the label's values in the CSV: the model's probability is that of "1"
+LABEL = ydf_local.LABEL  # the target's CSV column; no candidate feature has this name
+CLASSES = ydf_local.CLASSES  # the label's values in the CSV: the model's probability is that of "1"
 SHARD_ROWS = 1 << 20  # rows of one CSV shard at most (~100 MB at 12 features)
 # TF-DF GradientBoostedTreesModel's early_stopping_initial_iteration, which the tfdf engine leaves as is:
 # no tree before this (0-based) iteration can be the best.
 EARLY_STOPPING_INITIAL_ITERATION = 10
-FOLD_FILES = "ydf"  # under the fold directory
+FOLD_FILES = ydf_local.FOLD_FILES  # under the fold directory
 WORKER_WAIT_S = 120.0  # for workers still starting (a cluster coming up) before a fold is given up
 
 
@@ -67,13 +67,10 @@ def train_fold(
 ):
   """`stacker.train_fold` on `config.workers`: (the fold's TF-DF Keras model, info). The model is loaded
   from `fold_dir/ydf/keras`, which must stay until the model has been saved elsewhere."""
-  import tf_keras
-
   inner = stacker.inner_split_mask(ids, config.inner_split)
   fit_videos, valid_videos = train_videos & ~inner, train_videos & inner
   root = os.path.join(fold_dir, FOLD_FILES)
   shards_dir, work_dir = os.path.join(root, "shards"), os.path.join(root, "work")
-  ydf_dir, keras_dir = os.path.join(root, "ydf_model"), os.path.join(root, "keras")
   start = time.time()
   inputs = _fold_inputs(candidate_dir, config, feature_names, fit_videos, valid_videos)
   manifest = files.read_index(shards_dir, "shards") if files.has_index(shards_dir) else None
@@ -82,8 +79,6 @@ def train_fold(
     manifest = _write_shards(
       candidate_dir, fit_videos, valid_videos, feature_names, shards_dir, config, inputs
     )
-  for leftover in (ydf_dir, keras_dir):  # of an interrupted conversion
-    _remove(leftover)
   shard_seconds = time.time() - start
 
   start = time.time()
@@ -96,10 +91,8 @@ def train_fold(
   kept = early_stopped_trees(losses, config.early_stopping_trees) if losses else trained
   for tree in range(trained - 1, kept - 1, -1):
     model.remove_tree(tree)
-  model.save(ydf_dir)
-  stacker._tfdf().keras.yggdrasil_model_to_keras_model(ydf_dir, keras_dir, verbose=0)
-  keras_model = tf_keras.models.load_model(keras_dir)
-  for done in (ydf_dir, shards_dir, work_dir):
+  keras_model = ydf_local.to_keras(model, root)  # the same conversion as the local ydf trainer's
+  for done in (shards_dir, work_dir):
     _remove(done)
   info = {
     "engine": config.engine,

@@ -12,13 +12,17 @@ Layout of `out_dir`:
   fold_k/info.json    written last: trees, rows, timing
   oof_scores.npy, test_scores.npy, soft_labels.npz, test_soft_labels.npz, report.json (written last)
 
-Memory: no candidate set is ever loaded whole. A fold's rows stream from the part files (one part in
-memory at a time; the `max_train_videos` subset is chosen from the ids before any row is read) into
-TF-DF, whose copies are then the only ones; OOF and test rows are scored part by part in batches, and
-the report and soft labels are built part by part from the score features only. TF-DF itself holds its
-rows twice while training starts (the per-feature vectors it collects, then YDF's dataset built from
-them) plus the boosting buffers: each more training row costs ~2.7x its raw bytes at the peak, as
-measured by bench/bench_stacker_memory.py.
+Memory: no candidate set is ever loaded whole. By default (`local_trainer="ydf"`, ydf_local.py) YDF's
+dataset of a fold's rows is filled column by column from the part files (one column and one part in
+memory at a time; the `max_train_videos` subset is chosen from the ids before any row is read), its
+features sorted within each node above a million training rows (presorted below: ~3x faster), and every
+unfinished fold trains before any fold model is converted or scores rows (TF's state from those would
+sit under the next training). OOF and test rows are scored part by part in batches; the report and soft
+labels are built part by part from the score features only, the soft-label store without a sort of the
+rows. Measured by bench/bench_stacker_memory.py: a training row costs ~1.6x its raw bytes at the peak
+(at 1.9M and 5.8M rows a fold, sorted within nodes). The TF-DF Keras path (`local_trainer="tfdf_keras"`:
+rows streamed through tf.data into TF-DF, which holds them twice while training starts, the per-feature
+vectors it collects and YDF's dataset built from them) grows the same trees at ~2.7x.
 
 With `engine="ydf_distributed"` a fold's GBT trains on YDF workers instead (distributed.py): the same
 rows, streamed into CSV shards under `fold_k/ydf/` that the workers read, the same hyperparameters, but
@@ -48,13 +52,23 @@ from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import folds
 from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, console_to_file, load_npz
 from yt8m_tf.stores import candidates as candidate_store
-from yt8m_tf.stores.soft_labels import SoftLabelStoreBuilder
+from yt8m_tf.stores import soft_labels
+from yt8m_tf.stores.soft_labels import SoftLabelStore
 
 SEMANTICS = ("numerical", "categorical")
 ENGINES = (
   "tfdf",
   "ydf_distributed",
-)  # in-process TF-DF, or YDF's distributed GBT on workers (distributed.py)
+)  # in this process (local_trainer), or YDF's distributed GBT on workers (distributed.py)
+# How engine "tfdf" trains: ydf's learner fed column by column (ydf_local.py), or TF-DF's Keras model fed by
+# tf.data. The same trees; the first at ~half the peak memory (BUILD_NOTES.md).
+LOCAL_TRAINERS = ("ydf", "tfdf_keras")
+# YDF's sorting of numerical features: IN_NODE sorts a node's rows when it splits them; PRESORT keeps a
+# sorted index of every feature (faster, ~30 bytes a row more). The same splits either way. BY_SIZE:
+# PRESORT for a fold of at most PRESORT_MAX_ROWS training rows, IN_NODE above. At the demo's size (~200k
+# rows a fold) IN_NODE took the stacker stage from 17 s to 49 s; at millions of rows memory is what binds.
+SORTING_STRATEGIES = ("BY_SIZE", "IN_NODE", "PRESORT")
+PRESORT_MAX_ROWS = 1_000_000
 SOFT_LABELS = "soft_labels.npz"  # OOF probabilities of the training videos
 TEST_SOFT_LABELS = "test_soft_labels.npz"  # fold-mean probabilities of the test videos
 TRAINING_LOG = (
@@ -77,12 +91,25 @@ class StackerConfig:
   seed: int = setting(0, "GBT seed.")
   engine: str = setting(
     "tfdf",
-    "tfdf: TF-DF in this process; ydf_distributed: YDF's distributed GBT on --workers (no early "
-    "stopping while training: the trees past the inner split's best are cut afterwards).",
+    "tfdf: in this process (see --local_trainer); ydf_distributed: YDF's distributed GBT on --workers "
+    "(no early stopping while training: the trees past the inner split's best are cut afterwards).",
     choices=ENGINES,
   )
   workers: Tuple[str, ...] = setting(
     (), "host:port of each running YDF worker, at least 2 (engine ydf_distributed only)."
+  )
+  local_trainer: str = setting(
+    "ydf",
+    "Engine tfdf's trainer: ydf (ydf's GBT learner, fed column by column: the same trees as tfdf_keras at "
+    "~half its peak memory; numerical class ids only) or tfdf_keras (TF-DF's Keras model fed by tf.data).",
+    choices=LOCAL_TRAINERS,
+  )
+  sorting_strategy: str = setting(
+    "BY_SIZE",
+    "How YDF sorts numerical features (engine tfdf): IN_NODE (per node; least memory), PRESORT (a "
+    "sorted index of every feature: ~3x faster, ~30 bytes a training row more) or BY_SIZE (PRESORT up "
+    f"to {PRESORT_MAX_ROWS:,} training rows a fold, IN_NODE above). The same trees.",
+    choices=SORTING_STRATEGIES,
   )
 
   def __post_init__(self):
@@ -92,6 +119,15 @@ class StackerConfig:
       raise ValueError(f"inner_split must be >= 2, got {self.inner_split}")
     if self.engine not in ENGINES:
       raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+    if self.local_trainer not in LOCAL_TRAINERS:
+      raise ValueError(f"local_trainer must be one of {LOCAL_TRAINERS}, got {self.local_trainer!r}")
+    if self.sorting_strategy not in SORTING_STRATEGIES:
+      raise ValueError(f"sorting_strategy must be one of {SORTING_STRATEGIES}, got {self.sorting_strategy!r}")
+    if self.engine == "tfdf" and self.local_trainer == "ydf" and self.class_id_semantic != "numerical":
+      raise ValueError(
+        "local_trainer='ydf' takes class_id_semantic='numerical' only (TF-DF integerizes a categorical "
+        "number its own way): use local_trainer='tfdf_keras' for categorical class ids"
+      )
     workers = self.workers.split(",") if isinstance(self.workers, str) else self.workers
     object.__setattr__(self, "workers", tuple(w.strip() for w in workers if w.strip()))  # JSON gives lists
     if self.engine == "ydf_distributed":
@@ -130,6 +166,14 @@ def _tfdf():
   return tfdf
 
 
+def sorting_strategy(config: StackerConfig, fit_rows) -> str:
+  """YDF's sorting_strategy for a fold of `fit_rows` training rows (None: not known before training, as on
+  the TF-DF Keras path, which then presorts as it always did)."""
+  if config.sorting_strategy != "BY_SIZE":
+    return config.sorting_strategy
+  return "PRESORT" if fit_rows is None or fit_rows <= PRESORT_MAX_ROWS else "IN_NODE"
+
+
 def make_model(config: StackerConfig, feature_names):
   tfdf = _tfdf()
   usages = []
@@ -153,6 +197,7 @@ def make_model(config: StackerConfig, feature_names):
     exclude_non_specified_features=True,
     check_dataset=False,  # its check wants a `batch` op; the rows come batched from a generator
     random_seed=config.seed,
+    sorting_strategy=sorting_strategy(config, fit_rows=None),
     verbose=0,
     **kwargs,
   )
@@ -241,6 +286,12 @@ def train_fold(
     if fold_dir is None:
       raise ValueError("engine='ydf_distributed' needs a fold_dir for its shards and working directory")
     return distributed.train_fold(candidate_dir, ids, train_videos, config, feature_names, fold_dir)
+  if config.local_trainer == "ydf":
+    from yt8m_tf.stacking import ydf_local  # ydf's learner, imported on use
+
+    if fold_dir is None:
+      raise ValueError("local_trainer='ydf' needs a fold_dir for the model's conversion")
+    return ydf_local.train_fold(candidate_dir, ids, train_videos, config, feature_names, fold_dir)
   inner = inner_split_mask(ids, config.inner_split)
   fit_videos, valid_videos = train_videos & ~inner, train_videos & inner
   model = make_model(config, feature_names)
@@ -291,6 +342,7 @@ def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, tes
   num_test_rows = candidate_store.read_index(test_candidates)["rows"] if test_candidates else 0
   test_scores = np.zeros(num_test_rows, np.float64)
   fold_scores, fold_infos = [], []
+  fitted = _fit_folds_first(train_candidates, ids, video_fold, config, feature_names, out_dir, num_folds)
   for k in range(num_folds):
     fold_dir = os.path.join(out_dir, f"fold_{k}")
     info_path = os.path.join(fold_dir, "info.json")
@@ -300,17 +352,25 @@ def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, tes
       held_out = video_fold == k
       with console_to_file(os.path.join(fold_dir, TRAINING_LOG)):  # YDF's training log, hundreds of lines
         train_videos = training_videos(ids, ~held_out, config)
-        model, info = train_fold(train_candidates, ids, train_videos, config, feature_names, fold_dir)
+        if k in fitted:
+          from yt8m_tf.stacking import ydf_local
+
+          gbt, info, fit_seconds = fitted.pop(k)
+          start -= fit_seconds
+          model = ydf_local.to_keras(gbt, os.path.join(fold_dir, ydf_local.FOLD_FILES))
+          del gbt
+        else:
+          model, info = train_fold(train_candidates, ids, train_videos, config, feature_names, fold_dir)
         scores = {"oof": predict_rows(model, train_candidates, feature_names, held_out)}
         if test_candidates:
           scores["test"] = predict_rows(model, test_candidates, feature_names)
         _save_model(model, os.path.join(fold_dir, "model"))
         del model
         _forget_fold_models()
-        if config.engine == "ydf_distributed":
-          from yt8m_tf.stacking import distributed
+        if config.engine == "ydf_distributed" or config.local_trainer == "ydf":
+          from yt8m_tf.stacking import ydf_local
 
-          distributed.remove_fold_files(fold_dir)  # the converted model that `model` was loaded from
+          ydf_local.remove_fold_files(fold_dir)  # the converted model that `model` was loaded from
       atomic_save_npz(os.path.join(fold_dir, "scores.npz"), **scores)
       info.update(
         fold=k,
@@ -355,6 +415,30 @@ def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, tes
   return report
 
 
+def _fit_folds_first(train_candidates, ids, video_fold, config, feature_names, out_dir, num_folds) -> dict:
+  """With local_trainer='ydf': {fold: (its ydf GBT, info, seconds)} of every unfinished fold, trained
+  before any fold model is converted or scores rows. Those TF steps leave ~25 MB of TF's state resident
+  for good (measured at 1.9M rows: the next fold's training peaked at 195 MiB instead of 157); trained
+  first, no training runs on top of it. The GBTs are small (trees only); an interrupted run trains its
+  unfinished folds again. Other trainers: {} (each fold trains, converts and scores in turn)."""
+  if config.engine != "tfdf" or config.local_trainer != "ydf":
+    return {}
+  from yt8m_tf.stacking import ydf_local
+
+  fitted = {}
+  for k in range(num_folds):
+    fold_dir = os.path.join(out_dir, f"fold_{k}")
+    if tf.io.gfile.exists(os.path.join(fold_dir, "info.json")):
+      continue
+    start = time.time()
+    tf.io.gfile.makedirs(fold_dir)
+    with console_to_file(os.path.join(fold_dir, TRAINING_LOG)):
+      train_videos = training_videos(ids, video_fold != k, config)
+      gbt, info = ydf_local.fit_fold(train_candidates, ids, train_videos, config, feature_names)
+    fitted[k] = gbt, info, time.time() - start
+  return fitted
+
+
 def _oof_gap(candidate_dir: str, held_out: np.ndarray, oof_scores: np.ndarray) -> float:
   """GAP@20 of the fold's OOF row scores over its held-out videos, part by part."""
   gap, first_video, first_row = candidate_store.RowsGap(), 0, 0
@@ -388,25 +472,79 @@ def _gaps_and_soft_labels(
 ):
   """(GAP@20 of the stacker's row scores next to each L1 model and the L1 mean on the same rows, or None
   for unlabeled rows; the soft-label store of the row scores), part by part: of the features, only the
-  L1 scores are read. Every model's top-20 is among the candidates, so a model's row GAP is its GAP@20."""
+  L1 scores are read. Every model's top-20 is among the candidates, so a model's row GAP is its GAP@20.
+  The GAPs are final (their top-20 lists freed) before the store is assembled."""
   score_features = [f"score_{name}" for name in model_names] + ["mean_score"]
   gaps = {
     name: candidate_store.RowsGap() for name in ["stacker", *[f"l1/{m}" for m in model_names], "l1_mean"]
   }
-  builder = SoftLabelStoreBuilder(num_classes)
-  ids, first_row = [], 0
+  store = _SoftLabelRows(num_classes)
+  first_row = 0
   for part in candidate_store.read_candidates(candidate_dir, score_features if labeled else ()):
     part_scores = row_scores[first_row : first_row + len(part.class_id)]
     first_row += len(part.class_id)
-    ids.append(part.ids)
-    builder.add(part.ids[part.row_video], part.class_id, part_scores)
+    store.add(part, part_scores)
     if labeled:
       gaps["stacker"].add(part, part_scores)
       for name in model_names:
         gaps[f"l1/{name}"].add(part, part.features[f"score_{name}"])
       gaps["l1_mean"].add(part, part.features["mean_score"])
-  store = builder.build(all_video_ids=np.concatenate(ids))
-  return ({name: gap.result() for name, gap in gaps.items()} if labeled else None), store
+  results = {name: gap.result() for name, gap in gaps.items()} if labeled else None
+  del gaps
+  return results, store.build()
+
+
+class _SoftLabelRows:
+  """The soft-label store of a candidate set's rows, part by part, in ~12 bytes a row at the peak.
+
+  Rows come grouped by video, classes rising within a video (as the candidate builder writes them;
+  a part that is not is sorted so on its own), and every video of the set is in one part. So the store's
+  CSR arrays are the rows with their videos reordered by id: a sort of the video ids, then the rows
+  gathered block by block, where `SoftLabelStoreBuilder` sorts one int64 key a row (~60 bytes a row:
+  measured, the run's peak at 90k videos). The store checks the result (ids sorted and unique, classes
+  rising within a video, scores in [0, 1]) as it does every store's."""
+
+  BLOCK_VIDEOS = 1 << 16
+
+  def __init__(self, num_classes: int):
+    self.num_classes = num_classes
+    self.class_dtype = soft_labels._class_dtype(num_classes)  # the store's (uint16 for 3,862 classes)
+    self.ids, self.rows_per_video, self.classes, self.scores = [], [], [], []
+
+  def add(self, part, row_scores) -> None:
+    row_video, class_id = part.row_video, part.class_id
+    row_scores = np.asarray(row_scores, np.float32)
+    next_video = np.diff(row_video)
+    if not np.all((next_video > 0) | ((next_video == 0) & (np.diff(class_id.astype(np.int64)) > 0))):
+      order = np.lexsort((class_id, row_video))
+      row_video, class_id, row_scores = row_video[order], class_id[order], row_scores[order]
+    if len(class_id) and (class_id.min() < 0 or class_id.max() >= self.num_classes):
+      raise ValueError(f"a candidate row's class id is outside [0, {self.num_classes})")
+    self.ids.append(part.ids)
+    self.rows_per_video.append(np.bincount(row_video, minlength=len(part.ids)))
+    self.classes.append(class_id.astype(self.class_dtype))
+    self.scores.append(row_scores)
+
+  def build(self) -> SoftLabelStore:
+    ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.bytes_)
+    counts = np.concatenate(self.rows_per_video).astype(np.int64) if self.ids else np.zeros(0, np.int64)
+    classes = np.concatenate(self.classes) if self.ids else np.zeros(0, self.class_dtype)
+    scores = np.concatenate(self.scores) if self.ids else np.zeros(0, np.float32)
+    self.ids, self.rows_per_video, self.classes, self.scores = [], [], [], []
+    starts = np.cumsum(counts) - counts
+    order = np.argsort(ids, kind="stable")
+    row_splits = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum(counts[order], out=row_splits[1:])
+    sorted_classes, sorted_scores = np.empty_like(classes), np.empty_like(scores)
+    for first in range(0, len(ids), self.BLOCK_VIDEOS):
+      videos = order[first : first + self.BLOCK_VIDEOS]
+      begin, end = row_splits[first], row_splits[first + len(videos)]
+      # Row i of the block comes from its video's first row, offset by i's place within the video.
+      source = np.repeat(starts[videos] - row_splits[first : first + len(videos)], counts[videos])
+      source += np.arange(begin, end)
+      sorted_classes[begin:end], sorted_scores[begin:end] = classes[source], scores[source]
+    del classes, scores
+    return SoftLabelStore(ids[order], row_splits, sorted_classes, sorted_scores, self.num_classes)
 
 
 def _forget_fold_models():
@@ -416,6 +554,17 @@ def _forget_fold_models():
 
   tf_keras.backend.clear_session()
   gc.collect()
+  _return_free_memory()
+
+
+def _return_free_memory():
+  """glibc's malloc_trim: the free pages of every heap (TF's threads allocate in heaps of their own) go
+  back to the system. Without it ~40 MB that a fold's scoring freed stayed resident into the next fold's
+  training (measured at 1.9M rows: its peak 195 vs 157 MiB). A no-op off glibc."""
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
 
 
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
