@@ -63,6 +63,17 @@ def run_with_two_cpus(tmp_path, body: str, timeout: int = 300) -> dict:
   return json.loads(lines[-1][len("RESULT") :])
 
 
+def randomize_weights(model, seed):
+  """Non-trivial weights, BN statistics included (variances positive), so that every stored variable matters."""
+  rng = np.random.default_rng(seed)
+  weights = []
+  for variable in model.weights:
+    values = rng.normal(scale=0.2, size=variable.shape).astype(np.float32)
+    weights.append(np.abs(values) + 0.5 if "variance" in variable.path else values)
+  model.set_weights(weights)
+  return model
+
+
 def make_videos(num, seed=0, schema=TINY_SCHEMA, prefix="vid", max_labels=3):
   """Random video-level content: ids, label lists, mean_rgb, mean_audio."""
   rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TINY_SCHEMA, make_frames, make_videos, write_video_file
+from conftest import TINY_SCHEMA, make_frames, make_videos, randomize_weights, write_video_file
 from yt8m_tf import data, export, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,17 +34,6 @@ for export_dir, out in jobs["exports"]:
   np.savez(out, **arrays)
 print(json.dumps({"package_imported": any(m.startswith("yt8m_tf") for m in sys.modules)}))
 """
-
-
-def _randomize(model, seed):
-  """Non-trivial weights, BN statistics included, so that every stored variable matters."""
-  rng = np.random.default_rng(seed)
-  weights = []
-  for variable in model.weights:
-    values = rng.normal(scale=0.2, size=variable.shape).astype(np.float32)
-    weights.append(np.abs(values) + 0.5 if "variance" in variable.path else values)
-  model.set_weights(weights)
-  return model
 
 
 def _probabilities(model, features, graph=False):
@@ -77,8 +66,8 @@ def exported(tmp_path_factory):
   features_path = str(root / "features.npz")
   np.savez(features_path, **{k: features[k] for k in TINY_SCHEMA.video_feature_names})
 
-  resnet = _randomize(models.build("ResNetLike", num_classes=12, inner_size=16), seed=1)
-  logistic = _randomize(models.build("Logistic", num_classes=12), seed=2)
+  resnet = randomize_weights(models.build("ResNetLike", num_classes=12, inner_size=16), seed=1)
+  logistic = randomize_weights(models.build("Logistic", num_classes=12), seed=2)
   base = str(root / "serving")
   results = {
     "fp32": export.export_keras_model(resnet, base, "resnet", TINY_SCHEMA),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, TINY_SCHEMA, make_videos, write_video_file
+from conftest import REPO_ROOT, TINY_SCHEMA, make_videos, randomize_weights, write_video_file
 from yt8m_tf import data, export, models
 from yt8m_tf.training import experiment
 
@@ -34,13 +34,7 @@ def _randomized(name, params, seed=0, policy=None):
   """The registry model built (under `policy`) with non-trivial weights, BN statistics included."""
   with experiment.dtype_policy(policy):
     model = models.build(name, TINY_SCHEMA, **params)
-  rng = np.random.default_rng(seed)
-  weights = []
-  for variable in model.weights:
-    values = rng.normal(scale=0.2, size=variable.shape).astype(np.float32)
-    weights.append(np.abs(values) + 0.5 if "variance" in variable.path else values)
-  model.set_weights(weights)
-  return model
+  return randomize_weights(model, seed)
 
 
 @pytest.fixture(scope="module")
