@@ -75,7 +75,9 @@ def train_fold(
   inputs = _fold_inputs(candidate_dir, config, feature_names, fit_videos, valid_videos)
   manifest = files.read_index(shards_dir, "shards") if files.has_index(shards_dir) else None
   if manifest is None or manifest["inputs"] != inputs:
-    _remove(root)  # shards of other inputs (or half written), and the learner's cache and checkpoints of them
+    ydf_local.remove(
+      root
+    )  # shards of other inputs (or half written), and the learner's cache and checkpoints of them
     manifest = _write_shards(
       candidate_dir, fit_videos, valid_videos, feature_names, shards_dir, config, inputs
     )
@@ -93,7 +95,7 @@ def train_fold(
     model.remove_tree(tree)
   keras_model = ydf_local.to_keras(model, root)  # the same conversion as the local ydf trainer's
   for done in (shards_dir, work_dir):
-    _remove(done)
+    ydf_local.remove(done)
   info = {
     "engine": config.engine,
     "workers": len(config.workers),
@@ -107,11 +109,6 @@ def train_fold(
     "train_seconds": round(train_seconds, 1),
   }
   return keras_model, info
-
-
-def remove_fold_files(fold_dir: str) -> None:
-  """Removes what `train_fold` left in `fold_dir` (the converted model), once the fold's model is saved."""
-  _remove(os.path.join(fold_dir, FOLD_FILES))
 
 
 def early_stopped_trees(
@@ -270,8 +267,3 @@ def _wait_for_workers(workers: Sequence[str], timeout_s: float) -> None:
       raise ConnectionError(f"no YDF worker answers at {waiting} (waited {timeout_s:.0f} s)")
     if waiting:
       time.sleep(0.5)
-
-
-def _remove(path: str) -> None:
-  if tf.io.gfile.exists(path):
-    tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
