@@ -10,7 +10,7 @@ from yt8m_tf.data import folds
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.stores import candidates as candidate_store
 from yt8m_tf.stores import predictions
-from yt8m_tf.stores.soft_labels import SoftLabelStore
+from yt8m_tf.stores.soft_labels import SoftLabelStore, VideoGroupedStoreBuilder
 
 NUM_CLASSES = 30
 
@@ -203,7 +203,7 @@ def test_soft_label_rows_of_parts_equal_the_general_store(monkeypatch):
   """The stacker's store assembly, part by part (ids out of order, a video without rows, a part whose rows
   are not grouped by video, blocks smaller than the set) against `SoftLabelStore.from_rows`."""
   rng = np.random.default_rng(3)
-  monkeypatch.setattr(stacker._SoftLabelRows, "BLOCK_VIDEOS", 3)
+  monkeypatch.setattr(VideoGroupedStoreBuilder, "BLOCK_VIDEOS", 3)
   parts, rows = [], []
   for first, num_videos in ((0, 5), (5, 4)):
     ids = np.array([f"v{i:03d}".encode() for i in rng.permutation(100)[first : first + num_videos]])
@@ -223,9 +223,9 @@ def test_soft_label_rows_of_parts_equal_the_general_store(monkeypatch):
       )
     )
     rows.append((ids[row_video], class_id, scores))
-  built = stacker._SoftLabelRows(NUM_CLASSES)
+  built = VideoGroupedStoreBuilder(NUM_CLASSES)
   for part, scores in parts:
-    built.add(part, scores)
+    built.add(part.ids, part.row_video, part.class_id, scores)
   store = built.build()
   ids, class_id, scores = (np.concatenate(r) for r in zip(*rows))
   all_ids = np.concatenate([part.ids for part, _ in parts])

@@ -53,7 +53,6 @@ from yt8m_tf.data import folds
 from yt8m_tf.files import atomic_open, atomic_save_npy, atomic_save_npz, console_to_file, load_npz
 from yt8m_tf.stores import candidates as candidate_store
 from yt8m_tf.stores import soft_labels
-from yt8m_tf.stores.soft_labels import SoftLabelStore
 
 SEMANTICS = ("numerical", "categorical")
 ENGINES = (
@@ -478,12 +477,12 @@ def _gaps_and_soft_labels(
   gaps = {
     name: candidate_store.RowsGap() for name in ["stacker", *[f"l1/{m}" for m in model_names], "l1_mean"]
   }
-  store = _SoftLabelRows(num_classes)
+  store = soft_labels.VideoGroupedStoreBuilder(num_classes)
   first_row = 0
   for part in candidate_store.read_candidates(candidate_dir, score_features if labeled else ()):
     part_scores = row_scores[first_row : first_row + len(part.class_id)]
     first_row += len(part.class_id)
-    store.add(part, part_scores)
+    store.add(part.ids, part.row_video, part.class_id, part_scores)
     if labeled:
       gaps["stacker"].add(part, part_scores)
       for name in model_names:
@@ -492,59 +491,6 @@ def _gaps_and_soft_labels(
   results = {name: gap.result() for name, gap in gaps.items()} if labeled else None
   del gaps
   return results, store.build()
-
-
-class _SoftLabelRows:
-  """The soft-label store of a candidate set's rows, part by part, in ~12 bytes a row at the peak.
-
-  Rows come grouped by video, classes rising within a video (as the candidate builder writes them;
-  a part that is not is sorted so on its own), and every video of the set is in one part. So the store's
-  CSR arrays are the rows with their videos reordered by id: a sort of the video ids, then the rows
-  gathered block by block, where `SoftLabelStoreBuilder` sorts one int64 key a row (~60 bytes a row:
-  measured, the run's peak at 90k videos). The store checks the result (ids sorted and unique, classes
-  rising within a video, scores in [0, 1]) as it does every store's."""
-
-  BLOCK_VIDEOS = 1 << 16
-
-  def __init__(self, num_classes: int):
-    self.num_classes = num_classes
-    self.class_dtype = soft_labels._class_dtype(num_classes)  # the store's (uint16 for 3,862 classes)
-    self.ids, self.rows_per_video, self.classes, self.scores = [], [], [], []
-
-  def add(self, part, row_scores) -> None:
-    row_video, class_id = part.row_video, part.class_id
-    row_scores = np.asarray(row_scores, np.float32)
-    next_video = np.diff(row_video)
-    if not np.all((next_video > 0) | ((next_video == 0) & (np.diff(class_id.astype(np.int64)) > 0))):
-      order = np.lexsort((class_id, row_video))
-      row_video, class_id, row_scores = row_video[order], class_id[order], row_scores[order]
-    if len(class_id) and (class_id.min() < 0 or class_id.max() >= self.num_classes):
-      raise ValueError(f"a candidate row's class id is outside [0, {self.num_classes})")
-    self.ids.append(part.ids)
-    self.rows_per_video.append(np.bincount(row_video, minlength=len(part.ids)))
-    self.classes.append(class_id.astype(self.class_dtype))
-    self.scores.append(row_scores)
-
-  def build(self) -> SoftLabelStore:
-    ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.bytes_)
-    counts = np.concatenate(self.rows_per_video).astype(np.int64) if self.ids else np.zeros(0, np.int64)
-    classes = np.concatenate(self.classes) if self.ids else np.zeros(0, self.class_dtype)
-    scores = np.concatenate(self.scores) if self.ids else np.zeros(0, np.float32)
-    self.ids, self.rows_per_video, self.classes, self.scores = [], [], [], []
-    starts = np.cumsum(counts) - counts
-    order = np.argsort(ids, kind="stable")
-    row_splits = np.zeros(len(ids) + 1, np.int64)
-    np.cumsum(counts[order], out=row_splits[1:])
-    sorted_classes, sorted_scores = np.empty_like(classes), np.empty_like(scores)
-    for first in range(0, len(ids), self.BLOCK_VIDEOS):
-      videos = order[first : first + self.BLOCK_VIDEOS]
-      begin, end = row_splits[first], row_splits[first + len(videos)]
-      # Row i of the block comes from its video's first row, offset by i's place within the video.
-      source = np.repeat(starts[videos] - row_splits[first : first + len(videos)], counts[videos])
-      source += np.arange(begin, end)
-      sorted_classes[begin:end], sorted_scores[begin:end] = classes[source], scores[source]
-    del classes, scores
-    return SoftLabelStore(ids[order], row_splits, sorted_classes, sorted_scores, self.num_classes)
 
 
 def _forget_fold_models():

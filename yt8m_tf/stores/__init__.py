@@ -22,7 +22,7 @@ from yt8m_tf.stores.predictions import (
   read_predictions,
   store_gap,
 )
-from yt8m_tf.stores.soft_labels import SoftLabelStore, SoftLabelStoreBuilder
+from yt8m_tf.stores.soft_labels import SoftLabelStore, SoftLabelStoreBuilder, VideoGroupedStoreBuilder
 
 __all__ = [
   "STORE_TOP_K",
@@ -31,6 +31,7 @@ __all__ = [
   "PredictionWriter",
   "SoftLabelStore",
   "SoftLabelStoreBuilder",
+  "VideoGroupedStoreBuilder",
   "is_complete",
   "labels_by_id",
   "labels_from_csv",

@@ -11,11 +11,13 @@ float16 [nnz] in [0, 1]. At YouTube-8M scale (~5M videos x 20-60 candidates) tha
 candidate instead of a dense videos x classes matrix.
 
 Building: `SoftLabelStore.from_rows` takes flat per-(video, candidate) rows in any order; the stacker,
-which produces rows fold by fold, can feed `SoftLabelStoreBuilder.add` instead. Rows usually come
-grouped by video, so runs of one id are collapsed before the string sort: the sort sees ~videos, not
-rows. A (video, class) pair given twice, a class outside [0, num_classes) or a score outside [0, 1]
-(NaN included) is an error naming the video. `all_video_ids` lets a store cover videos that have no
-rows (their soft row is all zeros), which is different from not covering them.
+which produces rows fold by fold, can feed `SoftLabelStoreBuilder.add` instead; rows that come in parts
+holding whole videos, grouped by video (the stacker's candidate parts), go through
+`VideoGroupedStoreBuilder` without a sort of the rows. Rows usually come grouped by video, so runs of one
+id are collapsed before the string sort: the sort sees ~videos, not rows. A (video, class) pair given
+twice, a class outside [0, num_classes) or a score outside [0, 1] (NaN included) is an error naming the
+video. `all_video_ids` lets a store cover videos that have no rows (their soft row is all zeros), which is
+different from not covering them.
 
 Storage: one `.npz` file with a format version, written atomically (`yt8m_tf.files`) through
 tf.io.gfile, so gs:// works; `load` checks every field and names the file and field on error.
@@ -361,3 +363,58 @@ class SoftLabelStoreBuilder:
       return SoftLabelStore._from_checked_rows(*empty, self.num_classes, all_video_ids)
     ids, classes, scores = (np.concatenate(parts) for parts in zip(*self._chunks))
     return SoftLabelStore._from_checked_rows(ids, classes, scores, self.num_classes, all_video_ids)
+
+
+class VideoGroupedStoreBuilder:
+  """The store of rows given part by part, each part holding all the rows of its videos, in ~12 bytes a
+  row at the peak (the stacker's candidate parts).
+
+  Rows come grouped by video, classes rising within a video (as the candidate builder writes them;
+  a part that is not is sorted so on its own), and every video of the set is in one part. So the store's
+  CSR arrays are the rows with their videos reordered by id: a sort of the video ids, then the rows
+  gathered block by block, where `SoftLabelStoreBuilder` sorts one int64 key a row (~60 bytes a row:
+  measured, the run's peak at 90k videos). The store checks the result (ids sorted and unique, classes
+  rising within a video, scores in [0, 1]) as it does every store's."""
+
+  BLOCK_VIDEOS = 1 << 16
+
+  def __init__(self, num_classes: int):
+    self.num_classes = num_classes
+    self.class_dtype = _class_dtype(num_classes)  # the store's (uint16 for 3,862 classes)
+    self.ids, self.rows_per_video, self.classes, self.scores = [], [], [], []
+
+  def add(self, video_ids, row_video, class_id, row_scores) -> None:
+    """A part: its videos' ids (those without rows too: they get empty rows), each row's video as an index
+    into `video_ids`, its class and score."""
+    row_scores = np.asarray(row_scores, np.float32)
+    next_video = np.diff(row_video)
+    if not np.all((next_video > 0) | ((next_video == 0) & (np.diff(class_id.astype(np.int64)) > 0))):
+      order = np.lexsort((class_id, row_video))
+      row_video, class_id, row_scores = row_video[order], class_id[order], row_scores[order]
+    if len(class_id) and (class_id.min() < 0 or class_id.max() >= self.num_classes):
+      raise ValueError(f"a candidate row's class id is outside [0, {self.num_classes})")
+    self.ids.append(np.asarray(video_ids))
+    self.rows_per_video.append(np.bincount(row_video, minlength=len(video_ids)))
+    self.classes.append(class_id.astype(self.class_dtype))
+    self.scores.append(row_scores)
+
+  def build(self) -> SoftLabelStore:
+    ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.bytes_)
+    counts = np.concatenate(self.rows_per_video).astype(np.int64) if self.ids else np.zeros(0, np.int64)
+    classes = np.concatenate(self.classes) if self.ids else np.zeros(0, self.class_dtype)
+    scores = np.concatenate(self.scores) if self.ids else np.zeros(0, np.float32)
+    self.ids, self.rows_per_video, self.classes, self.scores = [], [], [], []
+    starts = np.cumsum(counts) - counts
+    order = np.argsort(ids, kind="stable")
+    row_splits = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum(counts[order], out=row_splits[1:])
+    sorted_classes, sorted_scores = np.empty_like(classes), np.empty_like(scores)
+    for first in range(0, len(ids), self.BLOCK_VIDEOS):
+      videos = order[first : first + self.BLOCK_VIDEOS]
+      begin, end = row_splits[first], row_splits[first + len(videos)]
+      # Row i of the block comes from its video's first row, offset by i's place within the video.
+      source = np.repeat(starts[videos] - row_splits[first : first + len(videos)], counts[videos])
+      source += np.arange(begin, end)
+      sorted_classes[begin:end], sorted_scores[begin:end] = classes[source], scores[source]
+    del classes, scores
+    return SoftLabelStore(ids[order], row_splits, sorted_classes, sorted_scores, self.num_classes)
