@@ -1,7 +1,7 @@
 """The demo ladder over seeds: mean and spread of every step of the method and of every change.
 
   python bench/method_ladder.py --workdir=runs/ladder --seeds=0,1,2 [--preset=demo] [--transductive]
-      [--synthetic='{"seed": 7, "difficulty": 2.0}']
+      [--synthetic='{"seed": 7, "difficulty": 2.0}'] [--pipeline='{"distill_students": 2}']
 
 Runs the main job (`pipeline.Pipeline`) once per training seed in <workdir>/seed_<s>; the benchmark data
 is generated once (seed_<first>/data) and shared, so the seeds differ in what training draws (weights,
@@ -13,7 +13,8 @@ for, each with its spread; a margin smaller than its spread is not a result. Res
 
 --synthetic changes the benchmark itself (SyntheticConfig fields over the preset's): another seed draws
 other videos from the packaged label sets and another world; other knobs make another feature generator.
-The method's defaults were chosen on the demo benchmark; a ladder on such a variant tells whether they hold
+--pipeline changes the method's settings (PipelineConfig fields over the preset's). The method's defaults
+were chosen on the demo benchmark; a ladder on such a variant tells whether they hold
 on data they were not tuned on.
 """
 
@@ -42,6 +43,9 @@ flags.DEFINE_string(
   "synthetic", None, "JSON of SyntheticConfig fields replacing the preset's, e.g. '{\"seed\": 7}'."
 )
 flags.DEFINE_bool("transductive", False, "Also train the transductive student (its own row).")
+flags.DEFINE_string(
+  "pipeline", None, "JSON of PipelineConfig fields replacing the preset's, e.g. '{\"distill_students\": 2}'."
+)
 flags.DEFINE_string(
   "redo_from", None, "Redo this stage and those after it in every seed's workdir (new settings for them)."
 )
@@ -82,6 +86,8 @@ def main(argv):
     if FLAGS.synthetic:
       fields = {**dataclasses.asdict(config.synthetic), **json.loads(FLAGS.synthetic)}
       config = dataclasses.replace(config, synthetic=synthetic.SyntheticConfig.from_json_dict(fields))
+    if FLAGS.pipeline:
+      config = dataclasses.replace(config, **json.loads(FLAGS.pipeline))
     seed_report = pipeline.Pipeline(config).run(redo_from=FLAGS.redo_from)
     print(pipeline.format_report(seed_report), flush=True)
     ladders[seed] = {step["step"]: step["test_gap"] for step in seed_report["ladder"]}

@@ -53,7 +53,9 @@ def test_every_stage_runs_and_reports(finished):
   assert any(line.startswith(f"[zoo] {runs - frame_runs}/{runs - frame_runs}") for line in zoo)
   assert zoo[-1].startswith(f"[zoo] {frame_runs}/{frame_runs}")
   assert "next logistic fold 0 (Logistic)" in zoo[0] and "left" in zoo[1]
-  assert any(line.startswith("[distill] 1/2 students (50%)") and "next soft" in line for line in logs)
+  count = config.distill_students
+  assert count == 2  # the tiny preset exercises the students' mean, as the demo serves it
+  assert any(line.startswith("[distill] 2/4 students (50%)") and "next soft 1/2" in line for line in logs)
   for member in config.l1_members:
     row = _gap(report, member)
     assert 0.0 < row["oof_gap"] <= 1.0 and 0.0 < row["test_gap"] <= 1.0
@@ -299,7 +301,22 @@ def test_a_finished_student_is_kept_not_trained_again(finished):
   before = os.stat(best).st_mtime_ns
   entry = job.train_student(student)
   assert os.stat(best).st_mtime_ns == before
-  assert entry["test_gap"] == pytest.approx(_gap(report, "EnsembleModel, hard")["test_gap"], abs=1e-12)
+  first = job.result("distill")["hard"]["students"][0]
+  assert entry["test_gap"] == pytest.approx(first["test_gap"], abs=1e-12)
+
+
+def test_the_submitted_model_is_the_mean_of_students_of_their_own_seeds(finished):
+  config, report, _ = finished
+  job = pipeline.Pipeline(config, log=lambda line: None)
+  students = [job.distill_config("soft", i) for i in range(config.distill_students)]
+  assert len({s.seed for s in students}) == len({s.train_dir for s in students}) == config.distill_students
+  entry = job.result("distill")["soft"]
+  assert [s["epochs"] for s in entry["students"]] == [config.distill_epochs] * config.distill_students
+  # The row is the students' mean, which differs from each student alone; the export serves that mean.
+  assert all(s["test_gap"] != entry["test_gap"] for s in entry["students"])
+  assert _gap(report, "EnsembleModel, soft")["test_gap"] == entry["test_gap"]
+  assert "(mean of 2)" in _gap(report, "EnsembleModel, soft")["name"]
+  assert report["sizes"]["distilled"]["params"] == sum(s["params"] for s in entry["students"])
 
 
 @pytest.mark.parametrize(

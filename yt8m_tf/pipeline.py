@@ -33,12 +33,14 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from yt8m_tf import data, models, progress, report, settings_record, stores
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import synthetic
+from yt8m_tf.models import averaging
 from yt8m_tf.files import atomic_open, atomic_save_npy, console_to_file, load_npy, remove_temporary_siblings
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.training import experiment, prediction, zoo
@@ -80,6 +82,9 @@ STUDENT_NAMES = {
   "soft": "EnsembleModel, soft labels",
   "transductive": "EnsembleModel, transductive (+ test videos)",
 }
+# Student i of a variant trains with seed `seed + i * STUDENT_SEED_STRIDE`: far from the seeds of other
+# runs (ladders use seeds 0, 1, 2), so no two students of two runs share their initialization and order.
+STUDENT_SEED_STRIDE = 1000
 # The stacker over the video-level members alone (runs when the zoo has frame-level members): its
 # directories under candidates/ and stacker/, and the words that mark its report row.
 VIDEO_MEMBERS_DIR = "video_members"
@@ -151,6 +156,11 @@ class PipelineConfig:
   # on (K-1)/K of the videos.
   distill_fit_all_folds: bool = True
   distill_batch_size: int = 256
+  distill_students: int = setting(
+    1,
+    "Students per variant, trained alike with different seeds; the submitted model averages their logits "
+    "in one graph (1: the seed's single EnsembleModel).",
+  )
   # 12 epochs, not 6: with twice the passes hard labels start to overfit and soft targets do not. On the
   # benchmark's validate split, which no model of that run saw (bench/selection_split.py; seeds 0, 1):
   # hard 0.7810 -> 0.7866, soft 0.7774 -> 0.7911 (BUILD_NOTES "Longer students").
@@ -188,6 +198,7 @@ class PipelineConfig:
       "num_classes": 1,
       "store_top_k": 1,
       "distill_batch_size": 1,
+      "distill_students": 1,
       "distill_epochs": 1,
     }
     for name, low in at_least.items():
@@ -264,6 +275,7 @@ FIRST_STAGE_OF_SETTING = {
       "distill_output_bias_init",
       "distill_fit_all_folds",
       "distill_batch_size",
+      "distill_students",
       "distill_epochs",
       "distill_learning_rate",
       "distill_lr_schedule",
@@ -316,6 +328,7 @@ def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
         "input_normalization": "none",
       },
       distill_batch_size=64,
+      distill_students=2,  # the demo serves one student; the tests check the mean of several too
       distill_epochs=2,
     )
   elif name == "paper":  # the seed's sizes; for a GPU machine and the real data (set the patterns)
@@ -329,6 +342,7 @@ def preset(name: str, workdir: str, **overrides) -> PipelineConfig:
       # (3,862 more); distill_params={} with distill_output_bias_init="model" is the seed's exactly.
       distill_params={"output_bias": True, "input_normalization": "l2"},
       distill_batch_size=1024,
+      distill_students=1,  # the seed's one EnsembleModel: two would not fit the 1 GB in float32
       distill_epochs=10,
       distill_learning_rate=0.01,
       distill_loss="starter_ce",
@@ -648,14 +662,15 @@ class Pipeline:
     return {k: report[k] for k in ("oof", "test", "soft_labels") if k in report}
 
   # -- distillation ------------------------------------------------------------------------------
-  def distill_config(self, variant: str, **overrides) -> experiment.TrainConfig:
-    """The student's TrainConfig; `variant` is one of DISTILL_VARIANTS."""
+  def distill_config(self, variant: str, student: int = 0, **overrides) -> experiment.TrainConfig:
+    """The TrainConfig of student `student` (0 .. distill_students - 1) of `variant`, one of
+    DISTILL_VARIANTS."""
     config = self.config
     soft = variant in ("soft", "transductive")
     values = dict(
       model="EnsembleModel",
       model_params=dict(config.distill_params),
-      train_dir=self.path("distill", variant),
+      train_dir=self.path("distill", variant, f"student_{student}"),
       train_data_pattern=self.train_pattern(),
       num_classes=self.schema().num_classes,
       num_folds=config.num_folds,
@@ -674,7 +689,7 @@ class Pipeline:
       soft_label_missed_positives=config.soft_label_missed_positives,
       soft_label_temperature=config.soft_label_temperature,
       max_steps=config.max_steps,
-      seed=config.seed,
+      seed=config.seed + student * STUDENT_SEED_STRIDE,
     )
     if variant == "transductive":
       values.update(
@@ -693,28 +708,51 @@ class Pipeline:
     history = experiment.read_history(config) if experiment.training_finished(config) else None
     history = history or experiment.run_training(config)
     entry = {"best_val_gap": max(e["val_gap"] for e in history if "val_gap" in e), "epochs": len(history)}
-    test_labels = self.labels("test")
-    if test_labels is not None:
+    if self.labels("test") is not None:
       model = models.load_model(os.path.join(config.train_dir, "best.keras"))
-      store = os.path.join(config.train_dir, "predictions", "test")
-      if not stores.is_complete(store):
-        dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
-        prediction.predict_to_store(
-          [model], dataset, store, self.schema().num_classes, self.config.store_top_k
-        )
-      entry["test_gap"] = stores.store_gap(store, test_labels)
+      entry["test_gap"] = self._test_gap([model], os.path.join(config.train_dir, "predictions", "test"))
       entry["params"] = int(model.count_params())
     return entry
+
+  def _test_gap(self, scorers: List[keras.Model], store: str) -> float:
+    """Test GAP of the mean logits of `scorers`, through a prediction store (kept for a rerun)."""
+    if not stores.is_complete(store):
+      dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
+      prediction.predict_to_store(scorers, dataset, store, self.schema().num_classes, self.config.store_top_k)
+    return stores.store_gap(store, self.labels("test"))
+
+  def student_models(self, variant: str) -> List[keras.Model]:
+    return [
+      models.load_model(os.path.join(self.distill_config(variant, i).train_dir, "best.keras"))
+      for i in range(self.config.distill_students)
+    ]
+
+  def _students_shown(self) -> str:
+    count = self.config.distill_students
+    return "" if count == 1 else f" (mean of {count})"
 
   def stage_distill(self) -> dict:
     result = {}
     variants = self.distill_variants()
-    shown = progress.Progress(len(variants), "[distill]", "students", 0.0, self.log, bar=False)
+    count = self.config.distill_students
+    shown = progress.Progress(len(variants) * count, "[distill]", "students", 0.0, self.log, bar=False)
     for number, variant in enumerate(variants):
-      shown.update(number, next=variant)
-      result[variant] = self.train_student(self.distill_config(variant))
+      students = []
+      for student in range(count):
+        shown.update(
+          number * count + student, next=variant if count == 1 else f"{variant} {student + 1}/{count}"
+        )
+        students.append(self.train_student(self.distill_config(variant, student)))
+      entry = dict(students[0]) if count == 1 else {"students": students}
+      if count > 1 and self.labels("test") is not None:
+        # What the export serves: the mean of the students' logits.
+        entry["test_gap"] = self._test_gap(
+          self.student_models(variant), self.path("distill", variant, "predictions", "test")
+        )
+        entry["params"] = sum(s["params"] for s in students)
+      result[variant] = entry
       shown_values = (
-        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result[variant].items()
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "students"
       )
       self.log(f"[distill] {variant}: " + ", ".join(shown_values))
     return result
@@ -729,7 +767,7 @@ class Pipeline:
 
     schema = self.schema()
     budget = self.config.size_budget_bytes
-    distilled = models.load_model(self.path("distill", "soft", "best.keras"))
+    distilled = averaging.average_logits(self.student_models("soft"), name="students")
     result = {}
     jobs = [
       (
@@ -864,7 +902,7 @@ class Pipeline:
       rows.append(
         {
           "level": "distilled",
-          "name": STUDENT_NAMES[variant],
+          "name": STUDENT_NAMES[variant] + self._students_shown(),
           "oof_gap": None,
           "test_gap": d.get("test_gap"),
         }
