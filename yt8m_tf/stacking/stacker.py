@@ -350,8 +350,7 @@ def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, tes
       tf.io.gfile.makedirs(fold_dir)
       held_out = video_fold == k
       with console_to_file(os.path.join(fold_dir, TRAINING_LOG)):  # YDF's training log, hundreds of lines
-        train_videos = training_videos(ids, ~held_out, config)
-        if k in fitted:
+        if k in fitted:  # trained above (local_trainer="ydf"): converted here, then it scores
           from yt8m_tf.stacking import ydf_local
 
           gbt, info, fit_seconds = fitted.pop(k)
@@ -359,6 +358,7 @@ def _run_stacking(train_candidates, out_dir, num_folds, num_classes, config, tes
           model = ydf_local.to_keras(gbt, os.path.join(fold_dir, ydf_local.FOLD_FILES))
           del gbt
         else:
+          train_videos = training_videos(ids, ~held_out, config)
           model, info = train_fold(train_candidates, ids, train_videos, config, feature_names, fold_dir)
         scores = {"oof": predict_rows(model, train_candidates, feature_names, held_out)}
         if test_candidates:
