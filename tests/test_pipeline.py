@@ -1,6 +1,7 @@
 """The main job on the tiny preset: every stage runs, the levels agree with each other, the exports
 reload in a fresh process, finished stages skip, and the binary prints the report."""
 
+import dataclasses
 import html
 import json
 import os
@@ -317,6 +318,15 @@ def test_the_submitted_model_is_the_mean_of_students_of_their_own_seeds(finished
   assert _gap(report, "EnsembleModel, soft")["test_gap"] == entry["test_gap"]
   assert "(mean of 2)" in _gap(report, "EnsembleModel, soft")["name"]
   assert report["sizes"]["distilled"]["params"] == sum(s["params"] for s in entry["students"])
+
+
+def test_a_missing_student_is_named_with_the_way_out(finished):
+  config, _, _ = finished
+  more = dataclasses.replace(config, distill_students=config.distill_students + 1)
+  job = pipeline.Pipeline(more, log=lambda line: None)
+  missing = f"student_{config.distill_students}/best.keras: run the job with --redo_from=distill"
+  with pytest.raises(FileNotFoundError, match=missing):
+    job.student_models("soft")
 
 
 @pytest.mark.parametrize(

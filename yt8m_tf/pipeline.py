@@ -724,10 +724,14 @@ class Pipeline:
     return stores.store_gap(store, self.labels("test"))
 
   def student_models(self, variant: str) -> List[keras.Model]:
-    return [
-      models.load_model(os.path.join(self.distill_config(variant, i).train_dir, "best.keras"))
+    paths = [
+      os.path.join(self.distill_config(variant, i).train_dir, "best.keras")
       for i in range(self.config.distill_students)
     ]
+    for path in paths:
+      if not tf.io.gfile.exists(path):  # e.g. a workdir whose students predate distill/<variant>/student_<i>
+        raise FileNotFoundError(f"no trained student at {path}: run the job with --redo_from=distill")
+    return [models.load_model(path) for path in paths]
 
   def _students_shown(self) -> str:
     count = self.config.distill_students
