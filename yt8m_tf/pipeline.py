@@ -40,8 +40,8 @@ import tensorflow as tf
 from yt8m_tf import data, models, progress, report, settings_record, stores
 from yt8m_tf.configs.dataclass_flags import setting
 from yt8m_tf.data import synthetic
-from yt8m_tf.models import averaging
 from yt8m_tf.files import atomic_open, atomic_save_npy, console_to_file, load_npy, remove_temporary_siblings
+from yt8m_tf.models import averaging
 from yt8m_tf.stacking import candidates, stacker
 from yt8m_tf.training import experiment, prediction, zoo
 from yt8m_tf.training.inputs import dataset_for
