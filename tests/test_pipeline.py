@@ -5,6 +5,7 @@ import dataclasses
 import html
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -318,6 +319,21 @@ def test_the_submitted_model_is_the_mean_of_students_of_their_own_seeds(finished
   assert _gap(report, "EnsembleModel, soft")["test_gap"] == entry["test_gap"]
   assert "(mean of 2)" in _gap(report, "EnsembleModel, soft")["name"]
   assert report["sizes"]["distilled"]["params"] == sum(s["params"] for s in entry["students"])
+
+
+def test_transductive_students_train_on_the_test_videos_too(finished, tmp_path):
+  """--transductive adds a third variant (its own row, never submitted), N students like the others."""
+  config, _, _ = finished
+  workdir = str(tmp_path / "work")
+  shutil.copytree(config.workdir, workdir)  # the finished students are kept, the fixture's run untouched
+  job = pipeline.Pipeline(dataclasses.replace(config, workdir=workdir, transductive=True), log=lambda l: None)
+  result = job.stage_distill()
+  assert list(result) == ["hard", "soft", "transductive"]
+  students = [job.distill_config("transductive", i) for i in range(config.distill_students)]
+  assert all(s.transductive_data_pattern == job.test_pattern() for s in students)
+  assert len(result["transductive"]["students"]) == config.distill_students
+  assert 0.0 < result["transductive"]["test_gap"] <= 1.0
+  assert result["soft"] == job.result("distill")["soft"]  # kept, not trained again
 
 
 def test_a_missing_student_is_named_with_the_way_out(finished):

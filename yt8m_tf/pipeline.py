@@ -971,9 +971,12 @@ def format_report(report: dict) -> str:
   def gap(value):
     return "     -" if value is None else f"{value:.4f}"
 
-  lines = ["", f"{'level':<10} {'model':<44} {'OOF GAP@20':>10} {'test GAP@20':>11}"]
+  width = max([44] + [len(row["name"]) for row in report["gap@20"]])
+  lines = ["", f"{'level':<10} {'model':<{width}} {'OOF GAP@20':>10} {'test GAP@20':>11}"]
   for row in report["gap@20"]:
-    lines.append(f"{row['level']:<10} {row['name']:<44} {gap(row['oof_gap']):>10} {gap(row['test_gap']):>11}")
+    lines.append(
+      f"{row['level']:<10} {row['name']:<{width}} {gap(row['oof_gap']):>10} {gap(row['test_gap']):>11}"
+    )
   lines += ["", f"{'the method, step by step':<40} {'test GAP@20':>11} {'change':>8}"]
   for step in report.get("ladder", []):
     delta = "" if step["delta"] is None else f"{step['delta']:+.4f}"
