@@ -75,9 +75,8 @@ def train_fold(
   inputs = _fold_inputs(candidate_dir, config, feature_names, fit_videos, valid_videos)
   manifest = files.read_index(shards_dir, "shards") if files.has_index(shards_dir) else None
   if manifest is None or manifest["inputs"] != inputs:
-    ydf_local.remove(
-      root
-    )  # shards of other inputs (or half written), and the learner's cache and checkpoints of them
+    # Shards of other inputs (or half written), and the learner's cache and checkpoints of them.
+    ydf_local.remove(root)
     manifest = _write_shards(
       candidate_dir, fit_videos, valid_videos, feature_names, shards_dir, config, inputs
     )

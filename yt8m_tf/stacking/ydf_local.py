@@ -76,6 +76,7 @@ def fit_fold(
   if not valid_rows:
     valid = None  # nothing to stop early on (tiny sets): every tree is kept
   read_seconds = time.time() - start
+  sorting = stacker.sorting_strategy(config, fit_rows)
   kwargs = {} if config.num_threads is None else {"num_threads": config.num_threads}
   learner = ydf.GradientBoostedTreesLearner(
     label=LABEL,
@@ -85,7 +86,7 @@ def fit_fold(
     early_stopping="LOSS_INCREASE" if valid is not None else "NONE",
     early_stopping_num_trees_look_ahead=config.early_stopping_trees,
     random_seed=config.seed,
-    sorting_strategy=stacker.sorting_strategy(config, fit_rows),
+    sorting_strategy=sorting,
     **kwargs,
   )
   start = time.time()
@@ -100,7 +101,7 @@ def fit_fold(
     "fit_rows": int(fit_rows),
     "inner_videos": int(valid_videos.sum()),
     "inner_rows": int(valid_rows),
-    "sorting_strategy": stacker.sorting_strategy(config, fit_rows),
+    "sorting_strategy": sorting,
     "trees": int(model.num_trees()),
     "read_seconds": round(read_seconds, 1),
     "train_seconds": round(train_seconds, 1),
@@ -173,7 +174,7 @@ class _Columns(collections.abc.Mapping):
     if name not in self.names:
       raise KeyError(name)
     is_label = name == LABEL
-    labels = np.array([name.encode() for name in CLASSES])
+    labels = np.array([value.encode() for value in CLASSES])
     pieces, first_video = [], 0
     for part in candidate_store.read_candidates(self.candidate_dir, [] if is_label else [name]):
       keep = self.keep_videos[first_video : first_video + len(part.ids)][part.row_video]
