@@ -55,9 +55,9 @@ def test_every_stage_runs_and_reports(finished):
   assert any(line.startswith(f"[zoo] {runs - frame_runs}/{runs - frame_runs}") for line in zoo)
   assert zoo[-1].startswith(f"[zoo] {frame_runs}/{frame_runs}")
   assert "next logistic fold 0 (Logistic)" in zoo[0] and "left" in zoo[1]
-  count = config.distill_students
-  assert count == 2  # the tiny preset exercises the students' mean, as the demo serves it
-  assert any(line.startswith("[distill] 2/4 students (50%)") and "next soft 1/2" in line for line in logs)
+  # One hard-label student, then the soft ones whose mean is submitted (two in the tiny preset, as in the demo).
+  assert config.distill_students == 2
+  assert any(line.startswith("[distill] 1/3 students") and "next soft 1/2" in line for line in logs)
   for member in config.l1_members:
     row = _gap(report, member)
     assert 0.0 < row["oof_gap"] <= 1.0 and 0.0 < row["test_gap"] <= 1.0
@@ -124,7 +124,7 @@ def test_levels_agree(finished):
   config, report, _ = finished
   # The exported distilled model scores what the in-process model scored (CSV rounds to 6 digits).
   assert _gap(report, "export: distilled fp32")["test_gap"] == pytest.approx(
-    _gap(report, "EnsembleModel, soft")["test_gap"], abs=2e-3
+    _gap(report, "EnsembleModel, soft labels, mean of")["test_gap"], abs=2e-3
   )
   # The L1 + stacker graph reproduces the offline stacker on the test set.
   assert _gap(report, "export: L1 + stacker")["test_gap"] == pytest.approx(
@@ -303,35 +303,43 @@ def test_a_finished_student_is_kept_not_trained_again(finished):
   before = os.stat(best).st_mtime_ns
   entry = job.train_student(student)
   assert os.stat(best).st_mtime_ns == before
-  first = job.result("distill")["hard"]["students"][0]
+  first = job.result("distill")["hard"]
   assert entry["test_gap"] == pytest.approx(first["test_gap"], abs=1e-12)
 
 
-def test_the_submitted_model_is_the_mean_of_students_of_their_own_seeds(finished):
+def test_the_submitted_model_is_the_mean_of_soft_students_of_their_own_seeds(finished):
   config, report, _ = finished
   job = pipeline.Pipeline(config, log=lambda line: None)
   students = [job.distill_config("soft", i) for i in range(config.distill_students)]
   assert len({s.seed for s in students}) == len({s.train_dir for s in students}) == config.distill_students
   entry = job.result("distill")["soft"]
   assert [s["epochs"] for s in entry["students"]] == [config.distill_epochs] * config.distill_students
-  # The row is the students' mean, which differs from each student alone; the export serves that mean.
+  # The submitted row is the students' mean, which differs from each student alone; the export serves it.
   assert all(s["test_gap"] != entry["test_gap"] for s in entry["students"])
-  assert _gap(report, "EnsembleModel, soft")["test_gap"] == entry["test_gap"]
-  assert "(mean of 2)" in _gap(report, "EnsembleModel, soft")["name"]
+  submitted = _gap(report, "EnsembleModel, soft labels, mean of 2 (submitted)")
+  assert submitted["test_gap"] == entry["test_gap"]
   assert report["sizes"]["distilled"]["params"] == sum(s["params"] for s in entry["students"])
+  # Soft and hard compare one student with one at the same budget: the hard baseline trains one,
+  # with the seed of the first soft student.
+  hard = job.result("distill")["hard"]
+  assert "students" not in hard and len(job.student_models("hard")) == 1
+  assert job.distill_config("hard").seed == students[0].seed
+  assert _gap(report, "EnsembleModel, soft labels")["test_gap"] == entry["students"][0]["test_gap"]
+  assert _gap(report, "EnsembleModel, hard labels")["test_gap"] == hard["test_gap"]
+  steps = {step["step"]: step["name"] for step in report["ladder"]}
+  assert steps["student, soft labels"] == "EnsembleModel, soft labels"
 
 
 def test_transductive_students_train_on_the_test_videos_too(finished, tmp_path):
-  """--transductive adds a third variant (its own row, never submitted), N students like the others."""
+  """--transductive adds a third variant (its own row, never submitted): one student, as the baseline."""
   config, _, _ = finished
   workdir = str(tmp_path / "work")
   shutil.copytree(config.workdir, workdir)  # the finished students are kept, the fixture's run untouched
   job = pipeline.Pipeline(dataclasses.replace(config, workdir=workdir, transductive=True), log=lambda l: None)
   result = job.stage_distill()
   assert list(result) == ["hard", "soft", "transductive"]
-  students = [job.distill_config("transductive", i) for i in range(config.distill_students)]
-  assert all(s.transductive_data_pattern == job.test_pattern() for s in students)
-  assert len(result["transductive"]["students"]) == config.distill_students
+  assert job.distill_config("transductive").transductive_data_pattern == job.test_pattern()
+  assert "students" not in result["transductive"] and len(job.student_models("transductive")) == 1
   assert 0.0 < result["transductive"]["test_gap"] <= 1.0
   assert result["soft"] == job.result("distill")["soft"]  # kept, not trained again
 
