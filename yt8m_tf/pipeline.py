@@ -7,8 +7,8 @@
   candidates  stacker rows of the train (OOF) and test predictions
   stacker     K-fold TF-DF GBT on the same folds -> OOF probabilities -> soft-label store; with frame-level
               members also a second stacker over the video-level members only, to show what frames add
-  distill     EnsembleModel trained on hard labels and on soft labels (fold 0 validates)
-  export      the soft-label model as one SavedModel (fp32, and fp16 to measure the GAP change); the
+  distill     EnsembleModel students: one on hard labels (the baseline), `distill_students` on soft labels
+  export      the soft-label students' mean as one SavedModel (fp32, and fp16 to measure the GAP change); the
               large ensemble (L1 fold models + stacker) as one SavedModel
   inference   the export over the test records -> Kaggle CSV, scored against the test labels
   report      GAP@20 on held-out labeled test videos for every level, sizes, wall time per stage
@@ -49,14 +49,15 @@ from yt8m_tf.training.inputs import dataset_for
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "zoo")
 PACKAGED_ZOO_PREFIX = "yt8m_tf/configs/zoo/"  # how settings.json names a zoo folder of the package
 STAGES = ("data", "l1", "candidates", "stacker", "distill", "export", "inference")
-# Seconds each stage took in the demo (22k videos, 2 CPU cores, 2026-11-30, seventh session, 869 s in all):
-# what the time left is scaled by.
+# Seconds each stage took in the demo (22k videos, 2 CPU cores, 2026-11-30, seventh session, 869 s in all;
+# the students' stage scaled from its two students then to the three of today): what the time left is
+# scaled by.
 STAGE_SHARES = {
   "data": 40,
   "l1": 438,
   "candidates": 6,
   "stacker": 48,
-  "distill": 264,
+  "distill": 396,
   "export": 53,
   "inference": 20,
 }
