@@ -1,7 +1,7 @@
 """The demo ladder over seeds: mean and spread of every step of the method and of every change.
 
   python bench/method_ladder.py --workdir=runs/ladder --seeds=0,1,2 [--preset=demo] [--transductive]
-      [--synthetic='{"seed": 7, "difficulty": 2.0}'] [--pipeline='{"distill_students": 2}']
+      [--synthetic='{"seed": 7, "difficulty": 2.0}'] [--pipeline='{"distill_students": 1}']
 
 Runs the main job (`pipeline.Pipeline`) once per training seed in <workdir>/seed_<s>; the benchmark data
 is generated once (seed_<first>/data) and shared, so the seeds differ in what training draws (weights,
@@ -44,7 +44,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("transductive", False, "Also train the transductive student (its own row).")
 flags.DEFINE_string(
-  "pipeline", None, "JSON of PipelineConfig fields replacing the preset's, e.g. '{\"distill_students\": 2}'."
+  "pipeline", None, "JSON of PipelineConfig fields replacing the preset's, e.g. '{\"distill_students\": 1}'."
 )
 flags.DEFINE_string(
   "redo_from", None, "Redo this stage and those after it in every seed's workdir (new settings for them)."
