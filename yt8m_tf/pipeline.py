@@ -747,25 +747,25 @@ class Pipeline:
 
   def stage_distill(self) -> dict:
     result = {}
-    jobs = [(variant, i) for variant in self.distill_variants() for i in range(self.students_of(variant))]
-    shown = progress.Progress(len(jobs), "[distill]", "students", 0.0, self.log, bar=False)
-    for done, (variant, student) in enumerate(jobs):
+    variants = self.distill_variants()
+    total = sum(self.students_of(variant) for variant in variants)
+    shown = progress.Progress(total, "[distill]", "students", 0.0, self.log, bar=False)
+    done = 0
+    for variant in variants:
       count = self.students_of(variant)
-      shown.update(done, next=variant if count == 1 else f"{variant} {student + 1}/{count}")
-      trained = self.train_student(self.distill_config(variant, student))
-      if count == 1:
-        result[variant] = entry = trained
-      else:
-        entry = result.setdefault(variant, {"students": []})
-        entry["students"].append(trained)
-      if student + 1 < count:
-        continue
+      students = []
+      for student in range(count):
+        shown.update(done, next=variant if count == 1 else f"{variant} {student + 1}/{count}")
+        students.append(self.train_student(self.distill_config(variant, student)))
+        done += 1
+      entry = students[0] if count == 1 else {"students": students}
       if count > 1 and self.labels("test") is not None:
         # What the export serves: the mean of the students' logits.
         entry["test_gap"] = self._test_gap(
           self.student_models(variant), self.path("distill", variant, "predictions", "test")
         )
-        entry["params"] = sum(s["params"] for s in entry["students"])
+        entry["params"] = sum(s["params"] for s in students)
+      result[variant] = entry
       shown_values = (
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "students"
       )
