@@ -186,7 +186,7 @@ class PipelineConfig:
   soft_label_weight: float = 0.75
   soft_label_missed_positives: str = "max"
   soft_label_temperature: float = 1.0
-  # Transductive distillation: a third student also trains on the test videos with the teacher's test
+  # Transductive distillation: one more student also trains on the test videos with the teacher's test
   # scores as targets; reported on its own row, never the submitted model.
   transductive: bool = setting(
     False,
