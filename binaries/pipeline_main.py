@@ -44,6 +44,7 @@ _CONFIG_FLAGS = (
   "zoo_dir",
   "seed",
   "max_steps",
+  "distill_students",
   "transductive",
 )
 dataclass_flags.define_flags(pipeline.PipelineConfig, include=_CONFIG_FLAGS, defaults_from="the preset's")

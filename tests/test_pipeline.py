@@ -279,6 +279,7 @@ def test_the_binary_refuses_other_settings_on_a_finished_workdir(finished):
       "--preset=tiny",
       "--seed=7",
       "--num_folds=3",
+      "--distill_students=3",
     ],
     capture_output=True,
     text=True,
@@ -288,6 +289,7 @@ def test_the_binary_refuses_other_settings_on_a_finished_workdir(finished):
   )
   assert result.returncode != 0
   assert "num_folds: 2 -> 3 (stage l1); seed: 0 -> 7 (stage l1)" in result.stderr
+  assert "distill_students: 2 -> 3 (stage distill)" in result.stderr
   assert "--redo_from=l1" in result.stderr and "TF-DF GBT stacker" not in result.stdout
   with open(os.path.join(config.workdir, "report.json")) as f:
     assert json.load(f)["gap@20"] == report["gap@20"]
