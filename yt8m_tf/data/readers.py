@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import threading
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -46,30 +47,42 @@ _Parsing = Tuple[Callable, Callable]
 # What an eager parse of a bad record raises: its error, or, when the error quotes raw bytes of the record,
 # the failure to decode that text.
 _PARSE_FAILURES = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
+# tf.data's default graph rewrites of a video reader's pipeline gain nothing measurable once it runs and
+# cost ~20 ms whenever an iterator is made (BUILD_NOTES, "Readers at the speed of a bare parse").
+_LEAN_OPTIONS = tf.data.Options()
+_LEAN_OPTIONS.experimental_optimization.apply_default_optimizations = False
 # Functions handed to tf.data are plain graph code: skipping autograph's source conversion cuts start-up.
 _graph_code = tf.autograph.experimental.do_not_convert
 
 
 class BadRecordCounter:
-  """Counts what `on_bad_record="skip"` dropped; read `.skipped_records` / `.damaged_files` after a pass."""
+  """Counts what `on_bad_record="skip"` dropped; read `.skipped_records` / `.damaged_files` after a pass.
+
+  Plain Python counts, added to by the readers' slow path (which runs in Python) and by `_count_op` in a
+  graph: no TF state, so a reader's pipeline can be rebuilt from its graph (`_with_single_device_functions`).
+  """
 
   def __init__(self):
-    self._records = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_records")
-    self._files = tf.Variable(0, dtype=tf.int64, trainable=False, name="damaged_files")
+    self._lock = threading.Lock()
+    self._records = 0
+    self._files = 0
 
   @property
   def skipped_records(self) -> int:
-    return int(self._records.numpy())
+    return self._records
 
   @property
   def damaged_files(self) -> int:
-    return int(self._files.numpy())
+    return self._files
 
-  def _add_records(self, count):
-    return self._records.assign_add(tf.cast(count, tf.int64))
+  def _add(self, records: int, files: int = 0):
+    with self._lock:  # the slow path of several files may run at once
+      self._records += int(records)
+      self._files += int(files)
 
-  def _add_file(self, damaged):
-    return self._files.assign_add(tf.cast(damaged, tf.int64))
+  def _count_op(self, records) -> tf.Tensor:
+    """Graph op adding `records` (scalar) skipped records."""
+    return tf.py_function(lambda n: self._add(n) or n, [tf.cast(records, tf.int64)], tf.int64)
 
 
 def list_files(file_pattern: str) -> List[str]:
@@ -142,16 +155,38 @@ def _traced(fn):
   return tf.function(fn, autograph=False)
 
 
-def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCounter]):
-  """`read_file(path, size)` -> dataset of the file's checked rows: `rows` (block formats, whose end
-  element has no rows) or `(at_end, *rows)` (record formats, whose end element is a placeholder to drop)."""
+def _only_if(pred, fn, inputs: list, otherwise: list) -> list:
+  """`fn(*inputs)` where the scalar `pred` holds, else `otherwise`, with `fn`'s ops run only when it holds.
+
+  Graph-level Switch/Merge rather than `tf.cond`: a cond's branch functions are lowered and instantiated
+  with every iterator tf.data makes, which cost a reader more start-up than all of its reading (measured,
+  BUILD_NOTES); these few nodes cost nothing until `pred` holds. Every op `fn` makes must depend on
+  `inputs`: one that does not would run anyway.
+  """
+  taken = [tf.raw_ops.Switch(data=x, pred=pred)[1] for x in inputs]
+  results = fn(*taken)
+  skipped = [tf.raw_ops.Switch(data=x, pred=pred)[0] for x in otherwise]
+  return [tf.raw_ops.Merge(inputs=[a, b])[0] for a, b in zip(skipped, results)]
+
+
+def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCounter], finish=None):
+  """`read_file(path, size)` -> dataset of the file's checked rows: `finish(rows)` (block formats, whose
+  end element has no rows; `finish` defaults to the rows as they are) or `(at_end, *rows)` (record
+  formats, whose end element is a placeholder to drop)."""
   stride = max(fmt.block, 1)
+  finish = finish or tuple
 
   @_graph_code
   def attempt(block, records):
     count = tf.size(records, out_type=tf.int64)
     payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
-    return (block, count, payload + _RECORD_OVERHEAD * count, *fmt.fast_rows(records))
+    rows = fmt.fast_rows(records)
+    return (
+      block,
+      count,
+      payload + _RECORD_OVERHEAD * count,
+      *(fmt.to_flat(rows) if fmt.recovers_rows else rows),
+    )
 
   def read_file(path, size):
     # ignore_errors ends the file at its first unreadable record; comparing the bytes read with the
@@ -161,7 +196,8 @@ def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCo
       records = records.batch(fmt.block)
     tried = records.enumerate().map(attempt).ignore_errors()
     zero = tf.constant(0, tf.int64)
-    end = (tf.constant(-1, tf.int64), zero, zero, *fmt.end_rows())
+    end_rows = fmt.end_rows()
+    end = (tf.constant(-1, tf.int64), zero, zero, *(fmt.to_flat(end_rows) if fmt.recovers_rows else end_rows))
     tried = tried.concatenate(tf.data.Dataset.from_tensors(end))
 
     @_graph_code
@@ -174,49 +210,43 @@ def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCo
       # blocks at the tail or damage. Either way the records after `next_index` are read again.
       missing = tf.where(at_end, tf.not_equal(consumed, size), block > next_block)
       stop = tf.where(at_end, tf.constant(-1, tf.int64), first)
-      recovered = lambda: _recovered(
-        fmt, path, size, next_index, stop, consumed, rows, on_bad_record, counter
+      carried = rows if fmt.recovers_rows else []  # a record format's failed element has no good rows
+      recovered = lambda *args: _recovered(fmt, on_bad_record, counter, *args)
+      recovered_bytes, *carried = _only_if(
+        missing, recovered, [path, size, next_index, stop, consumed, *carried], [zero, *carried]
       )
-      recovered_bytes, *rows = tf.cond(missing, recovered, lambda: (tf.constant(0, tf.int64), *rows))
       state = (block + 1, first + count, consumed + read + recovered_bytes)
-      return state, tuple(rows) if fmt.block else (at_end, *rows)
+      if fmt.recovers_rows:
+        return state, finish(fmt.from_flat(carried))
+      return state, (at_end, *rows)
 
     return tried.scan((zero, zero, zero), step)
 
   return _traced(read_file)
 
 
-def _recovered(fmt: _Format, path, size, start, stop, consumed, rows, on_bad_record: str, counter):
-  """Graph side of the slow path: (bytes of the records read again, *rows with the recovered ones)."""
-  flat = fmt.to_flat(rows) if fmt.recovers_rows else []
+def _recovered(fmt: _Format, on_bad_record: str, counter, path, size, start, stop, consumed, *flat):
+  """Graph side of the slow path: [bytes of the records read again, *flat rows with the recovered ones]."""
   outputs = tf.py_function(
-    lambda *args: _recover(fmt, on_bad_record, *args),
+    lambda *args: _recover(fmt, on_bad_record, counter, *args),
     [path, size, start, stop, consumed, *flat],
-    [tf.int64, tf.string, tf.int64, tf.int64] + [t.dtype for t in flat],
+    [tf.int64, tf.string] + [t.dtype for t in flat],
   )
-  read, message, bad_records, damaged, *recovered = outputs
-  for scalar in (read, message, bad_records, damaged):
-    scalar.set_shape([])  # else the scan's state loses its shape, and the scan is traced twice
-  if on_bad_record == _RAISE:
-    # Raised here, in the graph: an error raised in the py_function would reach the caller as UnknownError.
-    ops = [tf.debugging.Assert(tf.equal(message, ""), [message], summarize=1)]
-  else:
-    ops = [counter._add_records(bad_records), counter._add_file(damaged)] if counter else []
+  read, message, *recovered = outputs
+  for tensor, like in zip(recovered, flat):
+    tensor.set_shape(like.shape)
+  # Raised here, in the graph: an error raised in the py_function would reach the caller as UnknownError.
+  ops = (
+    [tf.debugging.Assert(tf.equal(message, ""), [message], summarize=1)] if on_bad_record == _RAISE else []
+  )
   with tf.control_dependencies(ops):
-    read = tf.identity(read)
-    if fmt.recovers_rows:
-      for tensor, like in zip(recovered, flat):
-        tensor.set_shape(like.shape)
-      rows = fmt.from_flat([tf.identity(t) for t in recovered])
-    else:
-      rows = [tf.identity(t) for t in rows]
-  return (read, *rows)
+    return [tf.identity(read)] + [tf.identity(t) for t in recovered]
 
 
-def _recover(fmt: _Format, on_bad_record: str, path, size, start, stop, consumed, *current):
+def _recover(fmt: _Format, on_bad_record: str, counter, path, size, start, stop, consumed, *current):
   """Eager: reads the records [start, stop) of `path` again (stop -1: to the end of what reads) and
-  checks them one by one. Returns (their bytes, the message to raise ("" if none), bad records, whether
-  the file is damaged, *the rows of the good ones followed by `current`); in skip mode logs each bad one."""
+  checks them one by one. Returns (their bytes, the message to raise ("" if none), *the rows of the good
+  ones followed by `current`); in skip mode logs each bad one and counts it in `counter`."""
   records = tf.data.TFRecordDataset(path).skip(start)
   if stop >= 0:
     records = records.take(stop - start)
@@ -242,11 +272,13 @@ def _recover(fmt: _Format, on_bad_record: str, path, size, start, stop, consumed
   if on_bad_record == _SKIP:
     for message in messages:
       _print_skip(message)
+    if counter is not None:
+      counter._add(len(messages) - int(damaged), int(damaged))
   rows = list(current)
   if good is not None:
     rows = [tf.concat([before, now], 0) for before, now in zip(fmt.to_flat(good), current)]
   message = messages[0] if messages and on_bad_record == _RAISE else ""
-  return (read, message, len(messages) - int(damaged), int(damaged), *rows)
+  return (read, message, *rows)
 
 
 def _report(is_bad, message_fn, on_bad_record: str, count_op=None) -> list:
@@ -304,7 +336,7 @@ class _Checks:
       )
       ops += _report(tf.logical_not(tf.reduce_all(ok)), message, on_bad_record)
     if on_bad_record == _SKIP and counter is not None:
-      ops.append(counter._add_records(tf.reduce_sum(tf.cast(~self.valid, tf.int64))))
+      ops.append(counter._count_op(tf.reduce_sum(tf.cast(~self.valid, tf.int64))))
     return ops
 
   def messages(self) -> dict:
@@ -462,7 +494,7 @@ def _fast_video_spec(schema: Schema) -> dict:
   return spec
 
 
-def _fast_video_rows(records, schema: Schema, fold_filter) -> tuple:
+def _fast_video_rows(records, schema: Schema) -> tuple:
   """A block of records [n] -> (ids, *features, labels ragged); fails if any record is bad."""
   parsed = tf.io.parse_example(records, _fast_video_spec(schema))
   labels = parsed[schema.labels_key]
@@ -470,8 +502,7 @@ def _fast_video_rows(records, schema: Schema, fold_filter) -> tuple:
   with tf.control_dependencies([tf.debugging.Assert(in_range, ["class id out of range"])]):
     ids = tf.identity(parsed[schema.id_key])
   features = [tf.debugging.check_numerics(parsed[name], "non-finite") for name in schema.video_feature_names]
-  rows = (ids, *features, labels)
-  return _rows_in_folds(rows, fold_filter) if fold_filter is not None else rows
+  return (ids, *features, labels)
 
 
 def _rows_in_folds(rows, fold_filter) -> tuple:
@@ -511,7 +542,7 @@ def _valid_video_rows(parsed, valid, schema: Schema) -> tuple:
   return (ids, *features, _valid_rows(parsed[schema.labels_key], valid, all_valid))
 
 
-def _explain_video(paths, indices, records, schema: Schema, fold_filter):
+def _explain_video(paths, indices, records, schema: Schema):
   """Eager, the slow path: (messages of the bad records, rows of the good ones or None)."""
   spec = _video_spec(schema)
   parse, why = _example_parsing(spec)
@@ -527,12 +558,10 @@ def _explain_video(paths, indices, records, schema: Schema, fold_filter):
   rows = None
   if len(messages) < len(parses):
     rows = _valid_video_rows(parsed, checks.valid, schema)
-    if fold_filter is not None:
-      rows = _rows_in_folds(rows, fold_filter)
   return [messages[row] for row in sorted(messages)], rows
 
 
-def _video_format(schema: Schema, fold_filter) -> _Format:
+def _video_format(schema: Schema) -> _Format:
   def end_rows():
     features = [tf.zeros([0, size]) for size in schema.feature_sizes]
     no_labels = tf.RaggedTensor.from_row_lengths(
@@ -550,29 +579,41 @@ def _video_format(schema: Schema, fold_filter) -> _Format:
 
   return _Format(
     _VIDEO_BLOCK,
-    lambda records: _fast_video_rows(records, schema, fold_filter),
+    lambda records: _fast_video_rows(records, schema),
     end_rows,
-    lambda paths, indices, records: _explain_video(paths, indices, records, schema, fold_filter),
+    lambda paths, indices, records: _explain_video(paths, indices, records, schema),
     to_flat,
     from_flat,
   )
 
 
-def _video_batch(rows, schema: Schema):
-  """Video rows -> `({"id", *features}, multi-hot labels [B, num_classes])`."""
+def _video_batch(rows, schema: Schema, fold_filter=None):
+  """Video rows -> `({"id", *features}, multi-hot labels [B, num_classes])`, only the videos in the folds
+  `fold_filter` keeps when given (gathered after the parse: a few ops, where masking every ragged
+  component took hundreds)."""
   ids, *features, labels = rows
-  batch = {"id": ids, **dict(zip(schema.video_feature_names, features))}
-  return batch, _multi_hot(labels, schema.num_classes)
-
-
-def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
-  """[B, num_classes] float32 from ragged class ids known to be in range; a repeated id counts once."""
-  rows = tf.shape(labels.row_splits, out_type=tf.int64)[0] - 1
   row_ids = labels.to_sparse().indices[:, 0]  # one op, where value_rowids builds a dozen at every trace
+  class_ids = labels.flat_values
+  num_rows = tf.shape(ids, out_type=tf.int64)[0]
+  if fold_filter is not None:
+    kept = tf.where(fold_filter(ids))[:, 0]
+    ids, features = tf.gather(ids, kept), [tf.gather(f, kept) for f in features]
+    position = tf.scatter_nd(kept[:, None], tf.range(tf.size(kept, out_type=tf.int64)) + 1, [num_rows]) - 1
+    row_ids = tf.gather(position, row_ids)  # -1 for a label of a video left out
+    in_kept = tf.where(row_ids >= 0)[:, 0]
+    row_ids, class_ids = tf.gather(row_ids, in_kept), tf.gather(class_ids, in_kept)
+    num_rows = tf.size(kept, out_type=tf.int64)
+  batch = {"id": ids, **dict(zip(schema.video_feature_names, features))}
+  return batch, _multi_hot(row_ids, class_ids, num_rows, schema.num_classes)
+
+
+def _multi_hot(row_ids, class_ids, num_rows, num_classes: int) -> tf.Tensor:
+  """[num_rows, num_classes] float32 with ones at (row_ids, class_ids), class ids known to be in range; a
+  repeated id counts once."""
   # One fill and one scatter (set, not add: repeats stay 1) where zeros + tensor_scatter_nd_update copy twice.
   return tf.raw_ops.SparseToDense(
-    sparse_indices=tf.stack([row_ids, labels.flat_values], axis=1),
-    output_shape=tf.stack([rows, num_classes]),
+    sparse_indices=tf.stack([row_ids, class_ids], axis=1),
+    output_shape=tf.stack([num_rows, num_classes]),
     sparse_values=tf.constant(1.0),
     default_value=tf.constant(0.0),
     validate_indices=False,
@@ -595,10 +636,7 @@ def _parse_video_batch(
   checks = _video_checks(paths, indices, parsed, schema)
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid)
-  rows = _valid_video_rows(parsed, valid, schema)
-  if fold_filter is not None:
-    rows = _rows_in_folds(rows, fold_filter)
-  return _video_batch(rows, schema)
+  return _video_batch(_valid_video_rows(parsed, valid, schema), schema, fold_filter)
 
 
 def _check_finite(checks: _Checks, parsed, names: Sequence[str]):
@@ -655,9 +693,18 @@ def _fold_filter(selection: Optional[tuple]):
 
 
 @functools.lru_cache(maxsize=None)
-def _video_functions(schema: Schema, selection, on_bad_record: str, counter):
-  """(read_file, to_batch) of one video reader configuration, traced once per process (`_traced`)."""
-  read_file = _file_reader(_video_format(schema, _fold_filter(selection)), on_bad_record, counter)
+def _video_functions(schema: Schema, selection, on_bad_record: str, counter, in_batches: bool):
+  """(read_file, to_batch) of one video reader configuration, traced once per process (`_traced`).
+
+  `in_batches`: read_file yields `(features, multi-hot labels)` blocks, to be rebatched as they are (the
+  multi-hot made where the block is checked, in the per-file threads, rather than in one more stage);
+  otherwise rows with ragged labels, for `to_batch` after shuffling."""
+  fold_filter = _fold_filter(selection)
+  if in_batches:
+    finish = lambda rows: _video_batch(rows, schema, fold_filter)
+  else:  # the folds are selected before the shuffle buffer: it holds only rows to keep
+    finish = (lambda rows: _rows_in_folds(rows, fold_filter)) if fold_filter is not None else None
+  read_file = _file_reader(_video_format(schema), on_bad_record, counter, finish)
   return read_file, _traced(lambda *rows: _video_batch(rows, schema))
 
 
@@ -671,6 +718,29 @@ def _frame_functions(schema: Schema, selection, on_bad_record: str, counter):
     in_folds = _traced(lambda at_end, video_id, *rows: fold_filter(video_id[None])[0])
   decode = _traced(lambda at_end, video_id, labels, *frames: _decode_frames(video_id, labels, frames, schema))
   return read_file, _traced(lambda at_end, *rows: tf.logical_not(at_end)), in_folds, decode
+
+
+def _with_single_device_functions(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """`dataset` with its tf.data functions instantiated as single-device functions.
+
+  tf.data instantiates every function of a pipeline, for every iterator, as a multi-device function:
+  placement, grappler and the oneDNN rewrite pass over each body, which made up half of a reader's
+  start-up (perf, BUILD_NOTES). A function marked `experimental_ints_on_device` is instantiated on the
+  iterator's device alone (the CPU, where tf.data runs its functions), skipping those passes; the mark
+  has no other effect there. tf.data's Python API sets no function attributes, hence the round trip
+  through the dataset's graph (public raw ops). Functions called from within these (a tf.function's
+  PartitionedCall) must stay multi-device, so only the functions tf.data calls are marked.
+  """
+  graph = tf.raw_ops.DatasetToGraphV2(
+    input_dataset=tf.data.experimental.to_variant(dataset),
+    external_state_policy=1,  # 1: ignore
+  )
+  graph_def = tf.compat.v1.GraphDef.FromString(graph.numpy())
+  for function in graph_def.library.function:
+    if "_Dataset_" in function.signature.name:
+      function.attr["experimental_ints_on_device"].b = True
+  variant = tf.raw_ops.DatasetFromGraph(graph_def=graph_def.SerializeToString())
+  return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
 
 def _deterministic(shuffle: bool, seed: Optional[int]) -> bool:
@@ -716,18 +786,19 @@ def video_dataset(
   """
   _check_mode(on_bad_record)
   selection = _fold_selection(num_folds, folds, exclude_folds)
-  read_file, to_batch = _video_functions(schema, selection, on_bad_record, bad_record_counter)
+  read_file, to_batch = _video_functions(schema, selection, on_bad_record, bad_record_counter, not shuffle)
   rows = _checked_rows(list_files(file_pattern), shuffle, seed, num_epochs, cycle_length, read_file)
-  # Blocks are checked, in the folds and without bad records, but of any size: rebatch makes them
-  # batches (labels stay ragged until then, a quarter of what the multi-hot would copy).
+  # Blocks are checked, in the folds and without bad records, but of any size: rebatch makes them batches.
   if shuffle:
+    # Labels stay ragged through the shuffle buffer, a small fraction of what their multi-hot would hold.
     rows = rows.unbatch().shuffle(shuffle_buffer, seed=seed).batch(batch_size, drop_remainder=drop_remainder)
+    dataset = rows.map(
+      to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed)
+    )
   else:
-    rows = rows.rebatch(batch_size, drop_remainder=drop_remainder)
-  dataset = rows.map(
-    to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed)
-  )
-  return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+    dataset = rows.rebatch(batch_size, drop_remainder=drop_remainder)
+  dataset = dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+  return _with_single_device_functions(dataset.with_options(_LEAN_OPTIONS))
 
 
 def _as_ragged_row(values):
