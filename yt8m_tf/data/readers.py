@@ -38,6 +38,9 @@ _RECORD_OVERHEAD = 16
 # Video-level records per block: a block is parsed and checked at once, the cost of each tf.data step
 # spread over its records.
 _VIDEO_BLOCK = 256
+# Frame-level records per block: checking SequenceExamples batched costs more per record as blocks grow
+# (padding to the longest record), ever more than the per-block work saves past ~16 (measured).
+_FRAME_BLOCK = 16
 # A key no record holds: parsing only it tells whether a record is a protocol buffer of the right kind at all.
 _ABSENT_KEY = "yt8m_tf/absent key"
 _LIST_TYPES = {tf.string: "bytes_list", tf.float32: "float_list", tf.int64: "int64_list"}
@@ -103,27 +106,22 @@ def _file_sizes(files: Sequence[str]) -> List[int]:
 
 
 class _Format:
-  """How one kind of record is read: fast (a block at once, failing when any record is bad) and slow
-  (eager, record by record, naming what is wrong).
+  """How one kind of record is read: fast (a block of records at once, failing when any record is bad) and
+  slow (eager, record by record, naming what is wrong).
 
-  `rows`: what the fast path makes of a block, a tuple of tensors. `block`: records per block, 0 for one
-  record per element (not batched). `explain(paths, indices, records)`, eager: (messages of the bad
-  records in order, rows of the good ones or None). `to_flat` / `from_flat`: rows as a list of
-  plain tensors, for the eager recovery. `recovers_rows`: the slow path returns the good records of a
-  failed block (a block holds several records); otherwise the failed element is one bad record.
+  `block`: records per block. `fast_rows(records)`: what the fast path makes of a block, a tuple of
+  tensors (or of ragged tensors). `end_rows()`: rows of no record. `explain(paths, indices, records)`,
+  eager: (messages of the bad records in order, rows of the good ones or None). `to_flat` / `from_flat`:
+  rows as a list of plain tensors and back, for the eager recovery of the good records of a failed block.
   """
 
-  def __init__(self, block, fast_rows, end_rows, explain, to_flat=None, from_flat=None):
+  def __init__(self, block, fast_rows, end_rows, explain, to_flat, from_flat):
     self.block = block
     self.fast_rows = fast_rows
     self.end_rows = end_rows
     self.explain = explain
     self.to_flat = to_flat
     self.from_flat = from_flat
-
-  @property
-  def recovers_rows(self) -> bool:
-    return self.to_flat is not None
 
 
 def _checked_rows(
@@ -170,34 +168,23 @@ def _only_if(pred, fn, inputs: list, otherwise: list) -> list:
 
 
 def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCounter], finish=None):
-  """`read_file(path, size)` -> dataset of the file's checked rows: `finish(rows)` (block formats, whose
-  end element has no rows; `finish` defaults to the rows as they are) or `(at_end, *rows)` (record
-  formats, whose end element is a placeholder to drop)."""
-  stride = max(fmt.block, 1)
+  """`read_file(path, size)` -> dataset of the file's checked blocks of rows, `finish(rows)` (default: the
+  rows as they are); the file's end element has no rows."""
   finish = finish or tuple
 
   @_graph_code
   def attempt(block, records):
     count = tf.size(records, out_type=tf.int64)
     payload = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
-    rows = fmt.fast_rows(records)
-    return (
-      block,
-      count,
-      payload + _RECORD_OVERHEAD * count,
-      *(fmt.to_flat(rows) if fmt.recovers_rows else rows),
-    )
+    return (block, count, payload + _RECORD_OVERHEAD * count, *fmt.to_flat(fmt.fast_rows(records)))
 
   def read_file(path, size):
     # ignore_errors ends the file at its first unreadable record; comparing the bytes read with the
     # file size then tells a clean end from truncation or corruption.
-    records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors()
-    if fmt.block:
-      records = records.batch(fmt.block)
+    records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).ignore_errors().batch(fmt.block)
     tried = records.enumerate().map(attempt).ignore_errors()
     zero = tf.constant(0, tf.int64)
-    end_rows = fmt.end_rows()
-    end = (tf.constant(-1, tf.int64), zero, zero, *(fmt.to_flat(end_rows) if fmt.recovers_rows else end_rows))
+    end = (tf.constant(-1, tf.int64), zero, zero, *fmt.to_flat(fmt.end_rows()))
     tried = tried.concatenate(tf.data.Dataset.from_tensors(end))
 
     @_graph_code
@@ -205,20 +192,17 @@ def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCo
       next_block, next_index, consumed = state
       block, count, read, *rows = element
       at_end = block < 0
-      first = block * stride
+      first = block * fmt.block
       # A gap in the block numbers is a block that failed; at the end, missing bytes are either failed
       # blocks at the tail or damage. Either way the records after `next_index` are read again.
       missing = tf.where(at_end, tf.not_equal(consumed, size), block > next_block)
       stop = tf.where(at_end, tf.constant(-1, tf.int64), first)
-      carried = rows if fmt.recovers_rows else []  # a record format's failed element has no good rows
       recovered = lambda *args: _recovered(fmt, on_bad_record, counter, *args)
-      recovered_bytes, *carried = _only_if(
-        missing, recovered, [path, size, next_index, stop, consumed, *carried], [zero, *carried]
+      recovered_bytes, *rows = _only_if(
+        missing, recovered, [path, size, next_index, stop, consumed, *rows], [zero, *rows]
       )
       state = (block + 1, first + count, consumed + read + recovered_bytes)
-      if fmt.recovers_rows:
-        return state, finish(fmt.from_flat(carried))
-      return state, (at_end, *rows)
+      return state, finish(fmt.from_flat(rows))
 
     return tried.scan((zero, zero, zero), step)
 
@@ -710,35 +694,74 @@ def _video_functions(schema: Schema, selection, on_bad_record: str, counter, in_
 
 @functools.lru_cache(maxsize=None)
 def _frame_functions(schema: Schema, selection, on_bad_record: str, counter):
-  """(read_file, is_record, in_folds, decode) of one frame reader configuration, traced once per process."""
-  read_file = _file_reader(_frame_format(schema), on_bad_record, counter)
+  """(read_file, decode) of one frame reader configuration, traced once per process (`_traced`)."""
   fold_filter = _fold_filter(selection)
-  in_folds = None
-  if fold_filter is not None:
-    in_folds = _traced(lambda at_end, video_id, *rows: fold_filter(video_id[None])[0])
-  decode = _traced(lambda at_end, video_id, labels, *frames: _decode_frames(video_id, labels, frames, schema))
-  return read_file, _traced(lambda at_end, *rows: tf.logical_not(at_end)), in_folds, decode
+  finish = None
+  if fold_filter is not None:  # per block, before the records are parsed to be decoded
+
+    def finish(rows):
+      kept = tf.where(fold_filter(rows[0]))[:, 0]
+      return tuple(tf.gather(t, kept) for t in rows)
+
+  read_file = _file_reader(_frame_format(schema), on_bad_record, counter, finish)
+  return read_file, _traced(lambda video_id, record: _decode_frame_record(video_id, record, schema))
+
+
+def _map_and_batch(dataset: tf.data.Dataset, fn, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
+  """`dataset.map(fn).batch(batch_size)` fused: each record is decoded straight into its batch (a frame-level
+  batch is ~40 MB; the copy the fusion saves was a quarter of a pass). tf.data fuses map and batch itself
+  only among its default graph rewrites, which the readers turn off (`_LEAN_OPTIONS`); the fused op's
+  deprecation notice (it points to those rewrites) is not for the reader's user."""
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel("ERROR")
+  try:
+    fused = tf.data.experimental.map_and_batch(
+      fn, batch_size, num_parallel_calls=tf.data.AUTOTUNE, drop_remainder=drop_remainder
+    )
+  finally:
+    logger.setLevel(level)
+  return dataset.apply(fused)
+
+
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
 
 
 def _with_single_device_functions(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """`dataset` with its tf.data functions instantiated as single-device functions.
+  """`dataset` rebuilt with its functions instantiated as plain single-device functions.
 
-  tf.data instantiates every function of a pipeline, for every iterator, as a multi-device function:
-  placement, grappler and the oneDNN rewrite pass over each body, which made up half of a reader's
-  start-up (perf, BUILD_NOTES). A function marked `experimental_ints_on_device` is instantiated on the
-  iterator's device alone (the CPU, where tf.data runs its functions), skipping those passes; the mark
-  has no other effect there. tf.data's Python API sets no function attributes, hence the round trip
-  through the dataset's graph (public raw ops). Functions called from within these (a tf.function's
-  PartitionedCall) must stay multi-device, so only the functions tf.data calls are marked.
+  tf.data instantiates every function of a pipeline, for every iterator, as a multi-device function, and
+  so is every tf.function they call (a PartitionedCall): placement, grappler and the oneDNN rewrite pass
+  over each body were most of a reader's start-up (perf; BUILD_NOTES, "Readers at the speed of a bare
+  parse"). A function marked `experimental_ints_on_device` is instantiated on the iterator's device
+  alone (the CPU, where tf.data runs its functions) without those passes, and the mark has no other
+  effect there; a call made an ordinary function call runs the callee the same way. tf.data's Python
+  API sets neither, hence the round trip through the dataset's graph (public raw ops). The dataset must
+  hold no TF state (variables): its graph would carry copies of their handles.
   """
   graph = tf.raw_ops.DatasetToGraphV2(
     input_dataset=tf.data.experimental.to_variant(dataset),
     external_state_policy=1,  # 1: ignore
   )
   graph_def = tf.compat.v1.GraphDef.FromString(graph.numpy())
+  signatures = {function.signature.name: function.signature for function in graph_def.library.function}
   for function in graph_def.library.function:
-    if "_Dataset_" in function.signature.name:
-      function.attr["experimental_ints_on_device"].b = True
+    function.attr["experimental_ints_on_device"].b = True
+    renamed = {}
+    for node in function.node_def:
+      if node.op in _CALL_OPS:
+        callee = signatures[node.attr["f"].func.name]
+        node.op = callee.name
+        for key in ("f", "Tin", "Tout", "config", "config_proto", "executor_type"):
+          node.attr.pop(key, None)
+        # A call's outputs are named after the callee's outputs, where PartitionedCall's are "output:<i>".
+        for i, output in enumerate(callee.output_arg):
+          renamed[f"{node.name}:output:{i}"] = f"{node.name}:{output.name}:0"
+    if renamed:
+      for node in function.node_def:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+      for key, name in function.ret.items():
+        function.ret[key] = renamed.get(name, name)
   variant = tf.raw_ops.DatasetFromGraph(graph_def=graph_def.SerializeToString())
   return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
@@ -839,27 +862,34 @@ def _sequence_example_parsing(context_spec, sequence_spec) -> _Parsing:
   )
 
 
-def _fast_frame_rows(record, schema: Schema) -> tuple:
-  """One SequenceExample -> (id, labels [n], *frame byte strings per feature); fails if it is bad."""
-  context_spec = {
-    schema.id_key: tf.io.FixedLenFeature([], tf.string),
-    schema.labels_key: tf.io.RaggedFeature(tf.int64),
-  }
-  context, sequences = tf.io.parse_single_sequence_example(record, context_spec, _frame_sequence_spec(schema))
-  labels = context[schema.labels_key]
-  ok = [_class_ids_in_range(labels, schema.num_classes)]
-  frames = [sequences[feature] for feature in schema.feature_names]
-  counts = [tf.size(f) for f in frames]
-  for feature_frames, count, size in zip(frames, counts, schema.feature_sizes):
+def _validated_frame_records(records, schema: Schema) -> tuple:
+  """A block of SequenceExamples [n] -> (ids [n], the same records [n]); fails if any record is bad.
+
+  The block is parsed with the slow path's specs and checked here, so that the records can later be
+  parsed and decoded by a single fixed-spec parse per record that cannot fail (`_decode_frame_record`).
+  """
+  context_spec, sequence_spec = _frame_specs(schema)
+  context, sequences, counts = tf.io.parse_sequence_example(records, context_spec, sequence_spec)
+  ids, labels = context[schema.id_key], context[schema.labels_key]
+  ok = [
+    tf.reduce_all(tf.equal(ids.row_lengths(), 1)),
+    _class_ids_in_range(labels.flat_values, schema.num_classes),
+  ]
+  first = counts[schema.feature_names[0]]
+  for feature, size in zip(schema.feature_names, schema.feature_sizes):
+    count = counts[feature]
+    # Frames past a record's count are "" padding, so every real frame has `size` bytes exactly when
+    # as many strings have `size` bytes as there are frames.
+    right_size = tf.reduce_sum(tf.cast(tf.equal(tf.strings.length(sequences[feature]), size), tf.int64))
     ok += [
-      count > 0,
-      tf.reduce_all(tf.equal(tf.strings.length(feature_frames), size)),
-      tf.equal(count, counts[0]),
+      tf.reduce_all(count > 0),
+      tf.reduce_all(tf.equal(count, first)),
+      tf.equal(right_size, tf.reduce_sum(count)),
     ]
   with tf.control_dependencies(
     [tf.debugging.Assert(tf.reduce_all(tf.stack(ok)), ["bad frame-level record"])]
   ):
-    return (tf.identity(context[schema.id_key]), labels, *frames)
+    return tf.identity(ids.flat_values), tf.identity(records)
 
 
 def _frame_checks(path, index, context, sequences, schema: Schema) -> _Checks:
@@ -895,10 +925,10 @@ def _frame_checks(path, index, context, sequences, schema: Schema) -> _Checks:
 
 
 def _explain_frames(paths, indices, records, schema: Schema):
-  """Eager, the slow path: (messages of the records, all bad, None: no rows to recover)."""
+  """Eager, the slow path: (messages of the bad records, (ids, records) of the good ones or None)."""
   context_spec, sequence_spec = _frame_specs(schema)
   why = _sequence_example_parsing(context_spec, sequence_spec)[1]
-  messages = []
+  messages, good, good_ids = [], [], []
   for path, index, record in zip(paths, indices, records):
     try:
       context, sequences = tf.io.parse_single_sequence_example(record, context_spec, sequence_spec)
@@ -906,30 +936,35 @@ def _explain_frames(paths, indices, records, schema: Schema):
       messages.append(_named(path, index, why(record)))
       continue
     found = _frame_checks(path, index, context, sequences, schema).messages()
-    messages.append(found[0] if found else _named(path, index, _why_dropped(record, schema)))
-  return messages, None
-
-
-def _why_dropped(record, schema: Schema) -> str:
-  """For a record the fast path dropped but no check faults (not expected): the fast path's own error."""
-  try:
-    _fast_frame_rows(record, schema)
-    return "record could not be read"
-  except (tf.errors.OpError, UnicodeDecodeError) as error:
-    return f"record could not be read: {error}"
+    if found:
+      messages.append(found[0])
+    else:
+      good.append(record)
+      good_ids.append(context[schema.id_key][0])
+  rows = (tf.stack(good_ids), tf.stack(good)) if good else None
+  return messages, rows
 
 
 def _frame_format(schema: Schema) -> _Format:
-  def end_rows():
-    no_frames = [tf.zeros([0], tf.string) for _ in schema.feature_names]
-    return (tf.constant(""), tf.zeros([0], tf.int64), *no_frames)
-
+  no_rows = lambda: (tf.zeros([0], tf.string), tf.zeros([0], tf.string))
   return _Format(
-    0,
-    lambda record: _fast_frame_rows(record, schema),
-    end_rows,
+    _FRAME_BLOCK,
+    lambda records: _validated_frame_records(records, schema),
+    no_rows,
     lambda paths, indices, records: _explain_frames(paths, indices, records, schema),
+    to_flat=list,
+    from_flat=tuple,
   )
+
+
+def _decode_frame_record(video_id, record, schema: Schema):
+  """A record `_validated_frame_records` passed -> `_decode_frames` of it: one fixed-spec parse, as a bare
+  reader's, fused with the batching (map_and_batch)."""
+  context, sequences = tf.io.parse_single_sequence_example(
+    record, {schema.labels_key: tf.io.RaggedFeature(tf.int64)}, _frame_sequence_spec(schema)
+  )
+  frames = [sequences[feature] for feature in schema.feature_names]
+  return _decode_frames(video_id, context[schema.labels_key], frames, schema)
 
 
 def _decode_frames(video_id, labels, frames, schema: Schema):
@@ -1024,22 +1059,17 @@ def frame_dataset(
   """Frame-level records -> `({"id", "rgb" [B,T,1024], "audio" [B,T,128], "num_frames" [B]}, labels)`.
 
   T = `schema.max_frames` (300). Frames are dequantized exactly as the starter code and zero-padded;
-  `num_frames` = min(frames in the record, T). Arguments as in `video_dataset`. Records are parsed one
-  at a time: for SequenceExamples that measured faster here than batched parsing.
+  `num_frames` = min(frames in the record, T). Arguments as in `video_dataset`. Each file's records are
+  checked in blocks (`_validated_frame_records`), then parsed and decoded one at a time, fused with the
+  batching, as a bare reader would (batched SequenceExample parsing measured slower per record).
   """
   _check_mode(on_bad_record)
   selection = _fold_selection(num_folds, folds, exclude_folds)
-  read_file, is_record, in_folds, decode = _frame_functions(
-    schema, selection, on_bad_record, bad_record_counter
-  )
+  read_file, decode = _frame_functions(schema, selection, on_bad_record, bad_record_counter)
   records = _checked_rows(list_files(file_pattern), shuffle, seed, num_epochs, cycle_length, read_file)
-  records = records.filter(is_record)
+  records = records.unbatch()
   if shuffle:
     records = records.shuffle(shuffle_buffer, seed=seed)
-  if in_folds is not None:
-    records = records.filter(in_folds)
-  dataset = records.map(
-    decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=_deterministic(shuffle, seed)
-  )
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-  return dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+  dataset = _map_and_batch(records, decode, batch_size, drop_remainder)
+  dataset = dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
+  return _with_single_device_functions(dataset.with_options(_LEAN_OPTIONS))
