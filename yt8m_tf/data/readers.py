@@ -11,12 +11,18 @@ length, a non-finite (NaN/Inf) video-level value, a label id outside [0, num_cla
 of the wrong size. With `on_bad_record="skip"` the bad records (and the unreadable tail of a damaged file)
 are dropped instead, logged to stderr and counted in a `BadRecordCounter`.
 
-Two paths, so that good input costs little more than a bare parse: each file is read in blocks (video
-level) or records (frame level) that are parsed with fixed-length specs and checked by a few fused ops,
-which fail the whole block when anything is wrong, under `ignore_errors`. A failed block shows as a gap in
-the block numbers; only then are its records read again and checked one by one, eagerly, to name what is
-wrong (`_recover`). The fast checks accept exactly what the slow ones accept; the slow ones alone word the
-messages, and are also what the SavedModel's `from_examples` signature runs (`_parse_video_batch`).
+Two paths, so that good input costs about what a bare parse does: each file is read in blocks that are
+parsed with the slow path's specs (frame level) or fixed-length ones (video level) and checked by a few
+fused ops, which fail the whole block when anything is wrong, under `ignore_errors`. A failed block shows
+as a gap in the block numbers; only then are its records read again and checked one by one, eagerly, to
+name what is wrong (`_recover`), behind a graph-level switch that costs nothing until taken (`_only_if`).
+The fast checks accept exactly what the slow ones accept; the slow ones alone word the messages, and are
+also what the SavedModel's signatures run (`_parse_video_batch`, `_parse_frame_batch`). Video blocks
+leave the per-file stage as finished batches (multi-hot labels included) to be rebatched; frame-level
+records, once checked, are parsed again and decoded one at a time fused with the batching, as a bare
+reader would. Finally each pipeline is rebuilt with single-device functions
+(`_with_single_device_functions`): instantiating tf.data's functions as multi-device ones, with every
+iterator, was most of a reader's start-up.
 """
 
 from __future__ import annotations
@@ -737,8 +743,11 @@ def _with_single_device_functions(dataset: tf.data.Dataset) -> tf.data.Dataset:
   alone (the CPU, where tf.data runs its functions) without those passes, and the mark has no other
   effect there; a call made an ordinary function call runs the callee the same way. tf.data's Python
   API sets neither, hence the round trip through the dataset's graph (public raw ops). The dataset must
-  hold no TF state (variables): its graph would carry copies of their handles.
+  hold no TF state (variables): its graph would carry copies of their handles. Built inside a
+  tf.function (no graph to read back yet), the dataset is returned as it is.
   """
+  if not tf.executing_eagerly():
+    return dataset
   graph = tf.raw_ops.DatasetToGraphV2(
     input_dataset=tf.data.experimental.to_variant(dataset),
     external_state_policy=1,  # 1: ignore
