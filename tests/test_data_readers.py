@@ -152,3 +152,37 @@ def test_2017_schema_reads_video_id_key_and_4716_classes(tmp_path):
   features, labels = next(iter(data.video_dataset(str(tmp_path / "old.tfrecord"), 2, schema=schema)))
   assert features["id"].numpy().tolist() == [b"old"] and labels.shape == (1, 4716)
   assert labels.numpy()[0, 4715] == 1
+
+
+def _graph_functions(dataset):
+  graph = tf.raw_ops.DatasetToGraphV2(input_dataset=tf.data.experimental.to_variant(dataset))
+  return tf.compat.v1.GraphDef.FromString(graph.numpy()).library.function
+
+
+@pytest.mark.parametrize("level", ["video", "frame"])
+def test_reader_functions_are_single_device_plain_calls(video_files, tmp_path, level):
+  """What the readers' start-up speed rests on (BUILD_NOTES): every function of the pipeline is marked
+  to be instantiated on one device, and no function is called through a (multi-device) PartitionedCall."""
+  if level == "video":
+    dataset = data.video_dataset(video_files[0], 8, schema=TINY_SCHEMA, exclude_folds=[0])
+  else:
+    ids, labels, _, _ = make_videos(3)
+    records = [data.frame_example(i, l, f, TINY_SCHEMA) for i, l, f in zip(ids, labels, make_frames(3))]
+    data.write_records(str(tmp_path / "frames.tfrecord"), records)
+    dataset = data.frame_dataset(str(tmp_path / "frames.tfrecord"), 2, schema=TINY_SCHEMA)
+  functions = _graph_functions(dataset)
+  assert len(functions) >= 4
+  assert all(f.attr["experimental_ints_on_device"].b for f in functions)
+  assert not [n.op for f in functions for n in f.node_def if n.op.endswith("PartitionedCall")]
+  assert sum(f["id"].shape[0] for f, _ in dataset) == (
+    3 if level == "frame" else 45 - sum(data.fold_of(i, 5) == 0 for i in video_files[1])
+  )
+
+
+def test_reader_built_inside_a_tf_function_reads_every_record(video_files):
+  @tf.function
+  def count():
+    dataset = data.video_dataset(video_files[0], 8, schema=TINY_SCHEMA)
+    return dataset.reduce(tf.constant(0), lambda n, batch: n + tf.shape(batch[0]["id"])[0])
+
+  assert int(count()) == 45
