@@ -28,6 +28,7 @@ iterator, was most of a reader's start-up.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import threading
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -142,8 +143,12 @@ def _checked_rows(
   sizes = _file_sizes(files)
   files_ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(sizes, tf.int64)))
   if shuffle:
-    files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-  files_ds = files_ds.repeat(num_epochs)
+    # The fused op tf.data's default rewrites made of shuffle + repeat, which the readers turn off
+    # (`_LEAN_OPTIONS`): its file order per epoch is what seeded runs have always read.
+    with _fused_ops_allowed():
+      files_ds = files_ds.apply(tf.data.experimental.shuffle_and_repeat(len(files), num_epochs, seed=seed))
+  else:
+    files_ds = files_ds.repeat(num_epochs)
   return files_ds.interleave(
     read_file,
     cycle_length=min(cycle_length, len(files)),
@@ -713,20 +718,27 @@ def _frame_functions(schema: Schema, selection, on_bad_record: str, counter):
   return read_file, _traced(lambda video_id, record: _decode_frame_record(video_id, record, schema))
 
 
-def _map_and_batch(dataset: tf.data.Dataset, fn, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
-  """`dataset.map(fn).batch(batch_size)` fused: each record is decoded straight into its batch (a frame-level
-  batch is ~40 MB; the copy the fusion saves was a quarter of a pass). tf.data fuses map and batch itself
-  only among its default graph rewrites, which the readers turn off (`_LEAN_OPTIONS`); the fused op's
-  deprecation notice (it points to those rewrites) is not for the reader's user."""
+@contextlib.contextmanager
+def _fused_ops_allowed():
+  """Silences the deprecation notices of tf.data's fused ops (`map_and_batch`, `shuffle_and_repeat`): they
+  point to the default graph rewrites that make the same ops, which the readers turn off (`_LEAN_OPTIONS`),
+  so they are not for the reader's user."""
   logger = tf.get_logger()
   level = logger.level
   logger.setLevel("ERROR")
   try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def _map_and_batch(dataset: tf.data.Dataset, fn, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
+  """`dataset.map(fn).batch(batch_size)` fused: each record is decoded straight into its batch (a frame-level
+  batch is ~40 MB; the copy the fusion saves was a quarter of a pass)."""
+  with _fused_ops_allowed():
     fused = tf.data.experimental.map_and_batch(
       fn, batch_size, num_parallel_calls=tf.data.AUTOTUNE, drop_remainder=drop_remainder
     )
-  finally:
-    logger.setLevel(level)
   return dataset.apply(fused)
 
 
