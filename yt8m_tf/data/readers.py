@@ -228,6 +228,8 @@ def _recovered(fmt: _Format, on_bad_record: str, counter, path, size, start, sto
     [tf.int64, tf.string] + [t.dtype for t in flat],
   )
   read, message, *recovered = outputs
+  read.set_shape([])  # else the scan's state loses its shape, and the scan is traced twice
+  message.set_shape([])
   for tensor, like in zip(recovered, flat):
     tensor.set_shape(like.shape)
   # Raised here, in the graph: an error raised in the py_function would reach the caller as UnknownError.
@@ -1081,8 +1083,8 @@ def frame_dataset(
 
   T = `schema.max_frames` (300). Frames are dequantized exactly as the starter code and zero-padded;
   `num_frames` = min(frames in the record, T). Arguments as in `video_dataset`. Each file's records are
-  checked in blocks (`_validated_frame_records`), then parsed and decoded one at a time, fused with the
-  batching, as a bare reader would (batched SequenceExample parsing measured slower per record).
+  checked in blocks (`_validated_frame_records`), then parsed again and decoded one at a time, fused with
+  the batching, as a bare reader would (decoding the blocks' parsed frames measured slower).
   """
   _check_mode(on_bad_record)
   selection = _fold_selection(num_folds, folds, exclude_folds)
