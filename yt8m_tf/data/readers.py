@@ -15,20 +15,19 @@ Two paths, so that good input costs about what a bare parse does: each file is r
 parsed with the slow path's specs (frame level) or fixed-length ones (video level) and checked by a few
 fused ops, which fail the whole block when anything is wrong, under `ignore_errors`. A failed block shows
 as a gap in the block numbers; only then are its records read again and checked one by one, eagerly, to
-name what is wrong (`_recover`), behind a graph-level switch that costs nothing until taken (`_only_if`).
-The fast checks accept exactly what the slow ones accept; the slow ones alone word the messages, and are
-also what the SavedModel's signatures run (`_parse_video_batch`, `_parse_frame_batch`). Video blocks
-leave the per-file stage as finished batches (multi-hot labels included) to be rebatched; frame-level
-records, once checked, are parsed again and decoded one at a time fused with the batching, as a bare
-reader would. Finally each pipeline is rebuilt with single-device functions
-(`_with_single_device_functions`): instantiating tf.data's functions as multi-device ones, with every
-iterator, was most of a reader's start-up.
+name what is wrong (`_recover`), behind a graph-level switch that costs nothing until taken
+(`fast_start.only_if`). The fast checks accept exactly what the slow ones accept; the slow ones alone word
+the messages, and are also what the SavedModel's signatures run (`_parse_video_batch`,
+`_parse_frame_batch`). Video blocks leave the per-file stage as finished batches (multi-hot labels
+included) to be rebatched; frame-level records, once checked, are parsed again and decoded one at a time
+fused with the batching, as a bare reader would. Finally each pipeline is rebuilt so that tf.data
+instantiates its functions on one device (`fast_start`): instantiating them as multi-device functions,
+with every iterator, was most of a reader's start-up.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import threading
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -36,6 +35,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from yt8m_tf.data import fast_start
 from yt8m_tf.data.folds import check_fold_arguments, fold_mask_tensor
 from yt8m_tf.data.schema import Schema, dequantize
 
@@ -57,10 +57,6 @@ _Parsing = Tuple[Callable, Callable]
 # What an eager parse of a bad record raises: its error, or, when the error quotes raw bytes of the record,
 # the failure to decode that text.
 _PARSE_FAILURES = (tf.errors.InvalidArgumentError, UnicodeDecodeError)
-# tf.data's default graph rewrites of a video reader's pipeline gain nothing measurable once it runs and
-# cost ~20 ms whenever an iterator is made (BUILD_NOTES, "Readers at the speed of a bare parse").
-_LEAN_OPTIONS = tf.data.Options()
-_LEAN_OPTIONS.experimental_optimization.apply_default_optimizations = False
 # Functions handed to tf.data are plain graph code: skipping autograph's source conversion cuts start-up.
 _graph_code = tf.autograph.experimental.do_not_convert
 
@@ -69,7 +65,7 @@ class BadRecordCounter:
   """Counts what `on_bad_record="skip"` dropped; read `.skipped_records` / `.damaged_files` after a pass.
 
   Plain Python counts, added to by the readers' slow path (which runs in Python) and by `_count_op` in a
-  graph: no TF state, so a reader's pipeline can be rebuilt from its graph (`_with_single_device_functions`).
+  graph: no TF state, so a reader's pipeline can be rebuilt from its graph (`fast_start`).
   """
 
   def __init__(self):
@@ -143,10 +139,7 @@ def _checked_rows(
   sizes = _file_sizes(files)
   files_ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(sizes, tf.int64)))
   if shuffle:
-    # The fused op tf.data's default rewrites made of shuffle + repeat, which the readers turn off
-    # (`_LEAN_OPTIONS`): its file order per epoch is what seeded runs have always read.
-    with _fused_ops_allowed():
-      files_ds = files_ds.apply(tf.data.experimental.shuffle_and_repeat(len(files), num_epochs, seed=seed))
+    files_ds = fast_start.shuffle_and_repeat(files_ds, len(files), num_epochs, seed)
   else:
     files_ds = files_ds.repeat(num_epochs)
   return files_ds.interleave(
@@ -162,20 +155,6 @@ def _traced(fn):
   tf.data traces a plain function anew for every dataset, which was most of a reader's start-up (and of
   a test's time); a tf.function is traced once per process and configuration, and only called after."""
   return tf.function(fn, autograph=False)
-
-
-def _only_if(pred, fn, inputs: list, otherwise: list) -> list:
-  """`fn(*inputs)` where the scalar `pred` holds, else `otherwise`, with `fn`'s ops run only when it holds.
-
-  Graph-level Switch/Merge rather than `tf.cond`: a cond's branch functions are lowered and instantiated
-  with every iterator tf.data makes, which cost a reader more start-up than all of its reading (measured,
-  BUILD_NOTES); these few nodes cost nothing until `pred` holds. Every op `fn` makes must depend on
-  `inputs`: one that does not would run anyway.
-  """
-  taken = [tf.raw_ops.Switch(data=x, pred=pred)[1] for x in inputs]
-  results = fn(*taken)
-  skipped = [tf.raw_ops.Switch(data=x, pred=pred)[0] for x in otherwise]
-  return [tf.raw_ops.Merge(inputs=[a, b])[0] for a, b in zip(skipped, results)]
 
 
 def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCounter], finish=None):
@@ -209,7 +188,7 @@ def _file_reader(fmt: _Format, on_bad_record: str, counter: Optional[BadRecordCo
       missing = tf.where(at_end, tf.not_equal(consumed, size), block > next_block)
       stop = tf.where(at_end, tf.constant(-1, tf.int64), first)
       recovered = lambda *args: _recovered(fmt, on_bad_record, counter, *args)
-      recovered_bytes, *rows = _only_if(
+      recovered_bytes, *rows = fast_start.only_if(
         missing, recovered, [path, size, next_index, stop, consumed, *rows], [zero, *rows]
       )
       state = (block + 1, first + count, consumed + read + recovered_bytes)
@@ -720,75 +699,6 @@ def _frame_functions(schema: Schema, selection, on_bad_record: str, counter):
   return read_file, _traced(lambda video_id, record: _decode_frame_record(video_id, record, schema))
 
 
-@contextlib.contextmanager
-def _fused_ops_allowed():
-  """Silences the deprecation notices of tf.data's fused ops (`map_and_batch`, `shuffle_and_repeat`): they
-  point to the default graph rewrites that make the same ops, which the readers turn off (`_LEAN_OPTIONS`),
-  so they are not for the reader's user."""
-  logger = tf.get_logger()
-  level = logger.level
-  logger.setLevel("ERROR")
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
-
-
-def _map_and_batch(dataset: tf.data.Dataset, fn, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
-  """`dataset.map(fn).batch(batch_size)` fused: each record is decoded straight into its batch (a frame-level
-  batch is ~40 MB; the copy the fusion saves was a quarter of a pass)."""
-  with _fused_ops_allowed():
-    fused = tf.data.experimental.map_and_batch(
-      fn, batch_size, num_parallel_calls=tf.data.AUTOTUNE, drop_remainder=drop_remainder
-    )
-  return dataset.apply(fused)
-
-
-_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
-
-
-def _with_single_device_functions(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """`dataset` rebuilt with its functions instantiated as plain single-device functions.
-
-  tf.data instantiates every function of a pipeline, for every iterator, as a multi-device function, and
-  so is every tf.function they call (a PartitionedCall): placement, grappler and the oneDNN rewrite pass
-  over each body were most of a reader's start-up (perf; BUILD_NOTES, "Readers at the speed of a bare
-  parse"). A function marked `experimental_ints_on_device` is instantiated on the iterator's device
-  alone (the CPU, where tf.data runs its functions) without those passes, and the mark has no other
-  effect there; a call made an ordinary function call runs the callee the same way. tf.data's Python
-  API sets neither, hence the round trip through the dataset's graph (public raw ops). The dataset must
-  hold no TF state (variables): its graph would carry copies of their handles. Built inside a
-  tf.function (no graph to read back yet), the dataset is returned as it is.
-  """
-  if not tf.executing_eagerly():
-    return dataset
-  graph = tf.raw_ops.DatasetToGraphV2(
-    input_dataset=tf.data.experimental.to_variant(dataset),
-    external_state_policy=1,  # 1: ignore
-  )
-  graph_def = tf.compat.v1.GraphDef.FromString(graph.numpy())
-  signatures = {function.signature.name: function.signature for function in graph_def.library.function}
-  for function in graph_def.library.function:
-    function.attr["experimental_ints_on_device"].b = True
-    renamed = {}
-    for node in function.node_def:
-      if node.op in _CALL_OPS:
-        callee = signatures[node.attr["f"].func.name]
-        node.op = callee.name
-        for key in ("f", "Tin", "Tout", "config", "config_proto", "executor_type"):
-          node.attr.pop(key, None)
-        # A call's outputs are named after the callee's outputs, where PartitionedCall's are "output:<i>".
-        for i, output in enumerate(callee.output_arg):
-          renamed[f"{node.name}:output:{i}"] = f"{node.name}:{output.name}:0"
-    if renamed:
-      for node in function.node_def:
-        node.input[:] = [renamed.get(name, name) for name in node.input]
-      for key, name in function.ret.items():
-        function.ret[key] = renamed.get(name, name)
-  variant = tf.raw_ops.DatasetFromGraph(graph_def=graph_def.SerializeToString())
-  return tf.data.experimental.from_variant(variant, dataset.element_spec)
-
-
 def _deterministic(shuffle: bool, seed: Optional[int]) -> bool:
   """Unseeded shuffling may reorder parallel work for speed; a seed promises a reproducible order."""
   return not shuffle or seed is not None
@@ -844,7 +754,7 @@ def video_dataset(
   else:
     dataset = rows.rebatch(batch_size, drop_remainder=drop_remainder)
   dataset = dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
-  return _with_single_device_functions(dataset.with_options(_LEAN_OPTIONS))
+  return fast_start.lean(dataset)
 
 
 def _as_ragged_row(values):
@@ -1093,6 +1003,6 @@ def frame_dataset(
   records = records.unbatch()
   if shuffle:
     records = records.shuffle(shuffle_buffer, seed=seed)
-  dataset = _map_and_batch(records, decode, batch_size, drop_remainder)
+  dataset = fast_start.map_and_batch(records, decode, batch_size, drop_remainder)
   dataset = dataset.prefetch(tf.data.AUTOTUNE) if prefetch else dataset
-  return _with_single_device_functions(dataset.with_options(_LEAN_OPTIONS))
+  return fast_start.lean(dataset)
