@@ -482,14 +482,10 @@ def _fast_video_rows(records, schema: Schema) -> tuple:
 
 
 def _rows_in_folds(rows, fold_filter) -> tuple:
-  """Video rows (ids, *features, labels ragged) of the videos `fold_filter` keeps."""
-  ids, *features, labels = rows
-  keep = fold_filter(ids)
-  values = tf.boolean_mask(labels.values, tf.gather(keep, labels.value_rowids()))
-  labels = tf.RaggedTensor.from_row_lengths(
-    values, tf.boolean_mask(labels.row_lengths(), keep), validate=False
-  )
-  return (tf.boolean_mask(ids, keep), *[tf.boolean_mask(f, keep) for f in features], labels)
+  """Rows (ids [n] first, then tensors or ragged tensors of the same n rows) of the videos `fold_filter`
+  keeps: one gather per component (masking every ragged component took hundreds of ops)."""
+  kept = tf.where(fold_filter(rows[0]))[:, 0]
+  return tuple(tf.gather(t, kept) for t in rows)
 
 
 def _video_checks(paths, indices, parsed, schema: Schema) -> _Checks:
@@ -563,33 +559,21 @@ def _video_format(schema: Schema) -> _Format:
   )
 
 
-def _video_batch(rows, schema: Schema, fold_filter=None):
-  """Video rows -> `({"id", *features}, multi-hot labels [B, num_classes])`, only the videos in the folds
-  `fold_filter` keeps when given (gathered after the parse: a few ops, where masking every ragged
-  component took hundreds)."""
+def _video_batch(rows, schema: Schema):
+  """Video rows -> `({"id", *features}, multi-hot labels [B, num_classes])`."""
   ids, *features, labels = rows
-  row_ids = labels.to_sparse().indices[:, 0]  # one op, where value_rowids builds a dozen at every trace
-  class_ids = labels.flat_values
-  num_rows = tf.shape(ids, out_type=tf.int64)[0]
-  if fold_filter is not None:
-    kept = tf.where(fold_filter(ids))[:, 0]
-    ids, features = tf.gather(ids, kept), [tf.gather(f, kept) for f in features]
-    position = tf.scatter_nd(kept[:, None], tf.range(tf.size(kept, out_type=tf.int64)) + 1, [num_rows]) - 1
-    row_ids = tf.gather(position, row_ids)  # -1 for a label of a video left out
-    in_kept = tf.where(row_ids >= 0)[:, 0]
-    row_ids, class_ids = tf.gather(row_ids, in_kept), tf.gather(class_ids, in_kept)
-    num_rows = tf.size(kept, out_type=tf.int64)
   batch = {"id": ids, **dict(zip(schema.video_feature_names, features))}
-  return batch, _multi_hot(row_ids, class_ids, num_rows, schema.num_classes)
+  return batch, _multi_hot(labels, schema.num_classes)
 
 
-def _multi_hot(row_ids, class_ids, num_rows, num_classes: int) -> tf.Tensor:
-  """[num_rows, num_classes] float32 with ones at (row_ids, class_ids), class ids known to be in range; a
-  repeated id counts once."""
+def _multi_hot(labels: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
+  """[B, num_classes] float32 from ragged class ids known to be in range; a repeated id counts once."""
+  rows = tf.shape(labels.row_splits, out_type=tf.int64)[0] - 1
+  row_ids = labels.to_sparse().indices[:, 0]  # one op, where value_rowids builds a dozen at every trace
   # One fill and one scatter (set, not add: repeats stay 1) where zeros + tensor_scatter_nd_update copy twice.
   return tf.raw_ops.SparseToDense(
-    sparse_indices=tf.stack([row_ids, class_ids], axis=1),
-    output_shape=tf.stack([num_rows, num_classes]),
+    sparse_indices=tf.stack([row_ids, labels.flat_values], axis=1),
+    output_shape=tf.stack([rows, num_classes]),
     sparse_values=tf.constant(1.0),
     default_value=tf.constant(0.0),
     validate_indices=False,
@@ -612,7 +596,8 @@ def _parse_video_batch(
   checks = _video_checks(paths, indices, parsed, schema)
   with tf.control_dependencies(checks.enforce(on_bad_record, counter)):
     valid = tf.identity(checks.valid)
-  return _video_batch(_valid_video_rows(parsed, valid, schema), schema, fold_filter)
+  rows = _valid_video_rows(parsed, valid, schema)
+  return _video_batch(_rows_in_folds(rows, fold_filter) if fold_filter is not None else rows, schema)
 
 
 def _check_finite(checks: _Checks, parsed, names: Sequence[str]):
@@ -668,6 +653,14 @@ def _fold_filter(selection: Optional[tuple]):
   return lambda ids: fold_mask_tensor(ids, *selection)
 
 
+def _in_folds(selection: Optional[tuple]):
+  """rows -> `_rows_in_folds` of them for `selection`; the rows as they are for no selection."""
+  fold_filter = _fold_filter(selection)
+  if fold_filter is None:
+    return tuple
+  return lambda rows: _rows_in_folds(rows, fold_filter)
+
+
 @functools.lru_cache(maxsize=None)
 def _video_functions(schema: Schema, selection, on_bad_record: str, counter, in_batches: bool):
   """(read_file, to_batch) of one video reader configuration, traced once per process (`_traced`).
@@ -675,11 +668,8 @@ def _video_functions(schema: Schema, selection, on_bad_record: str, counter, in_
   `in_batches`: read_file yields `(features, multi-hot labels)` blocks, to be rebatched as they are (the
   multi-hot made where the block is checked, in the per-file threads, rather than in one more stage);
   otherwise rows with ragged labels, for `to_batch` after shuffling."""
-  fold_filter = _fold_filter(selection)
-  if in_batches:
-    finish = lambda rows: _video_batch(rows, schema, fold_filter)
-  else:  # the folds are selected before the shuffle buffer: it holds only rows to keep
-    finish = (lambda rows: _rows_in_folds(rows, fold_filter)) if fold_filter is not None else None
+  in_folds = _in_folds(selection)  # before the shuffle buffer, so that it holds only rows to keep
+  finish = (lambda rows: _video_batch(in_folds(rows), schema)) if in_batches else in_folds
   read_file = _file_reader(_video_format(schema), on_bad_record, counter, finish)
   return read_file, _traced(lambda *rows: _video_batch(rows, schema))
 
@@ -687,15 +677,8 @@ def _video_functions(schema: Schema, selection, on_bad_record: str, counter, in_
 @functools.lru_cache(maxsize=None)
 def _frame_functions(schema: Schema, selection, on_bad_record: str, counter):
   """(read_file, decode) of one frame reader configuration, traced once per process (`_traced`)."""
-  fold_filter = _fold_filter(selection)
-  finish = None
-  if fold_filter is not None:  # per block, before the records are parsed to be decoded
-
-    def finish(rows):
-      kept = tf.where(fold_filter(rows[0]))[:, 0]
-      return tuple(tf.gather(t, kept) for t in rows)
-
-  read_file = _file_reader(_frame_format(schema), on_bad_record, counter, finish)
+  # The folds are selected per block, before the records are parsed again to be decoded.
+  read_file = _file_reader(_frame_format(schema), on_bad_record, counter, _in_folds(selection))
   return read_file, _traced(lambda video_id, record: _decode_frame_record(video_id, record, schema))
 
 
