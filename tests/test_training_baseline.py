@@ -102,29 +102,75 @@ class _KillAfterEpoch(keras.callbacks.Callback):
       raise KeyboardInterrupt("killed")
 
 
-def test_a_damaged_backup_falls_back_to_the_epoch_before(tiny_splits, tmp_path):
-  """A kill while backup/latest.weights.h5 was written leaves it truncated: the restart resumes from the
-  previous epoch's backup instead of failing until the file is deleted by hand."""
+class _KillAtEpochBegin(keras.callbacks.Callback):
+  def __init__(self, epoch):
+    super().__init__()
+    self.epoch = epoch
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if epoch == self.epoch:
+      raise KeyboardInterrupt("killed")
+
+
+class _SetLearningRate(keras.callbacks.Callback):
+  """A callback that changes the learning rate at an epoch's end, as ReduceLROnPlateau does."""
+
+  def __init__(self, epoch, value):
+    super().__init__()
+    self.epoch, self.value = epoch, value
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch == self.epoch:
+      self.model.optimizer.learning_rate.assign(self.value)
+
+
+@pytest.mark.parametrize("kill", ["after epoch 2's end", "in epoch 3's end, before its backup"])
+def test_a_resumed_run_continues_from_one_whole_epoch_state(tiny_splits, kill, tmp_path):
+  """The backup is one unit saved after every other callback: after a kill between epochs the run resumes
+  with the learning rate a callback set at epoch 2's end; after a kill inside epoch 3's end (history.json
+  and last.keras written, a half-written checkpoint left) it redoes epoch 3 from epoch 2's state. Either
+  way every epoch's loss, GAP and learning rate equal those of a run never stopped."""
   train_file, val_file = tiny_splits
-  train_ds = training.dataset_for(
-    "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
-  )
-  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
-  train_dir = str(tmp_path / "run")
 
-  def new_model():
-    model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
-    return training.compile_model(model, learning_rate=0.05)
+  def run(train_dir, extra=()):
+    keras.utils.set_random_seed(0)
+    model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), 0.05)
+    train_ds = training.dataset_for(
+      "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+    )
+    val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+    callbacks = [_SetLearningRate(1, 0.0123), *extra]
+    return training.fit(
+      model,
+      train_ds,
+      val_ds,
+      train_dir=train_dir,
+      epochs=4,
+      steps_per_epoch=4,
+      extra_callbacks=callbacks,
+      lr_on_plateau=False,
+      verbose=0,
+    )
 
-  fit = dict(train_dir=train_dir, steps_per_epoch=4, verbose=0)
+  whole = run(str(tmp_path / "whole"))
+  train_dir = str(tmp_path / "killed")
+  killer = _KillAtEpochBegin(2) if kill.startswith("after") else _KillAfterEpoch(2)
   with pytest.raises(KeyboardInterrupt):
-    training.fit(new_model(), train_ds, val_ds, epochs=3, extra_callbacks=[_KillAfterEpoch(1)], **fit)
-  weights = os.path.join(train_dir, trainer.BACKUP_DIR, "latest.weights.h5")
-  with open(weights, "r+b") as f:  # the kill came in the middle of the write
-    f.truncate(os.path.getsize(weights) // 2)
-  history = training.fit(new_model(), train_ds, val_ds, epochs=3, **fit)
-  assert [e["epoch"] for e in history] == [1, 2, 3]  # epoch 2 redone from epoch 1's backup
-  assert not os.path.exists(os.path.join(train_dir, trainer.BACKUP_DIR))  # removed once complete
+    run(train_dir, [killer])
+  backup_dir = os.path.join(train_dir, trainer.BACKUP_DIR)
+  assert tf.train.latest_checkpoint(backup_dir).endswith("ckpt-2")
+  if kill.startswith("in"):
+    assert len(json.loads(open(os.path.join(train_dir, "history.json")).read())) == 3
+    for name in ("ckpt-3.index", "ckpt-3.data-00000-of-00001"):  # what a writer killed midway leaves
+      with open(os.path.join(backup_dir, name), "wb") as f:
+        f.write(b"\0" * 10)
+  resumed = run(train_dir)
+  assert [e["epoch"] for e in resumed] == [1, 2, 3, 4]
+  assert resumed[2]["learning_rate"] == pytest.approx(0.0123)
+  assert [(e["loss"], e["val_gap"], e["learning_rate"]) for e in resumed] == [
+    (e["loss"], e["val_gap"], e["learning_rate"]) for e in whole
+  ]
+  assert not os.path.exists(backup_dir)  # removed once complete
 
 
 def test_a_resumed_run_equals_the_uninterrupted_one(tiny_splits, tmp_path):

@@ -15,7 +15,7 @@
 
 Each stage writes under `workdir/` and, when finished, a marker `workdir/stages/<stage>.json` with its
 results, wall time and the settings it depends on; a finished stage is skipped, an interrupted one runs
-again and resumes from what it left (training from its BackupAndRestore state, finished folds and stores
+again and resumes from what it left (training from its epoch backup, finished folds and stores
 are kept; what a killed writer left half-written is removed).
 `workdir/settings.json` records the whole config. A run with other settings is refused, naming each
 changed setting, unless `redo_from` names a stage no later than the first one they change: that stage and

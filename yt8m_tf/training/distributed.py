@@ -15,9 +15,8 @@ training it `strategy.reduce`s a nested input batch). `experiment.run_training` 
 * Callbacks are `trainer.epoch_callbacks` (validation GAP, LR on plateau, early stopping, TensorBoard,
   best.keras, last.keras, history.json) in a `keras.callbacks.CallbackList`, called where `fit` calls them.
   Every worker takes the chief's epoch logs, so learning-rate and stopping decisions agree.
-* Resume: instead of BackupAndRestore, a `tf.train.CheckpointManager` of model, optimizer (learning rate
-  included) and epoch count in `backup/`, saved by every worker after each epoch's callbacks, restored by
-  every worker from the chief's, removed once training completes (as BackupAndRestore removes its own).
+* Resume: `backup.EpochBackup` as in `trainer.fit`, saved by every worker after each epoch's callbacks
+  into its own directory, restored by every worker from the chief's, removed once training completes.
 
 The chief writes into the run's train_dir; the other workers write the same files into
 `train_dir/workers/<task index>` (scratch locations, so they never overwrite the chief's).
@@ -35,6 +34,7 @@ import tensorflow as tf
 
 from yt8m_tf.files import remove_temporary_siblings
 from yt8m_tf.training import trainer
+from yt8m_tf.training.backup import EpochBackup
 from yt8m_tf.training.trainer import BACKUP_DIR
 
 WORKERS_DIR = "workers"
@@ -213,16 +213,12 @@ def fit(
   remove_temporary_siblings(own_dir)  # a killed run's half-written best/last.keras
   optimizer = model.optimizer
   train_step = make_train_step(model, strategy)
-  epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epochs_done)
-  backup = tf.train.CheckpointManager(checkpoint, os.path.join(own_dir, BACKUP_DIR), max_to_keep=1)
+  backup = EpochBackup(os.path.join(own_dir, BACKUP_DIR), model)
   # Every worker resumes from the chief's backup: the others' scratch copies may be gone.
-  latest = tf.train.latest_checkpoint(os.path.join(train_dir, BACKUP_DIR))
-  if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
-  _check_workers_resume_alike(strategy, int(epochs_done.numpy()))
+  epochs_done = backup.restore(os.path.join(train_dir, BACKUP_DIR))
+  _check_workers_resume_alike(strategy, epochs_done)
 
-  callbacks, history = trainer.epoch_callbacks(own_dir, validation_data, schedule, backup=False)
+  callbacks, history = trainer.epoch_callbacks(own_dir, validation_data, schedule, resumed_at=epochs_done)
   callbacks.insert(1, _ChiefLogs(strategy))  # after ValidationMetrics, before anything that reads its logs
   callback_list = keras.callbacks.CallbackList(
     callbacks + list(extra_callbacks),
@@ -237,7 +233,7 @@ def fit(
   iterator = iter(batches) if steps_per_epoch else None  # pseudo-epochs continue one endless stream
   # A resumed run reads through what the finished epochs read, to continue their order (see
   # trainer._continue_data_order).
-  for _ in range(int(epochs_done.numpy())):
+  for _ in range(epochs_done):
     if steps_per_epoch:
       for _ in range(steps_per_epoch):
         next(iterator)
@@ -248,19 +244,16 @@ def fit(
   model.stop_training = False
   callback_list.on_train_begin()
   logs: Dict[str, float] = {}
-  for epoch in range(int(epochs_done.numpy()), epochs):
+  for epoch in range(epochs_done, epochs):
     callback_list.on_epoch_begin(epoch)
     if not steps_per_epoch:
       iterator = iter(batches)
     logs = {"loss": _train_epoch(model, train_step, iterator, steps_per_epoch, callback_list)}
     callback_list.on_epoch_end(epoch, logs)
-    # After the callbacks, so a resumed run also gets the learning rate they set for the next epoch.
-    epochs_done.assign(epoch + 1)
-    backup.save()
+    backup.save(epoch + 1)  # after the callbacks: see EpochBackup
     if model.stop_training:
       break
   optimizer.finalize_variable_values(model.trainable_variables)
   callback_list.on_train_end(logs)
-  if tf.io.gfile.exists(backup.directory):
-    tf.io.gfile.rmtree(backup.directory)
+  backup.remove()
   return history.epochs

@@ -3,8 +3,8 @@
 A `train_dir` holds everything a run made:
   best.keras        the model with the best validation GAP so far (written atomically)
   last.keras        the model after the last finished epoch
-  backup/           BackupAndRestore state (a checkpoint under `distributed.fit`): a killed run started
-                    again continues where it stopped; removed once training completes
+  backup/           the resume state (`backup.EpochBackup`): a killed run started again continues
+                    where it stopped; removed once training completes
   tensorboard/      loss, GAP and learning rate per epoch
   history.json      per-epoch logs, rewritten (atomically) after every epoch
 """
@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from yt8m_tf.files import atomic_open, atomic_path, remove_temporary_siblings
+from yt8m_tf.training.backup import EpochBackup
 from yt8m_tf.training.evaluation import ValidationMetrics
 
 BEST_MODEL = "best.keras"
@@ -84,21 +85,22 @@ class _ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
   """ReduceLROnPlateau whose plateau state (best value, epochs waited, cooldown) survives a resume.
 
   The LR itself comes back with the optimizer's variables; the state is replayed from the epochs that
-  history.json holds up to where BackupAndRestore resumes, without touching the LR again.
+  history.json holds up to `resumed_at` (the epochs the restored backup had done), without touching the
+  LR again.
   """
 
-  def __init__(self, history: "_SaveHistory", **kwargs):
+  def __init__(self, history: "_SaveHistory", resumed_at: int = 0, **kwargs):
     super().__init__(**kwargs)
     self._history = history
+    self._resumed_at = resumed_at
     self._replaying = False
 
   def on_train_begin(self, logs=None):
     super().on_train_begin(logs)
-    resumed_at = getattr(self.model, "_initial_epoch", None) or 0  # set by BackupAndRestore, which runs first
     self._replaying = True
     try:
       for record in self._history.epochs:
-        if record["epoch"] <= resumed_at and self.monitor in record:
+        if record["epoch"] <= self._resumed_at and self.monitor in record:
           self.on_epoch_end(record["epoch"] - 1, {self.monitor: record[self.monitor]})
     finally:
       self._replaying = False
@@ -118,7 +120,7 @@ class StepCallback(keras.callbacks.Callback):
   all (read from the optimizer at the start, so a resumed run counts on from where it stopped)."""
 
   def on_train_begin(self, logs=None):
-    # After BackupAndRestore's on_train_begin (callbacks run in order): the restored step.
+    # The backup is restored before training begins: this is the restored step.
     self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
   def on_train_batch_end(self, batch, logs=None):
@@ -164,16 +166,8 @@ class _StepLoss(StepCallback):
       self._writer.close()
 
 
-def _finished_epochs(backup_dir: str) -> int:
-  metadata = os.path.join(backup_dir, "training_metadata.json")  # written by BackupAndRestore
-  if not tf.io.gfile.exists(metadata):
-    return 0
-  with tf.io.gfile.GFile(metadata) as f:
-    return int(json.load(f).get("epoch", 0))
-
-
 def _continue_data_order(
-  train_data: tf.data.Dataset, backup_dir: str, steps_per_epoch: Optional[int]
+  train_data: tf.data.Dataset, finished_epochs: int, steps_per_epoch: Optional[int]
 ) -> tf.data.Dataset:
   """`train_data` as a resumed run must read it to see what the uninterrupted run would have seen.
 
@@ -187,7 +181,6 @@ def _continue_data_order(
   Either way the cost is one read of the finished epochs' data, at resume only; an order computed from
   (seed, epoch) would avoid it.
   """
-  finished_epochs = _finished_epochs(backup_dir)
   if steps_per_epoch:
     return train_data.skip(finished_epochs * steps_per_epoch) if finished_epochs else train_data
   for _ in range(finished_epochs):
@@ -261,12 +254,12 @@ class FitSchedule:
 
 
 def epoch_callbacks(
-  train_dir: str, validation_data: tf.data.Dataset, schedule: FitSchedule, backup: bool = True
+  train_dir: str, validation_data: tf.data.Dataset, schedule: FitSchedule, resumed_at: int = 0
 ) -> Tuple[List[keras.callbacks.Callback], _SaveHistory]:
   """A run's callbacks in the order they must run, and the one that keeps history.json.
 
-  `ValidationMetrics` first: the others read its `val_gap`. `backup=False` leaves out BackupAndRestore, for
-  a loop that checkpoints by itself (`distributed.fit`).
+  `ValidationMetrics` first: the others read its `val_gap`. `resumed_at`: the epochs a restored backup had
+  done. The backup itself is not among them: the loop saves it after all of them (`backup.EpochBackup`).
   """
   monitor = "val_gap"
   history = _SaveHistory(train_dir)
@@ -277,12 +270,6 @@ def epoch_callbacks(
       every=schedule.validation_freq,
     )
   ]
-  if backup:
-    # double_checkpoint: a kill while the backup is written leaves a truncated file; the restart then
-    # falls back to the epoch before instead of failing until someone deletes it.
-    callbacks.append(
-      keras.callbacks.BackupAndRestore(os.path.join(train_dir, BACKUP_DIR), double_checkpoint=True)
-    )
   if schedule.early_stopping_patience is not None:
     callbacks.append(
       keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=schedule.early_stopping_patience)
@@ -291,6 +278,7 @@ def epoch_callbacks(
     callbacks.append(
       _ResumableReduceLROnPlateau(
         history,
+        resumed_at,
         monitor=monitor,
         mode="max",
         factor=schedule.lr_factor,
@@ -331,8 +319,10 @@ def fit(
   steps_per_epoch, verbose = schedule.steps_per_epoch, schedule.verbose
   tf.io.gfile.makedirs(train_dir)
   remove_temporary_siblings(train_dir)  # a killed run's half-written best/last.keras
-  callbacks, history = epoch_callbacks(train_dir, validation_data, schedule)
-  train_data = _continue_data_order(train_data, os.path.join(train_dir, BACKUP_DIR), steps_per_epoch)
+  backup = EpochBackup(os.path.join(train_dir, BACKUP_DIR), model)
+  epochs_done = backup.restore()
+  callbacks, history = epoch_callbacks(train_dir, validation_data, schedule, resumed_at=epochs_done)
+  train_data = _continue_data_order(train_data, epochs_done, steps_per_epoch)
   with warnings.catch_warnings():
     if steps_per_epoch is None:
       # Keras warns when a dataset of unknown length ends an epoch, which is exactly what an epoch
@@ -341,9 +331,11 @@ def fit(
     model.fit(
       train_data,
       epochs=schedule.epochs,
+      initial_epoch=epochs_done,
       steps_per_epoch=steps_per_epoch,
       shuffle=False,
-      callbacks=callbacks + list(extra_callbacks),
+      callbacks=callbacks + list(extra_callbacks) + [backup.callback()],  # the backup last: see EpochBackup
       verbose=verbose,
     )
+  backup.remove()
   return history.epochs
