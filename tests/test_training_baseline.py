@@ -233,3 +233,43 @@ def test_tensorboard_gets_the_training_loss_per_step(tiny_splits, tmp_path):
     20,
     24,
   ]
+
+
+def test_early_stopping_resumes_with_its_count_of_epochs_without_improvement(tiny_splits, tmp_path):
+  """Killed after an epoch that did not improve validation GAP, the resumed run still stops where the
+  uninterrupted one stops (with the count restarted at 0 it would train on)."""
+  train_file, val_file = tiny_splits
+
+  def run(train_dir, extra=()):
+    keras.utils.set_random_seed(0)
+    model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), 0.2)
+    train_ds = training.dataset_for(
+      "video", train_file, 16, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+    )
+    val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+    return training.fit(
+      model,
+      train_ds,
+      val_ds,
+      train_dir=train_dir,
+      epochs=30,
+      steps_per_epoch=2,
+      early_stopping_patience=2,
+      lr_on_plateau=False,
+      extra_callbacks=list(extra),
+      verbose=0,
+    )
+
+  whole = run(str(tmp_path / "whole"))
+  assert len(whole) < 30  # it stopped early
+  gaps = [e["val_gap"] for e in whole]
+  # The first epoch that did not improve on the best so far, and not the one it stopped at.
+  first_flat = next(i for i in range(1, len(gaps)) if gaps[i] <= max(gaps[:i]))
+  assert first_flat < len(whole) - 1
+  train_dir = str(tmp_path / "killed")
+  with pytest.raises(KeyboardInterrupt):
+    run(train_dir, [_KillAtEpochBegin(first_flat + 1)])
+  resumed = run(train_dir)
+  assert [(e["epoch"], e["loss"], e["val_gap"]) for e in resumed] == [
+    (e["epoch"], e["loss"], e["val_gap"]) for e in whole
+  ]

@@ -48,7 +48,8 @@ class EpochBackup:
       tf.io.gfile.rmtree(self.directory)
 
   def callback(self) -> keras.callbacks.Callback:
-    """Saves after each epoch; put it after every callback whose epoch-end work the state must include."""
+    """Saves after each epoch that does not end the run; put it after every callback whose epoch-end work
+    the state must include."""
     return _SaveEachEpoch(self)
 
 
@@ -58,4 +59,7 @@ class _SaveEachEpoch(keras.callbacks.Callback):
     self._backup = backup
 
   def on_epoch_end(self, epoch, logs=None):
-    self._backup.save(epoch + 1)
+    # A run that has decided to stop is done: killed before it ends, it redoes its last epoch from the
+    # backup before and decides again, rather than resume where only its callbacks' replay knows to stop.
+    if not self.model.stop_training:
+      self._backup.save(epoch + 1)

@@ -250,9 +250,9 @@ def fit(
       iterator = iter(batches)
     logs = {"loss": _train_epoch(model, train_step, iterator, steps_per_epoch, callback_list)}
     callback_list.on_epoch_end(epoch, logs)
-    backup.save(epoch + 1)  # after the callbacks: see EpochBackup
-    if model.stop_training:
+    if model.stop_training:  # no backup: see backup._SaveEachEpoch
       break
+    backup.save(epoch + 1)  # after the callbacks: see EpochBackup
   optimizer.finalize_variable_values(model.trainable_variables)
   callback_list.on_train_end(logs)
   backup.remove()

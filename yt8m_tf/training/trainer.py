@@ -81,12 +81,19 @@ class _BestModelCheckpoint(keras.callbacks.Callback):
       save_model_atomically(self.model, self.path)
 
 
+def _replay_epochs(callback: keras.callbacks.Callback, history: "_SaveHistory", resumed_at: int) -> None:
+  """Feeds `callback.on_epoch_end` the monitored value of every epoch history.json holds up to
+  `resumed_at` (the epochs the restored backup had done): its state is then what it was when the killed
+  run saved that backup."""
+  for record in history.epochs:
+    if record["epoch"] <= resumed_at and callback.monitor in record:
+      callback.on_epoch_end(record["epoch"] - 1, {callback.monitor: record[callback.monitor]})
+
+
 class _ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
   """ReduceLROnPlateau whose plateau state (best value, epochs waited, cooldown) survives a resume.
 
-  The LR itself comes back with the optimizer's variables; the state is replayed from the epochs that
-  history.json holds up to `resumed_at` (the epochs the restored backup had done), without touching the
-  LR again.
+  The LR itself comes back with the optimizer's variables; the state is replayed without touching the LR.
   """
 
   def __init__(self, history: "_SaveHistory", resumed_at: int = 0, **kwargs):
@@ -99,14 +106,26 @@ class _ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     super().on_train_begin(logs)
     self._replaying = True
     try:
-      for record in self._history.epochs:
-        if record["epoch"] <= self._resumed_at and self.monitor in record:
-          self.on_epoch_end(record["epoch"] - 1, {self.monitor: record[self.monitor]})
+      _replay_epochs(self, self._history, self._resumed_at)
     finally:
       self._replaying = False
 
   def _reduce_optimizer_lr(self, optimizer, epoch, name=""):
     return False if self._replaying else super()._reduce_optimizer_lr(optimizer, epoch, name)
+
+
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+  """EarlyStopping whose count of epochs without improvement survives a resume (replayed as above), so a
+  resumed run stops at the epoch the uninterrupted one stops at."""
+
+  def __init__(self, history: "_SaveHistory", resumed_at: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self._history = history
+    self._resumed_at = resumed_at
+
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    _replay_epochs(self, self._history, self._resumed_at)
 
 
 class _LogLearningRate(keras.callbacks.Callback):
@@ -272,7 +291,9 @@ def epoch_callbacks(
   ]
   if schedule.early_stopping_patience is not None:
     callbacks.append(
-      keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=schedule.early_stopping_patience)
+      _ResumableEarlyStopping(
+        history, resumed_at, monitor=monitor, mode="max", patience=schedule.early_stopping_patience
+      )
     )
   if schedule.lr_on_plateau:
     callbacks.append(
