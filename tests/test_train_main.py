@@ -133,7 +133,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(tiny_data, t
   deadline = time.time() + 240
   while time.time() < deadline and not history_file.exists():
     time.sleep(0.05)
-  process.send_signal(signal.SIGKILL)  # epoch 1 is done and backed up; epoch 2 has begun
+  process.send_signal(signal.SIGKILL)  # epoch 1 is done; its backup written or not yet
   process.wait()
   assert len(json.loads(history_file.read_text())) == 1
   _run(_train_args(tiny_data, killed, "--epochs=3", pattern))
