@@ -24,18 +24,20 @@ KERAS_ADAM_EPSILON = 1e-7
 
 
 class FCBlock(nn.Sequential):
-  def __init__(self, fan_in: int, units: int, dropout: float):
-    # nn.Linear and nn.BatchNorm1d defaults are what torch_dense / torch_batch_norm reproduce in Keras.
-    layers = [nn.Linear(fan_in, units), nn.BatchNorm1d(units), nn.LeakyReLU(LEAKY_SLOPE)]
+  def __init__(self, fan_in: int, units: int, dropout: float, bn_momentum: float):
+    # nn.Linear and nn.BatchNorm1d defaults are what torch_dense / torch_batch_norm reproduce in Keras;
+    # PyTorch's momentum weighs the new batch (1 - Keras' momentum).
+    batch_norm = nn.BatchNorm1d(units, momentum=1.0 - bn_momentum)
+    layers = [nn.Linear(fan_in, units), batch_norm, nn.LeakyReLU(LEAKY_SLOPE)]
     if dropout > 0:  # the Keras fc_block has no Dropout layer at 0 either
       layers.append(nn.Dropout(dropout))
     super().__init__(*layers)
 
 
 class Identity(nn.Module):
-  def __init__(self, outer: int, inner: int, dropout: float):
+  def __init__(self, outer: int, inner: int, dropout: float, bn_momentum: float):
     super().__init__()
-    self.residual = nn.Sequential(FCBlock(outer, inner, dropout), nn.Linear(inner, outer))
+    self.residual = nn.Sequential(FCBlock(outer, inner, dropout, bn_momentum), nn.Linear(inner, outer))
     self.activation = nn.LeakyReLU(LEAKY_SLOPE)
 
   def forward(self, x):
@@ -47,21 +49,23 @@ class ResNetLike(nn.Module):
 
   def __init__(self, head: ResNetLikeHead, num_classes: int, rgb_size: int = 1024, audio_size: int = 128):
     super().__init__()
-    inner, dropout = head.inner_size, head.dropout
+    inner, dropout, momentum = head.inner_size, head.dropout, head.bn_momentum
     parts = head.video_part + head.audio_part
     audio_width = round(2 * inner * head.audio_part / parts)
     video_width = round(2 * inner * head.video_part / parts)
     self.audio = nn.Sequential(
-      FCBlock(audio_size, audio_width, dropout),
-      *(Identity(audio_width, audio_width, dropout) for _ in range(head.av_id_block_num)),
+      FCBlock(audio_size, audio_width, dropout, momentum),
+      *(Identity(audio_width, audio_width, dropout, momentum) for _ in range(head.av_id_block_num)),
     )
     self.video = nn.Sequential(
-      FCBlock(rgb_size, video_width, dropout),
-      *(Identity(video_width, video_width, dropout) for _ in range(head.av_id_block_num)),
+      FCBlock(rgb_size, video_width, dropout, momentum),
+      *(Identity(video_width, video_width, dropout, momentum) for _ in range(head.av_id_block_num)),
     )
     self.head = nn.Sequential(
-      *(Identity(audio_width + video_width, inner, dropout) for _ in range(head.concat_id_block_num)),
-      FCBlock(audio_width + video_width, inner, dropout),
+      *(
+        Identity(audio_width + video_width, inner, dropout, momentum) for _ in range(head.concat_id_block_num)
+      ),
+      FCBlock(audio_width + video_width, inner, dropout, momentum),
       nn.Linear(inner, num_classes),
     )
     self.context_gate = nn.Linear(num_classes, num_classes) if head.context_gating else None

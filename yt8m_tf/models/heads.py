@@ -120,18 +120,18 @@ def fcn_head(
   return torch_dense(num_classes, x.shape[-1], name="logits", dtype=OUTPUT_DTYPE)(x)
 
 
-def fc_block(x, units: int, dropout: float, name: str):
+def fc_block(x, units: int, dropout: float, name: str, bn_momentum: float = 0.9):
   """ResNetLike's FCBlock: Dense -> BatchNorm -> LeakyReLU(0.01) -> Dropout, PyTorch defaults."""
   x = torch_dense(units, x.shape[-1], name=f"{name}_dense")(x)
-  x = torch_batch_norm(f"{name}_bn")(x)
+  x = torch_batch_norm(f"{name}_bn", bn_momentum)(x)
   x = keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x)
   return keras.layers.Dropout(dropout, name=f"{name}_dropout")(x) if dropout > 0 else x
 
 
-def identity_block(x, inner: int, dropout: float, name: str):
+def identity_block(x, inner: int, dropout: float, name: str, bn_momentum: float = 0.9):
   """ResNetLike's Identity: LeakyReLU(x + Dense(FCBlock(x))), no BN after the second Dense."""
   outer = x.shape[-1]
-  residual = fc_block(x, inner, dropout, name=f"{name}_fc")
+  residual = fc_block(x, inner, dropout, name=f"{name}_fc", bn_momentum=bn_momentum)
   residual = torch_dense(outer, inner, name=f"{name}_out")(residual)
   x = keras.layers.Add(name=f"{name}_add")([x, residual])
   return keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_act")(x)
@@ -140,7 +140,8 @@ def identity_block(x, inner: int, dropout: float, name: str):
 @dataclasses.dataclass(frozen=True)
 class ResNetLikeHead:
   """The ResNetLike graph (video/resnet_like.py) on an (audio, video) pair of [B, *] tensors; SoftBoW uses
-  it after pooling. Its fields are the hyperparameters of the models built on it (their registered params)."""
+  it after pooling. Its fields are the hyperparameters of the models built on it (their registered params);
+  `bn_momentum` is that of every BatchNorm (0.9: PyTorch's default)."""
 
   inner_size: int = 2048
   av_id_block_num: int = 1
@@ -149,22 +150,23 @@ class ResNetLikeHead:
   context_gating: bool = False
   video_part: float = 1.0
   audio_part: float = 1.0
+  bn_momentum: float = 0.9
 
   def __call__(self, audio, video, num_classes: int):
-    inner, dropout = self.inner_size, self.dropout
+    inner, dropout, momentum = self.inner_size, self.dropout, self.bn_momentum
     parts = self.video_part + self.audio_part
     audio_width = round(2 * inner * self.audio_part / parts)
     video_width = round(2 * inner * self.video_part / parts)
-    a = fc_block(audio, audio_width, dropout, name="audio_fc")
+    a = fc_block(audio, audio_width, dropout, name="audio_fc", bn_momentum=momentum)
     for i in range(self.av_id_block_num):
-      a = identity_block(a, audio_width, dropout, name=f"audio_id{i}")
-    v = fc_block(video, video_width, dropout, name="video_fc")
+      a = identity_block(a, audio_width, dropout, name=f"audio_id{i}", bn_momentum=momentum)
+    v = fc_block(video, video_width, dropout, name="video_fc", bn_momentum=momentum)
     for i in range(self.av_id_block_num):
-      v = identity_block(v, video_width, dropout, name=f"video_id{i}")
+      v = identity_block(v, video_width, dropout, name=f"video_id{i}", bn_momentum=momentum)
     x = keras.layers.Concatenate(name="concat_audio_video")([a, v])  # audio first, as in the seed
     for i in range(self.concat_id_block_num):
-      x = identity_block(x, inner, dropout, name=f"concat_id{i}")
-    x = fc_block(x, inner, dropout, name="head_fc")
+      x = identity_block(x, inner, dropout, name=f"concat_id{i}", bn_momentum=momentum)
+    x = fc_block(x, inner, dropout, name="head_fc", bn_momentum=momentum)
     logits = torch_dense(num_classes, inner, name="logits", dtype=OUTPUT_DTYPE)(x)
     if self.context_gating:
       gates = torch_dense(num_classes, num_classes, name="context_gate", dtype=OUTPUT_DTYPE)(logits)

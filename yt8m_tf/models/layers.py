@@ -254,16 +254,17 @@ class MaskedBatchNormalization(keras.layers.Layer):
 class ContextGating(keras.layers.Layer):
   """y = x * sigmoid(W x + b) (WILLOW's context gating; with `batch_norm`, BN replaces the bias)."""
 
-  def __init__(self, batch_norm: bool = False, **kwargs):
+  def __init__(self, batch_norm: bool = False, bn_momentum: float = 0.99, **kwargs):
     super().__init__(**kwargs)
     self.batch_norm = batch_norm
+    self.bn_momentum = float(bn_momentum)
 
   def build(self, input_shape):
     width = input_shape[-1]
     self.gate = keras.layers.Dense(width, use_bias=not self.batch_norm, name="gate")
     self.gate.build(input_shape)
     if self.batch_norm:
-      self.norm = keras.layers.BatchNormalization(name="gate_bn")
+      self.norm = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="gate_bn")
       self.norm.build(input_shape)
 
   def call(self, x, training=None):
@@ -276,7 +277,7 @@ class ContextGating(keras.layers.Layer):
     return input_shape
 
   def get_config(self):
-    return {**super().get_config(), "batch_norm": self.batch_norm}
+    return {**super().get_config(), "batch_norm": self.batch_norm, "bn_momentum": self.bn_momentum}
 
 
 def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True, dtype=None) -> keras.layers.Dense:
@@ -292,9 +293,9 @@ def torch_dense(units: int, fan_in: int, name: str, use_bias: bool = True, dtype
   )
 
 
-def torch_batch_norm(name: str) -> keras.layers.BatchNormalization:
+def torch_batch_norm(name: str, momentum: float = 0.9) -> keras.layers.BatchNormalization:
   """BatchNorm1d's defaults: momentum 0.1 (Keras 0.9) and epsilon 1e-5."""
-  return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+  return keras.layers.BatchNormalization(momentum=momentum, epsilon=1e-5, name=name)
 
 
 def class_summed_l2(l2_penalty: float, num_classes: int) -> keras.regularizers.Regularizer:

@@ -205,6 +205,7 @@ def cluster_centroids(
   num_hidden_layers: int = 1,
   dropout: float = 0.5,
   chunk_size: int = 4096,
+  bn_momentum: float = 0.99,
 ) -> keras.Model:
   """Frames -> nearest of `num_clusters` k-means centroids of concat(rgb, audio) -> MLP -> logits.
 
@@ -212,6 +213,7 @@ def cluster_centroids(
   `l2_normalize` (a TF-IDF vector); "sequence": masked mean and max over time of the centroid
   sequence; "both": their concatenation. centroids [num_clusters, schema.total_feature_size] / idf
   [num_clusters] initialize the non-trainable weights (random centroids and unit idf if None).
+  `bn_momentum`: of every BatchNorm.
   """
   if representation not in REPRESENTATIONS:
     raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
@@ -233,7 +235,7 @@ def cluster_centroids(
   x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="concat_representation")(parts)
   for i in range(num_hidden_layers):
     x = keras.layers.Dense(hidden_size, name=f"hidden{i}")(x)
-    x = keras.layers.BatchNormalization(name=f"hidden{i}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"hidden{i}_bn")(x)
     x = keras.layers.ReLU(name=f"hidden{i}_relu")(x)
     if dropout > 0:
       x = keras.layers.Dropout(dropout, name=f"hidden{i}_dropout")(x)

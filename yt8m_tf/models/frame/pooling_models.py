@@ -104,25 +104,27 @@ def dbof(
   classifier: str = "moe",
   num_mixtures: int = 2,
   l2_penalty: float = 1e-8,
+  bn_momentum: float = 0.99,
 ) -> keras.Model:
   """The starter's DbofModel (2018: relu6, max pooling, MoE with 2 mixtures) on all real frames.
 
   `pooling` is "max", "mean" or "sum" over the real frames; `activation` any Keras activation ("relu6" in the
   2018 starter, "sigmoid" at its HEAD); `batch_norm=False` replaces every BN by a bias (the starter could not
-  switch BN off); `classifier` "moe" (MixtureOfExperts, returns logits) or "logistic".
+  switch BN off); `classifier` "moe" (MixtureOfExperts, returns logits) or "logistic"; `bn_momentum`: of every
+  BatchNorm.
   """
   inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   if batch_norm:
-    x = keras.layers.BatchNormalization(name="input_bn")(x, mask=mask)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="input_bn")(x, mask=mask)
   x = keras.layers.Dense(cluster_size, use_bias=not batch_norm, name="cluster_dense")(x)
   if batch_norm:
-    x = keras.layers.BatchNormalization(name="cluster_bn")(x, mask=mask)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="cluster_bn")(x, mask=mask)
   x = keras.layers.Activation(activation, name="cluster_act")(x)
   x = MaskedFramePooling(pooling, name=f"{pooling}_pool")(x, mask)
   x = keras.layers.Dense(hidden_size, use_bias=not batch_norm, name="hidden_dense")(x)
   if batch_norm:
-    x = keras.layers.BatchNormalization(name="hidden_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="hidden_bn")(x)
   x = keras.layers.Activation(activation, name="hidden_act")(x)
   logits = classifier_head(x, schema.num_classes, classifier, num_mixtures, l2_penalty)
   return keras.Model(inputs, logits, name="DBoF")
@@ -140,8 +142,8 @@ def soft_bow(
 
   Per modality: s_t = SoftAssignment(num_clusters, softmax_power)(x_t); hist = sum over the real frames of s_t
   (unnormalised, as in the seed); Dropout(bow_dropout); then the ResNetLike head (`head_params`: the fields
-  of `heads.ResNetLikeHead`; inner_size 1024 here) with audio first. Seed config 91: num_clusters=4096,
-  softmax_power=3, learnable_power=True, bow_dropout=0.1.
+  of `heads.ResNetLikeHead`, bn_momentum included; inner_size 1024 here) with audio first. Seed config 91:
+  num_clusters=4096, softmax_power=3, learnable_power=True, bow_dropout=0.1.
   """
   inputs, frames, mask = masked_frame_inputs(schema)
   hists = {}
@@ -170,6 +172,7 @@ def time_distributed_pooling(
   attention_heads: int = 1,
   hidden_sizes: Sequence[int] = (1024,),
   dropout: float = 0.0,
+  bn_momentum: float = 0.99,
 ) -> keras.Model:
   """Per-frame embedding followed by a learned temporal pooling.
 
@@ -177,7 +180,7 @@ def time_distributed_pooling(
   -> BN over real frames -> ReLU] -> attention pooling (masked softmax over time of Dense(attention_heads)
   scores, heads concatenated) -> FCN(hidden_sizes, dropout) -> logits. For "conv", padded frames are zeroed
   before every convolution (so the last real frames see the same zeros as at the end of an unpadded sequence)
-  and after it (so nothing computed at a padded position is passed on).
+  and after it (so nothing computed at a padded position is passed on). `bn_momentum`: of every BatchNorm.
   """
   if projection not in ("dense", "conv"):
     raise ValueError(f"projection must be 'dense' or 'conv', got {projection!r}")
@@ -190,7 +193,7 @@ def time_distributed_pooling(
     else:
       x = keras.layers.Dense(units, use_bias=not batch_norm, name=f"dense{i}")(x)
     if batch_norm:
-      x = keras.layers.BatchNormalization(name=f"bn{i}")(x, mask=mask)
+      x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"bn{i}")(x, mask=mask)
     x = keras.layers.ReLU(name=f"relu{i}")(x)
   if projection == "conv":
     x = ZeroPadFrames(name="zero_pad_out")(x, mask)

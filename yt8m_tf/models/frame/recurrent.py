@@ -108,12 +108,14 @@ def bilstm_attention(
   audio_hidden: int = 128,
   hidden_sizes: Sequence[int] = (4096, 4096),
   dropout: float = 0.0,
+  bn_momentum: float = 0.9,
 ) -> keras.Model:
   """The seed's EarlyConcatLSTM4, per modality (video, audio):
     x = ReLU(Dense(d)(x_t)) (d = the modality's feature size);
     layers_number x: x = concat(x, BiLSTM(hidden)(x))  (densely connected; hidden 1024 video, 128 audio);
     pooled = sum_t softmax_t(Dense(1)(x_t)) x_t over the real frames.
   concat(video, audio) (3072 + 384 = 3456 at the defaults) -> BatchNorm -> FCN(hidden_sizes, dropout) -> logits.
+  `bn_momentum`: of the BatchNorm (0.9: PyTorch's default).
   """
   inputs, frames, mask = masked_frame_inputs(schema)
   pooled = []
@@ -126,7 +128,7 @@ def bilstm_attention(
       x = keras.layers.Concatenate(name=f"{name}_dense_concat{i}")([x, h])
     pooled.append(AttentionPooling(1, name=f"{name}_attention_pool")(x, mask))
   x = keras.layers.Concatenate(name="concat_modalities")(pooled)
-  x = torch_batch_norm("head_bn")(x)
+  x = torch_batch_norm("head_bn", bn_momentum)(x)
   logits = fcn_head(x, schema.num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="BiLSTMAttention")
 
@@ -195,14 +197,15 @@ def attention_model(
   hidden_sizes: Sequence[int] = (4096, 4096),
   dropout: float = 0.0,
   batch_norm: bool = True,
+  bn_momentum: float = 0.9,
 ) -> keras.Model:
   """The seed's AttentionModel: GlobalContextAttention(L=num_layers, H=hidden_size) on concat(rgb, audio)
-  -> BatchNorm (if batch_norm) -> FCN(hidden_sizes, dropout) -> logits."""
+  -> BatchNorm (if batch_norm; `bn_momentum` 0.9: PyTorch's default) -> FCN(hidden_sizes, dropout) -> logits."""
   inputs, frames, mask = masked_frame_inputs(schema)
   x = keras.layers.Concatenate(name="concat_features")(list(frames.values()))
   x = GlobalContextAttention(num_layers, hidden_size, name="context_attention")(x, mask)
   if batch_norm:
-    x = torch_batch_norm("head_bn")(x)
+    x = torch_batch_norm("head_bn", bn_momentum)(x)
   logits = fcn_head(x, schema.num_classes, hidden_sizes, dropout, name="head")
   return keras.Model(inputs, logits, name="AttentionModel")
 

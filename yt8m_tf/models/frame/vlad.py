@@ -78,10 +78,11 @@ class _WillowPooling(keras.layers.Layer):
   Initialization as WILLOW: N(0, 1/sqrt(N)) for the cluster weights (and biases, and centers).
   """
 
-  def __init__(self, cluster_size: int, add_batch_norm: bool = True, **kwargs):
+  def __init__(self, cluster_size: int, add_batch_norm: bool = True, bn_momentum: float = 0.99, **kwargs):
     super().__init__(**kwargs)
     self.cluster_size = int(cluster_size)
     self.add_batch_norm = add_batch_norm
+    self.bn_momentum = float(bn_momentum)
 
   def _normal(self, feature_size, mean=0.0):
     return keras.initializers.RandomNormal(mean=mean, stddev=1.0 / math.sqrt(feature_size))
@@ -93,7 +94,7 @@ class _WillowPooling(keras.layers.Layer):
       name="cluster_weights", shape=(n, self.cluster_size), initializer=self._normal(n)
     )
     if self.add_batch_norm:
-      self.cluster_bn = MaskedBatchNormalization(name="cluster_bn")
+      self.cluster_bn = MaskedBatchNormalization(momentum=self.bn_momentum, name="cluster_bn")
       self.cluster_bn.build(tuple(input_shape[:-1]) + (self.cluster_size,))
     else:
       self.cluster_biases = self.add_weight(
@@ -125,7 +126,12 @@ class _WillowPooling(keras.layers.Layer):
     return (x_shape[0], self._output_dim(int(x_shape[-1])))
 
   def get_config(self):
-    return {**super().get_config(), "cluster_size": self.cluster_size, "add_batch_norm": self.add_batch_norm}
+    return {
+      **super().get_config(),
+      "cluster_size": self.cluster_size,
+      "add_batch_norm": self.add_batch_norm,
+      "bn_momentum": self.bn_momentum,
+    }
 
 
 @keras.saving.register_keras_serializable(package="yt8m_tf")
@@ -170,9 +176,10 @@ class NetFV(_WillowPooling):
     add_batch_norm: bool = True,
     couple_weights: bool = False,
     coupling_factor: float = 0.01,
+    bn_momentum: float = 0.99,
     **kwargs,
   ):
-    super().__init__(cluster_size, add_batch_norm, **kwargs)
+    super().__init__(cluster_size, add_batch_norm, bn_momentum, **kwargs)
     self.couple_weights = couple_weights
     self.coupling_factor = coupling_factor
 
@@ -326,9 +333,10 @@ class ProbabilityGating(keras.layers.Layer):
   W_p is C x C, N(0, 1/sqrt(C)); p is clipped to [epsilon, 1 - epsilon] before the logit, as MoE.
   """
 
-  def __init__(self, epsilon: float = 1e-7, **kwargs):
+  def __init__(self, epsilon: float = 1e-7, bn_momentum: float = 0.99, **kwargs):
     super().__init__(**kwargs)
     self.epsilon = epsilon
+    self.bn_momentum = float(bn_momentum)
 
   def build(self, input_shape):
     classes = int(input_shape[-1])
@@ -337,7 +345,9 @@ class ProbabilityGating(keras.layers.Layer):
       shape=(classes, classes),
       initializer=keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(classes)),
     )
-    self.norm = keras.layers.BatchNormalization(name="gating_prob_bn", dtype=self.dtype_policy)
+    self.norm = keras.layers.BatchNormalization(
+      momentum=self.bn_momentum, name="gating_prob_bn", dtype=self.dtype_policy
+    )
     self.norm.build(input_shape)
 
   def call(self, logits, training=None):
@@ -350,7 +360,7 @@ class ProbabilityGating(keras.layers.Layer):
     return input_shape
 
   def get_config(self):
-    return {**super().get_config(), "epsilon": self.epsilon}
+    return {**super().get_config(), "epsilon": self.epsilon, "bn_momentum": self.bn_momentum}
 
 
 def willow_model(
@@ -366,17 +376,25 @@ def willow_model(
   num_mixtures: int = 2,
   l2_penalty: float = 1e-6,
   probability_gating: bool = True,
+  bn_momentum: float = 0.99,
   **pooling_params,
 ) -> keras.Model:
-  """WILLOW's gated model around one pooling layer class (module docstring); `pooling_params` go to it."""
+  """WILLOW's gated model around one pooling layer class (module docstring); `pooling_params` go to it.
+  `bn_momentum`: of every BatchNorm (NeXtVLADModel's docstring says when to lower it)."""
   check_classifier(classifier)
   inputs, frames, mask = masked_frame_inputs(schema)
   pooled = []
   for i, (modality, x) in enumerate(frames.items()):
     if add_batch_norm:
-      x = MaskedBatchNormalization(name=f"{modality}_input_bn")(x, mask)
+      x = MaskedBatchNormalization(momentum=bn_momentum, name=f"{modality}_input_bn")(x, mask)
     clusters = cluster_size if i == 0 else max(cluster_size // 2, 1)
-    layer = pooling(clusters, add_batch_norm=add_batch_norm, name=f"{modality}_pooling", **pooling_params)
+    layer = pooling(
+      clusters,
+      add_batch_norm=add_batch_norm,
+      bn_momentum=bn_momentum,
+      name=f"{modality}_pooling",
+      **pooling_params,
+    )
     pooled.append(layer(x, mask))
   h = keras.layers.Concatenate(name="concat_pooled")(pooled)
   hidden_bn = add_batch_norm and relu  # WILLOW: BN only with the ReLU, otherwise a bias
@@ -388,14 +406,14 @@ def willow_model(
     bias_initializer=keras.initializers.RandomNormal(stddev=0.01),
   )(h)
   if hidden_bn:
-    h = keras.layers.BatchNormalization(name="hidden_bn")(h)
+    h = keras.layers.BatchNormalization(momentum=bn_momentum, name="hidden_bn")(h)
   if relu:
     h = keras.layers.ReLU(max_value=6.0, name="relu6")(h)
   if gating:
-    h = ContextGating(batch_norm=add_batch_norm, name="context_gating")(h)
+    h = ContextGating(batch_norm=add_batch_norm, bn_momentum=bn_momentum, name="context_gating")(h)
   logits = classifier_head(h, schema.num_classes, classifier, num_mixtures, l2_penalty, regularize_bias=True)
   if probability_gating:
-    logits = ProbabilityGating(name="probability_gating", dtype=OUTPUT_DTYPE)(logits)
+    logits = ProbabilityGating(bn_momentum=bn_momentum, name="probability_gating", dtype=OUTPUT_DTYPE)(logits)
   return keras.Model(inputs, logits, name=name)
 
 

@@ -118,9 +118,15 @@ class AttentiveTrunk:
 
 
 def attentive_fcn(
-  schema: Schema, name: str, trunk: AttentiveTrunk, inner_size: int = 4096, dropout: float = 0.3
+  schema: Schema,
+  name: str,
+  trunk: AttentiveTrunk,
+  inner_size: int = 4096,
+  dropout: float = 0.3,
+  bn_momentum: float = 0.9,
 ) -> keras.Model:
-  """The gated AttentiveFCN family: concat -> `trunk` (every Dense inner_size wide) -> Dropout -> logits."""
+  """The gated AttentiveFCN family: concat -> `trunk` (every Dense inner_size wide) -> Dropout -> logits.
+  `bn_momentum`: of every BatchNorm of the trunk (0.9: PyTorch's default)."""
   inputs, x = concat_video_inputs(schema)
   x = _dense(x, inner_size, name="fc1", activation=trunk.fc1_activation)
   if trunk.sort_features:
@@ -128,11 +134,11 @@ def attentive_fcn(
   if trunk.fc2:
     x = _dense(x, inner_size, name="fc2", activation=None if trunk.fc2_batch_norm else "relu")
     if trunk.fc2_batch_norm:
-      x = keras.layers.ReLU(name="bn1_relu")(torch_batch_norm("bn1")(x))
+      x = keras.layers.ReLU(name="bn1_relu")(torch_batch_norm("bn1", bn_momentum)(x))
   for i in range(trunk.residuals):
     x = _residual(x, f"fc{i + 4}")
     if trunk.residual_batch_norm:
-      x = keras.layers.ReLU(name=f"bn{i + 2}_relu")(torch_batch_norm(f"bn{i + 2}")(x))
+      x = keras.layers.ReLU(name=f"bn{i + 2}_relu")(torch_batch_norm(f"bn{i + 2}", bn_momentum)(x))
     else:
       x = keras.layers.ReLU(name=f"fc{i + 4}_relu")(x)
   x = _self_gate(x, activation=trunk.gate_activation)
