@@ -92,23 +92,19 @@ def test_evaluate_equals_the_numpy_metrics(tiny_splits):
   assert result["loss"] == pytest.approx(bce, rel=1e-4)
 
 
-class _KillAfterEpoch(keras.callbacks.Callback):
-  def __init__(self, epoch):
+class _Kill(keras.callbacks.Callback):
+  """Stops the run like a kill at the beginning or the end (after the callbacks before it) of one epoch."""
+
+  def __init__(self, epoch, at="end"):
     super().__init__()
-    self.epoch = epoch
-
-  def on_epoch_end(self, epoch, logs=None):
-    if epoch == self.epoch:
-      raise KeyboardInterrupt("killed")
-
-
-class _KillAtEpochBegin(keras.callbacks.Callback):
-  def __init__(self, epoch):
-    super().__init__()
-    self.epoch = epoch
+    self.epoch, self.at = epoch, at
 
   def on_epoch_begin(self, epoch, logs=None):
-    if epoch == self.epoch:
+    if self.at == "begin" and epoch == self.epoch:
+      raise KeyboardInterrupt("killed")
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self.at == "end" and epoch == self.epoch:
       raise KeyboardInterrupt("killed")
 
 
@@ -124,37 +120,41 @@ class _SetLearningRate(keras.callbacks.Callback):
       self.model.optimizer.learning_rate.assign(self.value)
 
 
+def _fit_logistic(tiny_splits, train_dir, learning_rate, batch_size, callbacks, **schedule):
+  """A seeded Logistic run on an endless shuffled stream (pseudo-epochs), constant LR; returns its history."""
+  train_file, val_file = tiny_splits
+  keras.utils.set_random_seed(0)
+  model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), learning_rate)
+  train_ds = training.dataset_for(
+    "video", train_file, batch_size, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+  )
+  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+  return training.fit(
+    model,
+    train_ds,
+    val_ds,
+    train_dir=train_dir,
+    extra_callbacks=callbacks,
+    lr_on_plateau=False,
+    verbose=0,
+    **schedule,
+  )
+
+
 @pytest.mark.parametrize("kill", ["after epoch 2's end", "in epoch 3's end, before its backup"])
 def test_a_resumed_run_continues_from_one_whole_epoch_state(tiny_splits, kill, tmp_path):
   """The backup is one unit saved after every other callback: after a kill between epochs the run resumes
   with the learning rate a callback set at epoch 2's end; after a kill inside epoch 3's end (history.json
   and last.keras written, a half-written checkpoint left) it redoes epoch 3 from epoch 2's state. Either
   way every epoch's loss, GAP and learning rate equal those of a run never stopped."""
-  train_file, val_file = tiny_splits
 
   def run(train_dir, extra=()):
-    keras.utils.set_random_seed(0)
-    model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), 0.05)
-    train_ds = training.dataset_for(
-      "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
-    )
-    val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
     callbacks = [_SetLearningRate(1, 0.0123), *extra]
-    return training.fit(
-      model,
-      train_ds,
-      val_ds,
-      train_dir=train_dir,
-      epochs=4,
-      steps_per_epoch=4,
-      extra_callbacks=callbacks,
-      lr_on_plateau=False,
-      verbose=0,
-    )
+    return _fit_logistic(tiny_splits, train_dir, 0.05, 32, callbacks, epochs=4, steps_per_epoch=4)
 
   whole = run(str(tmp_path / "whole"))
   train_dir = str(tmp_path / "killed")
-  killer = _KillAtEpochBegin(2) if kill.startswith("after") else _KillAfterEpoch(2)
+  killer = _Kill(2, at="begin" if kill.startswith("after") else "end")
   with pytest.raises(KeyboardInterrupt):
     run(train_dir, [killer])
   backup_dir = os.path.join(train_dir, trainer.BACKUP_DIR)
@@ -182,7 +182,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one(tiny_splits, tmp_path):
     model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), 0.05)
     train_ds = training.dataset_for("video", train_file, 16, schema=TINY_SCHEMA, shuffle=True, seed=0)
     val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
-    extra = [] if kill_after is None else [_KillAfterEpoch(kill_after)]
+    extra = [] if kill_after is None else [_Kill(kill_after)]
     training.fit(model, train_ds, val_ds, train_dir=train_dir, epochs=3, extra_callbacks=extra, verbose=0)
     return model
 
@@ -238,27 +238,10 @@ def test_tensorboard_gets_the_training_loss_per_step(tiny_splits, tmp_path):
 def test_early_stopping_resumes_with_its_count_of_epochs_without_improvement(tiny_splits, tmp_path):
   """Killed after an epoch that did not improve validation GAP, the resumed run still stops where the
   uninterrupted one stops (with the count restarted at 0 it would train on)."""
-  train_file, val_file = tiny_splits
 
   def run(train_dir, extra=()):
-    keras.utils.set_random_seed(0)
-    model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), 0.2)
-    train_ds = training.dataset_for(
-      "video", train_file, 16, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
-    )
-    val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
-    return training.fit(
-      model,
-      train_ds,
-      val_ds,
-      train_dir=train_dir,
-      epochs=30,
-      steps_per_epoch=2,
-      early_stopping_patience=2,
-      lr_on_plateau=False,
-      extra_callbacks=list(extra),
-      verbose=0,
-    )
+    schedule = dict(epochs=30, steps_per_epoch=2, early_stopping_patience=2)
+    return _fit_logistic(tiny_splits, train_dir, 0.2, 16, list(extra), **schedule)
 
   whole = run(str(tmp_path / "whole"))
   assert len(whole) < 30  # it stopped early
@@ -268,7 +251,7 @@ def test_early_stopping_resumes_with_its_count_of_epochs_without_improvement(tin
   assert first_flat < len(whole) - 1
   train_dir = str(tmp_path / "killed")
   with pytest.raises(KeyboardInterrupt):
-    run(train_dir, [_KillAtEpochBegin(first_flat + 1)])
+    run(train_dir, [_Kill(first_flat + 1, at="begin")])
   resumed = run(train_dir)
   assert [(e["epoch"], e["loss"], e["val_gap"]) for e in resumed] == [
     (e["epoch"], e["loss"], e["val_gap"]) for e in whole
