@@ -122,9 +122,10 @@ def test_the_report_is_the_ladder(finished):
 
 def test_levels_agree(finished):
   config, report, _ = finished
-  # The exported distilled model scores what the in-process model scored (CSV rounds to 6 digits).
+  # The exported distilled model scores what the in-process model scored, both from float32 scores (the CSV
+  # rounds them to 6 digits; scored through a float16 store, the in-process figure once differed by 0.0020).
   assert _gap(report, "export: distilled fp32")["test_gap"] == pytest.approx(
-    _gap(report, "EnsembleModel, soft labels, mean of")["test_gap"], abs=2e-3
+    _gap(report, "EnsembleModel, soft labels, mean of")["test_gap"], abs=1e-4
   )
   # The L1 + stacker graph reproduces the offline stacker on the test set.
   assert _gap(report, "export: L1 + stacker")["test_gap"] == pytest.approx(

@@ -49,6 +49,20 @@ def evaluate_top_k(model: keras.Model, dataset: tf.data.Dataset, k: int = metric
   return result.result()
 
 
+def gap_against_labels(
+  model: keras.Model, dataset: tf.data.Dataset, labels: Dict[bytes, np.ndarray], k: int = metrics.GAP_K
+) -> float:
+  """GAP@k of `model` on `dataset` (which keeps `id`; its own labels may be empty, as in a test set) against
+  `labels` (id -> positive class ids), from the float32 scores, as a submission of the model is scored."""
+  gap = metrics.GapAccumulator(k=k)
+  for ids, probabilities, _ in predict_batches(model, dataset):
+    classes, scores = metrics.top_k_per_video(probabilities, k=k)
+    truth = [labels[video_id] for video_id in ids]
+    hits = np.array([np.isin(c, t) for c, t in zip(classes, truth)], bool)
+    gap.add_topk(scores, hits, int(sum(len(t) for t in truth)), len(truth))
+  return gap.result()
+
+
 _SUMMARY_FUNCTIONS: "weakref.WeakKeyDictionary[keras.Model, Dict[int, Callable]]" = (
   weakref.WeakKeyDictionary()
 )
