@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from conftest import TINY_SCHEMA, write_video_file
 from yt8m_tf import metrics, models, training
-from yt8m_tf.training import trainer
+from yt8m_tf.training import evaluation, trainer
 
 
 def _learnable_videos(num, seed):
@@ -73,6 +73,22 @@ def test_evaluate_equals_gap_of_full_predictions(tiny_splits):
   expected = metrics.gap_at_k(np.concatenate(scores), np.concatenate(labels))
   assert training.evaluate(model, eval_ds)["gap@20"] == pytest.approx(expected, abs=1e-9)
   assert len(np.concatenate(ids)) == 96
+
+
+def test_gap_against_labels_scores_by_id_as_the_reference_does(tiny_splits):
+  """Labels given apart, by video id (a test set's records carry none): the reference GAP of the float32
+  scores; a video's labels swapped for another's change it."""
+  _, val_file = tiny_splits
+  keras.utils.set_random_seed(2)
+  model = models.build("MoE", num_classes=TINY_SCHEMA.num_classes, num_mixtures=2)
+  eval_ds = training.dataset_for("video", val_file, 40, schema=TINY_SCHEMA, keep_ids=True)
+  ids, scores, labels = (np.concatenate(parts) for parts in zip(*training.predict_batches(model, eval_ds)))
+  by_id = {video_id: np.flatnonzero(row) for video_id, row in zip(ids, labels)}
+  expected = metrics.gap_at_k(scores, labels)
+  assert evaluation.gap_against_labels(model, eval_ds, by_id) == pytest.approx(expected, abs=1e-9)
+  in_order = [by_id[v] for v in ids]
+  shifted = dict(zip(ids, in_order[-1:] + in_order[:-1]))
+  assert evaluation.gap_against_labels(model, eval_ds, shifted) != pytest.approx(expected, abs=1e-3)
 
 
 def test_evaluate_equals_the_numpy_metrics(tiny_splits):
