@@ -31,14 +31,15 @@ def tiny_splits(tmp_path_factory):
   return str(root / "train.tfrecord"), str(root / "validate.tfrecord")
 
 
-def _logistic_and_data(tiny_splits):
-  """A compiled Logistic model, an endless shuffled training set and the validation set (batch 32)."""
+def _logistic_and_data(tiny_splits, learning_rate=0.05, batch_size=32):
+  """A compiled Logistic model, an endless shuffled training set (`batch_size`) and the validation set
+  (batch 32)."""
   train_file, val_file = tiny_splits
   keras.utils.set_random_seed(0)
   model = models.build("Logistic", num_classes=TINY_SCHEMA.num_classes)
-  training.compile_model(model, learning_rate=0.05)
+  training.compile_model(model, learning_rate=learning_rate)
   train_ds = training.dataset_for(
-    "video", train_file, 32, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
+    "video", train_file, batch_size, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
   )
   return model, train_ds, training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
 
@@ -75,7 +76,7 @@ def test_evaluate_equals_gap_of_full_predictions(tiny_splits):
   assert len(np.concatenate(ids)) == 96
 
 
-def test_gap_against_labels_scores_by_id_as_the_reference_does(tiny_splits):
+def test_evaluate_top_k_takes_labels_by_id_as_the_reference_does(tiny_splits):
   """Labels given apart, by video id (a test set's records carry none): the reference GAP of the float32
   scores; a video's labels swapped for another's change it."""
   _, val_file = tiny_splits
@@ -85,10 +86,13 @@ def test_gap_against_labels_scores_by_id_as_the_reference_does(tiny_splits):
   ids, scores, labels = (np.concatenate(parts) for parts in zip(*training.predict_batches(model, eval_ds)))
   by_id = {video_id: np.flatnonzero(row) for video_id, row in zip(ids, labels)}
   expected = metrics.gap_at_k(scores, labels)
-  assert evaluation.gap_against_labels(model, eval_ds, by_id) == pytest.approx(expected, abs=1e-9)
+  by_id_gap = evaluation.evaluate_top_k(model, eval_ds, labels=by_id)["gap@20"]
+  assert by_id_gap == pytest.approx(expected, abs=1e-9)
   in_order = [by_id[v] for v in ids]
   shifted = dict(zip(ids, in_order[-1:] + in_order[:-1]))
-  assert evaluation.gap_against_labels(model, eval_ds, shifted) != pytest.approx(expected, abs=1e-3)
+  assert evaluation.evaluate_top_k(model, eval_ds, labels=shifted)["gap@20"] != pytest.approx(
+    expected, abs=1e-3
+  )
 
 
 def test_evaluate_equals_the_numpy_metrics(tiny_splits):
@@ -137,14 +141,8 @@ class _SetLearningRate(keras.callbacks.Callback):
 
 
 def _fit_logistic(tiny_splits, train_dir, learning_rate, batch_size, callbacks, **schedule):
-  """A seeded Logistic run on an endless shuffled stream (pseudo-epochs), constant LR; returns its history."""
-  train_file, val_file = tiny_splits
-  keras.utils.set_random_seed(0)
-  model = training.compile_model(models.build("Logistic", num_classes=TINY_SCHEMA.num_classes), learning_rate)
-  train_ds = training.dataset_for(
-    "video", train_file, batch_size, schema=TINY_SCHEMA, shuffle=True, seed=0, num_epochs=None
-  )
-  val_ds = training.dataset_for("video", val_file, 32, schema=TINY_SCHEMA)
+  """`_logistic_and_data` fitted at a constant LR with `callbacks`; returns its history."""
+  model, train_ds, val_ds = _logistic_and_data(tiny_splits, learning_rate, batch_size)
   return training.fit(
     model,
     train_ds,

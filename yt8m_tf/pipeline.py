@@ -729,7 +729,7 @@ class Pipeline:
     preset, by up to 0.0012 for one student on the ladders' 3,300 test videos.)"""
     model = scorers[0] if len(scorers) == 1 else averaging.average_logits(scorers, name="students")
     dataset = dataset_for(models.VIDEO, self.test_pattern(), 1024, schema=self.schema(), keep_ids=True)
-    return evaluation.gap_against_labels(model, dataset, self.labels("test"))
+    return evaluation.evaluate_top_k(model, dataset, labels=self.labels("test"))["gap@20"]
 
   def students_of(self, variant: str) -> int:
     """Students trained for `variant`: the submitted (soft) model averages `distill_students`; the

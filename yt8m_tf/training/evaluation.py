@@ -35,32 +35,31 @@ def predict_batches(
     yield (None if ids is None else ids.numpy()), infer(inputs).numpy(), labels.numpy()
 
 
-def evaluate_top_k(model: keras.Model, dataset: tf.data.Dataset, k: int = metrics.GAP_K) -> Dict[str, float]:
+def evaluate_top_k(
+  model: keras.Model,
+  dataset: tf.data.Dataset,
+  k: int = metrics.GAP_K,
+  labels: Optional[Dict[bytes, np.ndarray]] = None,
+) -> Dict[str, float]:
   """GAP@k, Hit@1, PERR and mAP (`metrics.TopKMetrics`) of `model` on a labeled dataset, from each video's
-  top k: the same figures an export of the model gets from `export.evaluate_export`."""
+  top k of its float32 scores: the same figures an export of the model gets from `export.evaluate_export`.
+
+  `labels` (video id -> positive class ids) replaces the dataset's own, for records that carry none (a test
+  set); the dataset must then keep `id`.
+  """
   result = None
-  for _, probabilities, labels in predict_batches(model, dataset):
+  for ids, probabilities, batch_labels in predict_batches(model, dataset):
     if result is None:
       result = metrics.TopKMetrics(probabilities.shape[1], k=k)
     classes, scores = metrics.top_k_per_video(probabilities, k=k)
-    result.add(classes, scores, [np.flatnonzero(row) for row in labels])
+    if labels is None:
+      positives = [np.flatnonzero(row) for row in batch_labels]
+    else:
+      positives = [labels[video_id] for video_id in ids]
+    result.add(classes, scores, positives)
   if result is None:
     raise ValueError("the dataset holds no videos")
   return result.result()
-
-
-def gap_against_labels(
-  model: keras.Model, dataset: tf.data.Dataset, labels: Dict[bytes, np.ndarray], k: int = metrics.GAP_K
-) -> float:
-  """GAP@k of `model` on `dataset` (which keeps `id`; its own labels may be empty, as in a test set) against
-  `labels` (id -> positive class ids), from the float32 scores, as a submission of the model is scored."""
-  gap = metrics.GapAccumulator(k=k)
-  for ids, probabilities, _ in predict_batches(model, dataset):
-    classes, scores = metrics.top_k_per_video(probabilities, k=k)
-    truth = [labels[video_id] for video_id in ids]
-    hits = np.array([np.isin(c, t) for c, t in zip(classes, truth)], bool)
-    gap.add_topk(scores, hits, int(sum(len(t) for t in truth)), len(truth))
-  return gap.result()
 
 
 _SUMMARY_FUNCTIONS: "weakref.WeakKeyDictionary[keras.Model, Dict[int, Callable]]" = (
